@@ -1,0 +1,61 @@
+//! Progress of a pull or import, reported per layer. The library only emits events; the
+//! binary draws them (a bar per layer on a terminal, plain lines otherwise).
+
+use crate::digest::Digest;
+
+/// One thing that happened during a pull or import.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The reference resolved to a manifest with this many layers.
+    Resolved {
+        /// Canonical reference.
+        reference: String,
+        /// Manifest digest for this platform.
+        manifest: Digest,
+        /// Layer count.
+        layers: usize,
+    },
+    /// A layer started downloading (or unpacking from a stored blob).
+    LayerStarted {
+        /// Blob digest.
+        digest: Digest,
+        /// Blob size.
+        size: u64,
+    },
+    /// Bytes of a layer received so far.
+    LayerProgress {
+        /// Blob digest.
+        digest: Digest,
+        /// Bytes so far.
+        done: u64,
+    },
+    /// A layer was already stored and unpacked.
+    LayerCached {
+        /// Blob digest.
+        digest: Digest,
+    },
+    /// A layer is stored, verified and unpacked.
+    LayerDone {
+        /// Blob digest.
+        digest: Digest,
+    },
+    /// A layer failed.
+    LayerFailed {
+        /// Blob digest.
+        digest: Digest,
+    },
+}
+
+/// Receives events; called from several tasks at once.
+pub trait Progress: Send + Sync {
+    /// Handles one event.
+    fn event(&self, event: Event);
+}
+
+/// Discards events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: Event) {}
+}

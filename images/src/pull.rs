@@ -1,0 +1,405 @@
+//! Pulling: resolve the reference to this platform's manifest, fetch the config, then
+//! every layer at once — each layer's bytes are hashed into the content store and fed to
+//! its unpacker on a blocking thread as they arrive, so unpacking overlaps the download
+//! and layers unpack in parallel. A layer is locked (flock on its diff id) while it is
+//! produced, so concurrent pulls of shared layers, from any process, do the work once.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use crate::digest::Digest;
+use crate::manifest::{self, check_config, check_manifest, descriptor_digest, layer_compression, Document, Platform};
+use crate::progress::{Event, Progress};
+use crate::reference::ImageRef;
+use crate::registry::{RegistryOptions, Session};
+use crate::store::content::Ingest;
+use crate::store::lock;
+use crate::store::metadata::{ImageRecord, LayerRecord};
+use crate::store::snapshots::SnapshotInfo;
+use crate::store::{Store, StoreError};
+use crate::unpack::{unpack_layer, Compression, UnpackError, UnpackOptions};
+use crate::Error;
+
+/// Largest manifest or config accepted (registries cap manifests at 4 MiB).
+const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+/// Layers fetched at once.
+const PARALLEL_LAYERS: usize = 6;
+
+/// Errors of a pull that are not one module's alone.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// One layer failed; the source says how.
+    #[error("layer {digest} of {reference}: {source}")]
+    Layer {
+        /// The image.
+        reference: String,
+        /// The layer blob.
+        digest: Digest,
+        /// What failed.
+        source: Box<Error>,
+    },
+    /// A blocking unpack task panicked or was cancelled.
+    #[error("unpack task for layer {digest} failed: {detail}")]
+    Task {
+        /// The layer blob.
+        digest: Digest,
+        /// The join error.
+        detail: String,
+    },
+    /// An index nested where a manifest was expected.
+    #[error("{digest} is an index where an image manifest was expected")]
+    NestedIndex {
+        /// The document.
+        digest: Digest,
+    },
+    /// A manifest or config larger than any real one.
+    #[error("{digest} is larger than {MAX_DOCUMENT_BYTES} bytes; refusing it as a manifest or config")]
+    DocumentTooLarge {
+        /// The document.
+        digest: Digest,
+    },
+}
+
+/// Settings of a pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Registry access.
+    pub registry: RegistryOptions,
+    /// Unpack limits.
+    pub unpack: UnpackOptions,
+    /// The platform to pick from an index.
+    pub platform: Platform,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self { registry: RegistryOptions::default(), unpack: UnpackOptions::default(), platform: Platform::host() }
+    }
+}
+
+/// One layer to make present: blob digest, size, media type and the diff id it must have.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerJob {
+    pub desc: oci_spec::image::Descriptor,
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub compression: Compression,
+}
+
+/// Pulls `reference` into `store` and records it; returns the record.
+pub async fn pull(
+    store: &Store,
+    reference: &ImageRef,
+    options: &PullOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ImageRecord, Error> {
+    let _gc = lock::shared_async(store.locks_dir().join("gc.lock")).await?;
+    let session = Session::open(&options.registry, reference).await?;
+    let (top_bytes, top_digest) = session.fetch_manifest(reference).await?;
+    store.write_blob(&top_bytes, Some(&top_digest))?;
+    let (manifest_bytes, manifest_digest) = match manifest::parse_document(&top_bytes, &top_digest, None)? {
+        Document::Manifest(_) => (top_bytes, top_digest.clone()),
+        Document::Index(index) => {
+            let desc = manifest::select_platform(&index, &top_digest, &options.platform)?;
+            let child = reference.with_digest(&descriptor_digest(&desc, &top_digest)?);
+            let (bytes, digest) = session.fetch_manifest(&child).await?;
+            store.write_blob(&bytes, Some(&digest))?;
+            (bytes, digest)
+        }
+    };
+    let Document::Manifest(manifest) = manifest::parse_document(&manifest_bytes, &manifest_digest, None)? else {
+        return Err(PullError::NestedIndex { digest: manifest_digest }.into());
+    };
+    check_manifest(&manifest, &manifest_digest)?;
+    let config_digest = descriptor_digest(manifest.config(), &manifest_digest)?;
+    if !store.has_blob(&config_digest) {
+        let bytes = fetch_small(&session, manifest.config(), &config_digest).await?;
+        store.write_blob(&bytes, Some(&config_digest))?;
+    }
+    let config = manifest::parse_config(&store.read_blob(&config_digest)?, &config_digest)?;
+    check_config(&config, &config_digest, manifest.layers().len(), &options.platform)?;
+    progress.event(Event::Resolved {
+        reference: reference.to_string(),
+        manifest: manifest_digest.clone(),
+        layers: manifest.layers().len(),
+    });
+    let jobs = layer_jobs(&manifest, &manifest_digest, &config)?;
+    let layers = ensure_layers(store, &reference.to_string(), jobs, Some(&session), &options.unpack, &progress).await?;
+    let record = image_record(
+        reference.to_string(),
+        top_digest,
+        manifest_digest,
+        config_digest,
+        &config,
+        &options.platform,
+        layers,
+    );
+    store.put_image(record.clone())?;
+    Ok(record)
+}
+
+async fn fetch_small(session: &Session, desc: &oci_spec::image::Descriptor, digest: &Digest) -> Result<Vec<u8>, Error> {
+    if desc.size() as usize > MAX_DOCUMENT_BYTES {
+        return Err(PullError::DocumentTooLarge { digest: digest.clone() }.into());
+    }
+    let mut stream = session.blob_stream(desc).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| crate::registry::RegistryError::Connect {
+            registry: digest.to_string(),
+            detail: e.to_string(),
+        })?;
+        out.extend_from_slice(&chunk);
+        if out.len() > MAX_DOCUMENT_BYTES {
+            return Err(PullError::DocumentTooLarge { digest: digest.clone() }.into());
+        }
+    }
+    Ok(out)
+}
+
+/// The layer jobs of a manifest, paired with the config's diff ids.
+pub(crate) fn layer_jobs(
+    manifest: &ImageManifest,
+    manifest_digest: &Digest,
+    config: &ImageConfiguration,
+) -> Result<Vec<LayerJob>, Error> {
+    let mut jobs = Vec::new();
+    for (desc, diff_id) in manifest.layers().iter().zip(config.rootfs().diff_ids()) {
+        let digest = descriptor_digest(desc, manifest_digest)?;
+        let diff_id: Digest = diff_id.parse().map_err(crate::digest::DigestError::from)?;
+        let compression = layer_compression(&desc.media_type().to_string()).unwrap_or(Compression::Detect);
+        jobs.push(LayerJob { desc: desc.clone(), digest, diff_id, compression });
+    }
+    Ok(jobs)
+}
+
+/// Makes every layer present (blob and snapshot), in parallel; returns records in order.
+pub(crate) async fn ensure_layers(
+    store: &Store,
+    reference: &str,
+    jobs: Vec<LayerJob>,
+    session: Option<&Session>,
+    unpack: &UnpackOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<Vec<LayerRecord>, Error> {
+    let mut records: Vec<(usize, LayerRecord)> = futures_util::stream::iter(jobs.into_iter().enumerate())
+        .map(|(i, job)| async move {
+            let digest = job.digest.clone();
+            match ensure_layer(store, job, session, unpack, progress).await {
+                Ok(r) => Ok((i, r)),
+                Err(e) => {
+                    progress.event(Event::LayerFailed { digest: digest.clone() });
+                    Err(Error::from(PullError::Layer { reference: reference.to_string(), digest, source: Box::new(e) }))
+                }
+            }
+        })
+        .buffer_unordered(PARALLEL_LAYERS)
+        .try_collect()
+        .await?;
+    records.sort_by_key(|(i, _)| *i);
+    Ok(records.into_iter().map(|(_, r)| r).collect())
+}
+
+async fn ensure_layer(
+    store: &Store,
+    job: LayerJob,
+    session: Option<&Session>,
+    unpack: &UnpackOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<LayerRecord, Error> {
+    let _lock = lock::exclusive_async(store.locks_dir().join(format!("{}.lock", job.diff_id.hex()))).await?;
+    let size = job.desc.size();
+    let record = |info: SnapshotInfo| LayerRecord {
+        digest: job.digest.clone(),
+        diff_id: job.diff_id.clone(),
+        media_type: job.desc.media_type().to_string(),
+        size,
+        unpacked_size: info.unpacked_size,
+    };
+    let have_blob = store.has_blob(&job.digest);
+    if have_blob {
+        if let Some(info) = store.snapshot_info(&job.diff_id) {
+            progress.event(Event::LayerCached { digest: job.digest.clone() });
+            return Ok(record(info));
+        }
+    }
+    progress.event(Event::LayerStarted { digest: job.digest.clone(), size });
+    let info = if have_blob {
+        let (store2, job2, opts) = (store.clone(), job.clone(), *unpack);
+        join(&job.digest, tokio::task::spawn_blocking(move || unpack_stored(&store2, &job2, &opts))).await?
+    } else {
+        let Some(session) = session else {
+            return Err(StoreError::MissingBlob { digest: job.digest.clone() }.into());
+        };
+        stream_layer(store, &job, session, unpack, progress).await?
+    };
+    progress.event(Event::LayerDone { digest: job.digest.clone() });
+    Ok(record(info))
+}
+
+async fn join(
+    digest: &Digest,
+    task: tokio::task::JoinHandle<Result<SnapshotInfo, Error>>,
+) -> Result<SnapshotInfo, Error> {
+    task.await.map_err(|e| PullError::Task { digest: digest.clone(), detail: e.to_string() })?
+}
+
+/// Unpacks a layer whose blob is already stored (import, or a snapshot removed by hand).
+fn unpack_stored(store: &Store, job: &LayerJob, options: &UnpackOptions) -> Result<SnapshotInfo, Error> {
+    let file = store.open_blob(&job.digest)?;
+    let snapshot = store.begin_snapshot()?;
+    let stats = unpack_layer(io::BufReader::with_capacity(1 << 20, file), job.compression, snapshot.path(), options)?;
+    if stats.diff_id != job.diff_id {
+        return Err(UnpackError::DiffIdMismatch { expected: job.diff_id.clone(), actual: stats.diff_id }.into());
+    }
+    let info = SnapshotInfo { version: 1, unpacked_size: stats.unpacked_size, entries: stats.entries };
+    snapshot.commit(&job.diff_id, info)?;
+    Ok(info)
+}
+
+/// Downloads a layer and unpacks it while it arrives.
+async fn stream_layer(
+    store: &Store,
+    job: &LayerJob,
+    session: &Session,
+    unpack: &UnpackOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<SnapshotInfo, Error> {
+    let mut stream = session.blob_stream(&job.desc).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(64);
+    let ingest = store.ingest(Some(job.digest.clone()), Some(job.desc.size()))?;
+    let (store2, job2, opts) = (store.clone(), job.clone(), *unpack);
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut reader = TeeReader { rx, current: Bytes::new(), ingest: Some(ingest) };
+        unpack_streamed(&store2, &job2, &opts, &mut reader)
+    });
+    let mut done = 0u64;
+    let mut last_report = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let failed = chunk.is_err();
+        if let Ok(bytes) = &chunk {
+            done += bytes.len() as u64;
+            if done - last_report >= 256 * 1024 {
+                last_report = done;
+                progress.event(Event::LayerProgress { digest: job.digest.clone(), done });
+            }
+        }
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    progress.event(Event::LayerProgress { digest: job.digest.clone(), done });
+    drop(tx);
+    join(&job.digest, worker).await
+}
+
+fn unpack_streamed(
+    store: &Store,
+    job: &LayerJob,
+    options: &UnpackOptions,
+    reader: &mut TeeReader,
+) -> Result<SnapshotInfo, Error> {
+    let snapshot = store.begin_snapshot()?;
+    let result = unpack_layer(&mut *reader, job.compression, snapshot.path(), options);
+    let Some(ingest) = reader.ingest.take() else {
+        return Err(StoreError::MissingBlob { digest: job.digest.clone() }.into());
+    };
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(unpack_err) => {
+            // A corrupt blob often shows first as a corrupt stream; the digest says which
+            // it is. Read what is left (until the sender stops) and prefer that verdict.
+            let mut ingest = ingest;
+            let mut rest = TeeReader { rx: std::mem::replace(&mut reader.rx, closed()), current: Bytes::new(), ingest: None };
+            if let Err(e) = copy_into(&mut rest, &mut ingest) {
+                tracing::debug!("could not drain layer after unpack error: {e}");
+                return Err(unpack_err.into());
+            }
+            return match ingest.commit() {
+                Err(e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. })) => Err(e.into()),
+                _ => Err(unpack_err.into()),
+            };
+        }
+    };
+    ingest.commit()?;
+    if stats.diff_id != job.diff_id {
+        return Err(UnpackError::DiffIdMismatch { expected: job.diff_id.clone(), actual: stats.diff_id }.into());
+    }
+    let info = SnapshotInfo { version: 1, unpacked_size: stats.unpacked_size, entries: stats.entries };
+    snapshot.commit(&job.diff_id, info)?;
+    Ok(info)
+}
+
+fn closed() -> tokio::sync::mpsc::Receiver<io::Result<Bytes>> {
+    tokio::sync::mpsc::channel(1).1
+}
+
+fn copy_into(reader: &mut TeeReader, ingest: &mut Ingest) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        ingest.write_all(&buf[..n])?;
+    }
+}
+
+/// Reads the chunks a download task sends, writing each into the blob ingest first.
+struct TeeReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+    ingest: Option<Ingest>,
+}
+
+impl Read for TeeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => {
+                    if let Some(ingest) = self.ingest.as_mut() {
+                        ingest.write_all(&chunk)?;
+                    }
+                    self.current = chunk;
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Builds the record of an image whose layers are all present.
+pub(crate) fn image_record(
+    reference: String,
+    digest: Digest,
+    manifest: Digest,
+    config_digest: Digest,
+    config: &ImageConfiguration,
+    platform: &Platform,
+    layers: Vec<LayerRecord>,
+) -> ImageRecord {
+    let stored_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    ImageRecord {
+        reference,
+        digest,
+        manifest,
+        config: config_digest,
+        platform: platform.to_string(),
+        size: layers.iter().map(|l| l.unpacked_size).sum(),
+        layers,
+        created: config.created().clone(),
+        stored_at,
+    }
+}
