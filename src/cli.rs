@@ -1,0 +1,151 @@
+//! Command-line grammar. Names and meanings follow docker/podman where they overlap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Berth: a node agent that pulls images and runs tasks and pods in containers.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data root: content store, snapshots, image records.
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    pub root: PathBuf,
+
+    /// Configuration file (JSON); missing means defaults.
+    #[arg(long, global = true, env = "BERTH_CONFIG", default_value = "/etc/berth/config.json")]
+    pub config: PathBuf,
+
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull an image from a registry and unpack its layers.
+    Pull(PullArgs),
+    /// Import a `docker save` archive or an OCI image layout (directory or tar).
+    Import(ImportArgs),
+    /// List images.
+    #[command(alias = "ls")]
+    Images(ImagesArgs),
+    /// Remove images (and the content only they used).
+    Rmi(RmiArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove images.
+    Rm(RmiArgs),
+    /// Remove blobs and snapshots no image uses.
+    Prune(PruneArgs),
+    /// Show an image's record, config and rootfs mounts as JSON.
+    Inspect(InspectArgs),
+    /// Write an image's flattened rootfs into a directory (the copy fallback of overlayfs).
+    Rootfs(RootfsArgs),
+    /// Pull an image (same as `berth pull`).
+    Pull(PullArgs),
+    /// Import an archive (same as `berth import`).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Credentials for the registry, `USER:PASSWORD`.
+    #[arg(long, value_name = "USER:PASSWORD", env = "BERTH_REGISTRY_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+
+    /// Docker auth file (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+
+    /// Speak plain HTTP to this registry (`host[:port]`); repeatable. Loopback registries
+    /// always are, as with Docker.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UnpackArgs {
+    /// Most uncompressed bytes one layer may expand to (e.g. 512m, 20g).
+    #[arg(long, value_name = "SIZE")]
+    pub max_layer_size: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference (`busybox`, `host:5000/repo:tag`, `repo@sha256:…`).
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub unpack: UnpackArgs,
+    /// Print only the image reference when done.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A `docker save` tar (optionally gzipped), an OCI layout directory, or its tar.
+    pub path: PathBuf,
+    /// Name the imported image (only for archives holding one image).
+    #[arg(long, short)]
+    pub tag: Option<String>,
+    #[command(flatten)]
+    pub unpack: UnpackArgs,
+    /// Print only the image references when done.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Only image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show full digests and ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Image references or ids.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image reference or id.
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// Image reference or id.
+    pub image: String,
+    /// Existing empty directory to write into.
+    pub dest: PathBuf,
+}

@@ -1,0 +1,39 @@
+use anyhow::Result;
+use berth_images::reference::ImageRef;
+
+use super::Env;
+use crate::cli::ImagesArgs;
+use crate::format;
+
+pub fn run(env: &Env, args: ImagesArgs) -> Result<()> {
+    let images = env.store.list_images()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for image in &images {
+            let id = if args.no_trunc { image.config.to_string() } else { image.config.short().to_string() };
+            if seen.insert(id.clone()) {
+                println!("{id}");
+            }
+        }
+        return Ok(());
+    }
+    let mut rows = vec![["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"].map(String::from).to_vec()];
+    for image in &images {
+        let (repo, tag) = match ImageRef::parse(&image.reference) {
+            Ok(r) => (r.name(), r.tag().unwrap_or("<none>").to_string()),
+            Err(_) => (image.reference.clone(), "<none>".into()),
+        };
+        let (digest, id) = if args.no_trunc {
+            (image.digest.to_string(), image.config.to_string())
+        } else {
+            (format!("sha256:{}", image.digest.short()), image.config.short().to_string())
+        };
+        rows.push(vec![repo, tag, digest, id, format::age(image.created.as_deref()), format::size(image.size)]);
+    }
+    print!("{}", format::table(&rows));
+    Ok(())
+}
