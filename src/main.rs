@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: error: {e:#}");
+            eprintln!("berth: error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -42,4 +42,21 @@ fn init_tracing(level: Option<&str>) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message
+/// already holds (library errors often embed their source's text in their own).
+fn chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
