@@ -162,6 +162,6 @@ fn registry_errors_are_distinct_and_leave_the_store_intact() {
     // while no image uses them.
     root.ok(&["image", "prune"]);
     assert_eq!(root.snapshot_dirs().len(), 1);
-    let mnt = Overlay::mount(&[root.lowerdirs(&format!("{host}/busybox"))[0].clone(), root.path().join("snapshots").display().to_string()]);
-    assert!(mnt.path().join("bin/busybox").is_file(), "the stored image is intact");
+    let lower = std::path::PathBuf::from(&root.lowerdirs(&format!("{host}/busybox"))[0]);
+    assert!(lower.join("bin/busybox").is_file(), "the stored image is intact");
 }
