@@ -22,6 +22,24 @@ pub fn normalize(raw: &[u8]) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Normalises a symlink target resolved from directory `base` the way the kernel does
+/// under `RESOLVE_IN_ROOT`: an absolute target starts at the root, and `..` at the root
+/// stays at the root.
+pub fn resolve_in_root(base: &Path, target: &[u8]) -> PathBuf {
+    let target = Path::new(OsStr::from_bytes(target));
+    let mut out = if target.is_absolute() { PathBuf::new() } else { base.to_path_buf() };
+    for component in target.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Splits a normalised, non-empty path into its parent and its last component.
 pub fn split(path: &Path) -> Option<(&Path, &OsStr)> {
     Some((path.parent()?, path.file_name()?))
@@ -40,5 +58,9 @@ mod tests {
         assert_eq!(n("./"), Some("".into()));
         assert_eq!(n("../x"), None);
         assert_eq!(n("a/../../x"), None);
+        let r = |b: &str, t: &str| resolve_in_root(Path::new(b), t.as_bytes()).display().to_string();
+        assert_eq!(r("a/b", "../../../../etc"), "etc");
+        assert_eq!(r("a", "/tmp/x"), "tmp/x");
+        assert_eq!(r("a", "c/./d"), "a/c/d");
     }
 }

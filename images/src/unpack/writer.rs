@@ -102,24 +102,42 @@ impl LayerWriter {
         Ok(raw)
     }
 
+    /// Creates the missing directories of `rel`. A component that is a symlink is
+    /// followed the way `RESOLVE_IN_ROOT` follows it (its target created if missing), so
+    /// the result is the same directory a later `resolve(rel)` opens — always inside.
     fn mkdir_all(&mut self, rel: &Path) -> Result<OwnedFd, UnpackError> {
-        let mut prefix = PathBuf::new();
-        let mut current = self.resolve(&prefix).map_err(fs_err("open directory", rel))?;
-        for component in rel.components() {
-            prefix.push(component);
-            current = match self.resolve(&prefix) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) => {
-                    match mkdirat(Some(current.as_raw_fd()), component.as_os_str(), Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(fs_err("create directory", &prefix)(e)),
-                    }
-                    self.resolve(&prefix).map_err(fs_err("open directory", &prefix))?
-                }
-                Err(e) => return Err(fs_err("open directory", &prefix)(e)),
-            };
+        self.mkdir_all_depth(rel, 0)
+    }
+
+    fn mkdir_all_depth(&mut self, rel: &Path, depth: usize) -> Result<OwnedFd, UnpackError> {
+        if depth > 40 {
+            return Err(fs_err("create directory", rel)(Errno::ELOOP));
         }
-        Ok(current)
+        let mut prefix = PathBuf::new();
+        for component in rel.components() {
+            let candidate = prefix.join(component);
+            match self.resolve(&candidate) {
+                Ok(_) => {}
+                Err(Errno::ENOENT) => {
+                    let parent = self.resolve(&prefix).map_err(fs_err("open directory", &prefix))?;
+                    let name = component.as_os_str();
+                    match mkdirat(Some(parent.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) => {}
+                        Err(Errno::EEXIST) => {
+                            // A dangling symlink: create what it points to, in the root.
+                            let target = nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name)
+                                .map_err(fs_err("create directory", &candidate))?;
+                            let inner = super::path::resolve_in_root(&prefix, target.as_bytes());
+                            self.mkdir_all_depth(&inner, depth + 1)?;
+                        }
+                        Err(e) => return Err(fs_err("create directory", &candidate)(e)),
+                    }
+                }
+                Err(e) => return Err(fs_err("open directory", &candidate)(e)),
+            }
+            prefix = candidate;
+        }
+        self.resolve(rel).map_err(fs_err("open directory", rel))
     }
 
     /// Writes one entry.
@@ -139,6 +157,10 @@ impl LayerWriter {
             return Ok(());
         }
         self.entries += 1;
+        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+            // Symlinks, directories, whiteouts and links may replace a cached directory.
+            self.cached = None;
+        }
         let Some((parent, name)) = split(&rel) else {
             // The root itself ("./"): take its metadata.
             if kind.is_dir() {
