@@ -9,11 +9,21 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "berth", version, about, propagate_version = true)]
 pub struct Cli {
     /// Data root: content store, snapshots, image records.
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
     pub root: PathBuf,
 
     /// Configuration file (JSON); missing means defaults.
-    #[arg(long, global = true, env = "BERTH_CONFIG", default_value = "/etc/berth/config.json")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_CONFIG",
+        default_value = "/etc/berth/config.json"
+    )]
     pub config: PathBuf,
 
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
@@ -62,7 +72,12 @@ pub enum ImageCommand {
 #[derive(Debug, Args, Clone)]
 pub struct RegistryArgs {
     /// Credentials for the registry, `USER:PASSWORD`.
-    #[arg(long, value_name = "USER:PASSWORD", env = "BERTH_REGISTRY_CREDS", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "BERTH_REGISTRY_CREDS",
+        hide_env_values = true
+    )]
     pub creds: Option<String>,
 
     /// Docker auth file (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).

@@ -31,10 +31,13 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
         };
-        let config: Self =
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing config {}", path.display()))?;
+        let config: Self = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing config {}", path.display()))?;
         if let Some(v) = config.version.filter(|v| *v != 1) {
-            bail!("config {} has version {v}; this berth reads version 1", path.display());
+            bail!(
+                "config {} has version {v}; this berth reads version 1",
+                path.display()
+            );
         }
         Ok(config)
     }
@@ -52,8 +55,11 @@ pub fn parse_size(text: &str) -> Result<u64> {
         Some('t') => (&lower[..lower.len() - 1], 40),
         _ => (lower, 0),
     };
-    let n: u64 = digits.parse().with_context(|| format!("invalid size {text:?}: want a number with an optional k, m, g or t suffix"))?;
-    n.checked_mul(1u64 << shift).with_context(|| format!("size {text:?} is too large"))
+    let n: u64 = digits.parse().with_context(|| {
+        format!("invalid size {text:?}: want a number with an optional k, m, g or t suffix")
+    })?;
+    n.checked_mul(1u64 << shift)
+        .with_context(|| format!("size {text:?} is too large"))
 }
 
 #[cfg(test)]

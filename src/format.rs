@@ -13,14 +13,22 @@ pub fn size(bytes: u64) -> String {
     if unit == 0 {
         format!("{bytes}B")
     } else {
-        format!("{value:.3}").trim_end_matches('0').trim_end_matches('.').to_string() + UNITS[unit]
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[unit]
     }
 }
 
 /// "N units ago" from an RFC 3339 timestamp; the input unchanged when it does not parse.
 pub fn age(rfc3339: Option<&str>) -> String {
-    let Some(text) = rfc3339 else { return "N/A".into() };
-    let Ok(then) = chrono::DateTime::parse_from_rfc3339(text) else { return text.to_string() };
+    let Some(text) = rfc3339 else {
+        return "N/A".into();
+    };
+    let Ok(then) = chrono::DateTime::parse_from_rfc3339(text) else {
+        return text.to_string();
+    };
     let secs = (chrono::Utc::now() - then.with_timezone(&chrono::Utc)).num_seconds();
     let (n, unit) = match secs {
         s if s < 60 => return "Less than a minute ago".into(),
@@ -37,8 +45,15 @@ pub fn age(rfc3339: Option<&str>) -> String {
 /// Left-aligned columns separated by three spaces, like docker's tabwriter tables.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();

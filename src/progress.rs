@@ -24,10 +24,16 @@ struct Lines;
 impl Progress for Lines {
     fn event(&self, event: Event) {
         match event {
-            Event::Resolved { reference, manifest, layers } => {
+            Event::Resolved {
+                reference,
+                manifest,
+                layers,
+            } => {
                 eprintln!("{reference}: resolved to {manifest} ({layers} layers)")
             }
-            Event::LayerStarted { digest, size } => eprintln!("{}: pulling ({size} bytes)", digest.short()),
+            Event::LayerStarted { digest, size } => {
+                eprintln!("{}: pulling ({size} bytes)", digest.short())
+            }
             Event::LayerCached { digest } => eprintln!("{}: already present", digest.short()),
             Event::LayerDone { digest } => eprintln!("{}: done", digest.short()),
             Event::LayerFailed { digest } => eprintln!("{}: failed", digest.short()),
@@ -49,9 +55,11 @@ impl Bars {
             .or_insert_with(|| {
                 self.multi.set_draw_target(ProgressDrawTarget::stderr());
                 let bar = self.multi.add(ProgressBar::new(size));
-                let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+                let style = ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(key.to_string());
                 bar
@@ -63,22 +71,31 @@ impl Bars {
 impl Progress for Bars {
     fn event(&self, event: Event) {
         match event {
-            Event::Resolved { reference, manifest, .. } => {
-                let _ = self.multi.println(format!("{reference}: resolved to {manifest}"));
+            Event::Resolved {
+                reference,
+                manifest,
+                ..
+            } => {
+                let _ = self
+                    .multi
+                    .println(format!("{reference}: resolved to {manifest}"));
             }
             Event::LayerStarted { digest, size } => {
                 self.bar(digest.short(), size).set_message("pulling");
             }
             Event::LayerProgress { digest, done } => self.bar(digest.short(), 0).set_position(done),
             Event::LayerCached { digest } => {
-                self.bar(digest.short(), 0).finish_with_message("already present");
+                self.bar(digest.short(), 0)
+                    .finish_with_message("already present");
             }
             Event::LayerDone { digest } => {
                 let bar = self.bar(digest.short(), 0);
                 bar.set_position(bar.length().unwrap_or(0));
                 bar.finish_with_message("done");
             }
-            Event::LayerFailed { digest } => self.bar(digest.short(), 0).abandon_with_message("failed"),
+            Event::LayerFailed { digest } => {
+                self.bar(digest.short(), 0).abandon_with_message("failed")
+            }
         }
     }
 }

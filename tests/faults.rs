@@ -3,6 +3,8 @@
 //! missing and truncated blobs, corrupt compression. Each failure has its own message
 //! naming the reference or digest, and leaves nothing behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 mod common;
 
 use berth_integration::fake_registry::{BearerAuth, FakeRegistry, Response};
@@ -12,15 +14,24 @@ use common::{fixtures, Root};
 use serde_json::json;
 
 fn assert_clean(root: &Root) {
-    assert!(root.leftovers().is_empty(), "ingest leftovers: {:?}", root.leftovers());
+    assert!(
+        root.leftovers().is_empty(),
+        "ingest leftovers: {:?}",
+        root.leftovers()
+    );
     assert!(root.images_json().is_empty());
 }
 
 #[test]
 fn bearer_token_auth_like_docker_hub() {
-    let auth = BearerAuth { user: "hub".into(), password: "pw".into(), token: "tok-123".into() };
+    let auth = BearerAuth {
+        user: "hub".into(),
+        password: "pw".into(),
+        token: "tok-123".into(),
+    };
     let reg = FakeRegistry::start(Some(auth)).unwrap();
-    reg.serve_layout(&fixtures().join("busybox-oci"), "library/busybox").unwrap();
+    reg.serve_layout(&fixtures().join("busybox-oci"), "library/busybox")
+        .unwrap();
     let image = format!("{}/library/busybox:latest", reg.host());
     let root = Root::new();
     let err = root.fails(&["pull", &image]);
@@ -30,12 +41,20 @@ fn bearer_token_auth_like_docker_hub() {
     root.ok(&["pull", "--creds", "hub:pw", &image]);
     assert_eq!(root.images_json().len(), 1);
     let log = reg.log.lock().unwrap().join("\n");
-    assert!(log.contains("GET /token?"), "the token endpoint was used:\n{log}");
+    assert!(
+        log.contains("GET /token?"),
+        "the token endpoint was used:\n{log}"
+    );
 }
 
 /// A layout with one image whose manifest is edited by `edit`; returns the layout dir
 /// and the manifest digest.
-fn custom_layout(dir: &std::path::Path, layer: Vec<u8>, media_type: &str, diff_id: &str) -> serde_json::Value {
+fn custom_layout(
+    dir: &std::path::Path,
+    layer: Vec<u8>,
+    media_type: &str,
+    diff_id: &str,
+) -> serde_json::Value {
     let mut image = Image::new(vec![], json!({"Cmd": ["sh"]}));
     image.layers = vec![];
     let config = json!({
@@ -43,10 +62,13 @@ fn custom_layout(dir: &std::path::Path, layer: Vec<u8>, media_type: &str, diff_i
         "config": {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     });
-    let config = layout::write_blob(dir, OCI_CONFIG, &serde_json::to_vec(&config).unwrap()).unwrap();
+    let config =
+        layout::write_blob(dir, OCI_CONFIG, &serde_json::to_vec(&config).unwrap()).unwrap();
     let layer = layout::write_blob(dir, media_type, &layer).unwrap();
-    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
-    let mut desc = layout::write_blob(dir, OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let manifest =
+        json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+    let mut desc =
+        layout::write_blob(dir, OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
     desc["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
@@ -66,15 +88,31 @@ fn server_errors_and_bad_manifests() {
     let root = Root::new();
     let host = reg.host();
 
-    reg.route("/v2/five/manifests/latest", Response::new(503, "text/plain", "maintenance"));
+    reg.route(
+        "/v2/five/manifests/latest",
+        Response::new(503, "text/plain", "maintenance"),
+    );
     let err = root.fails(&["pull", &format!("{host}/five")]);
     assert!(err.contains("503") && err.contains("five"), "{err}");
 
-    reg.route("/v2/garbage/manifests/latest", Response::new(200, OCI_MANIFEST, "<html>not json</html>"));
+    reg.route(
+        "/v2/garbage/manifests/latest",
+        Response::new(200, OCI_MANIFEST, "<html>not json</html>"),
+    );
     let err = root.fails(&["pull", &format!("{host}/garbage")]);
-    assert!(err.contains("is not valid") && err.contains("sha256:"), "{err}");
+    assert!(
+        err.contains("is not valid") && err.contains("sha256:"),
+        "{err}"
+    );
 
-    reg.route("/v2/v1/manifests/latest", Response::new(200, "application/json", r#"{"schemaVersion":1,"fsLayers":[]}"#));
+    reg.route(
+        "/v2/v1/manifests/latest",
+        Response::new(
+            200,
+            "application/json",
+            r#"{"schemaVersion":1,"fsLayers":[]}"#,
+        ),
+    );
     let err = root.fails(&["pull", &format!("{host}/v1")]);
     assert!(err.contains("schema 1"), "{err}");
 
@@ -85,7 +123,10 @@ fn server_errors_and_bad_manifests() {
     layout::write_oci_multiarch(dir.path(), "latest", &[arm], Compression::Gzip).unwrap();
     reg.serve_layout(dir.path(), "armonly").unwrap();
     let err = root.fails(&["pull", &format!("{host}/armonly")]);
-    assert!(err.contains("no manifest for linux/amd64") && err.contains("linux/arm64"), "{err}");
+    assert!(
+        err.contains("no manifest for linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
 
     // A layer media type nobody unpacks.
     let dir = tempfile::tempdir().unwrap();
@@ -94,7 +135,10 @@ fn server_errors_and_bad_manifests() {
     custom_layout(dir.path(), tar, "application/x-not-a-layer", &diff);
     reg.serve_layout(dir.path(), "weird").unwrap();
     let err = root.fails(&["pull", &format!("{host}/weird")]);
-    assert!(err.contains("unsupported media type") && err.contains("application/x-not-a-layer"), "{err}");
+    assert!(
+        err.contains("unsupported media type") && err.contains("application/x-not-a-layer"),
+        "{err}"
+    );
     assert_clean(&root);
 }
 
@@ -113,17 +157,38 @@ fn missing_truncated_and_corrupt_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let tar = small_tar();
     let diff = format!("sha256:{}", layout::sha256_hex(&tar));
-    let layer = custom_layout(dir.path(), Compression::Gzip.compress(&tar).unwrap(), Compression::Gzip.oci_media_type(), &diff);
+    let layer = custom_layout(
+        dir.path(),
+        Compression::Gzip.compress(&tar).unwrap(),
+        Compression::Gzip.oci_media_type(),
+        &diff,
+    );
     reg.serve_layout(dir.path(), "missing").unwrap();
     let digest = layer["digest"].as_str().unwrap().to_string();
-    reg.route(&format!("/v2/missing/blobs/{digest}"), Response::new(404, "application/json", r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#));
+    reg.route(
+        &format!("/v2/missing/blobs/{digest}"),
+        Response::new(
+            404,
+            "application/json",
+            r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#,
+        ),
+    );
     let err = root.fails(&["pull", &format!("{host}/missing")]);
     assert!(err.contains("not found") && err.contains(&digest), "{err}");
 
     // The registry announces the full length and then closes the connection half way.
     reg.serve_layout(dir.path(), "truncated").unwrap();
-    let bytes = std::fs::read(dir.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();
-    let mut cut = Response::new(200, "application/octet-stream", bytes[..bytes.len() / 2].to_vec());
+    let bytes = std::fs::read(
+        dir.path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let mut cut = Response::new(
+        200,
+        "application/octet-stream",
+        bytes[..bytes.len() / 2].to_vec(),
+    );
     cut.claimed_length = Some(bytes.len());
     reg.route(&format!("/v2/truncated/blobs/{digest}"), cut);
     let err = root.fails(&["pull", &format!("{host}/truncated")]);
@@ -131,26 +196,51 @@ fn missing_truncated_and_corrupt_blobs() {
 
     // Correct digest, but the bytes are not gzip at all.
     let dir = tempfile::tempdir().unwrap();
-    custom_layout(dir.path(), b"definitely not gzip data, just text".to_vec(), Compression::Gzip.oci_media_type(), &diff);
+    custom_layout(
+        dir.path(),
+        b"definitely not gzip data, just text".to_vec(),
+        Compression::Gzip.oci_media_type(),
+        &diff,
+    );
     reg.serve_layout(dir.path(), "badgzip").unwrap();
     let err = root.fails(&["pull", &format!("{host}/badgzip")]);
     assert!(err.contains("corrupt gzip stream"), "{err}");
 
     // zstd that is not zstd.
     let dir = tempfile::tempdir().unwrap();
-    custom_layout(dir.path(), b"\x28\xb5\x2f\xfd garbage garbage garbage".to_vec(), Compression::Zstd.oci_media_type(), &diff);
+    custom_layout(
+        dir.path(),
+        b"\x28\xb5\x2f\xfd garbage garbage garbage".to_vec(),
+        Compression::Zstd.oci_media_type(),
+        &diff,
+    );
     reg.serve_layout(dir.path(), "badzstd").unwrap();
     let err = root.fails(&["pull", &format!("{host}/badzstd")]);
-    assert!(err.contains("corrupt zstd stream") || err.contains("zstd"), "{err}");
+    assert!(
+        err.contains("corrupt zstd stream") || err.contains("zstd"),
+        "{err}"
+    );
 
     // A layer whose content does not match the config's diff id.
     let dir = tempfile::tempdir().unwrap();
     let wrong = format!("sha256:{}", "0".repeat(64));
-    custom_layout(dir.path(), Compression::Gzip.compress(&tar).unwrap(), Compression::Gzip.oci_media_type(), &wrong);
+    custom_layout(
+        dir.path(),
+        Compression::Gzip.compress(&tar).unwrap(),
+        Compression::Gzip.oci_media_type(),
+        &wrong,
+    );
     reg.serve_layout(dir.path(), "diffid").unwrap();
     let err = root.fails(&["pull", &format!("{host}/diffid")]);
-    assert!(err.contains("the image config says") && err.contains(&wrong), "{err}");
+    assert!(
+        err.contains("the image config says") && err.contains(&wrong),
+        "{err}"
+    );
 
     assert_clean(&root);
-    assert!(root.snapshot_dirs().is_empty(), "{:?}", root.snapshot_dirs());
+    assert!(
+        root.snapshot_dirs().is_empty(),
+        "{:?}",
+        root.snapshot_dirs()
+    );
 }

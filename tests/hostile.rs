@@ -2,6 +2,8 @@
 //! symlinks and hard links, and a decompression bomb. A sentinel file outside the data
 //! root must stay untouched and nothing may appear beside it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +19,10 @@ struct Outside {
 
 impl Outside {
     fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("berth-outside-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-outside-")
+            .tempdir()
+            .unwrap();
         std::fs::write(dir.path().join("sentinel"), b"original").unwrap();
         Self { dir }
     }
@@ -28,9 +33,21 @@ impl Outside {
         self.path().join("sentinel")
     }
     fn assert_untouched(&self, case: &str) {
-        assert_eq!(std::fs::read(self.sentinel()).unwrap(), b"original", "{case}: sentinel changed");
-        let names: Vec<_> = std::fs::read_dir(self.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names, ["sentinel"], "{case}: something was written beside the sentinel");
+        assert_eq!(
+            std::fs::read(self.sentinel()).unwrap(),
+            b"original",
+            "{case}: sentinel changed"
+        );
+        let names: Vec<_> = std::fs::read_dir(self.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["sentinel"],
+            "{case}: something was written beside the sentinel"
+        );
     }
 }
 
@@ -50,7 +67,10 @@ fn import(root: &Root, layer: Vec<u8>, extra: &[&str]) -> (bool, String) {
     let archive = archive.to_str().unwrap().to_string();
     args.push(&archive);
     let out = root.run(&args);
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -61,13 +81,19 @@ fn dotdot_and_hardlink_escapes_are_rejected() {
     let abs = outside.sentinel().display().to_string();
 
     let mut t = TarBuilder::new();
-    t.file(&format!("{depth}{}", abs.trim_start_matches('/')), b"pwned", Meta::FILE).unwrap();
+    t.file(
+        &format!("{depth}{}", abs.trim_start_matches('/')),
+        b"pwned",
+        Meta::FILE,
+    )
+    .unwrap();
     let (ok, err) = import(&root, t.finish().unwrap(), &[]);
     assert!(!ok && err.contains("escapes the snapshot"), "{err}");
     outside.assert_untouched("../ path");
 
     let mut t = TarBuilder::new();
-    t.hardlink("h", &format!("{depth}{}", abs.trim_start_matches('/'))).unwrap();
+    t.hardlink("h", &format!("{depth}{}", abs.trim_start_matches('/')))
+        .unwrap();
     t.file("h", b"pwned", Meta::FILE).unwrap();
     let (ok, err) = import(&root, t.finish().unwrap(), &[]);
     assert!(!ok && err.contains("escapes the snapshot"), "{err}");
@@ -98,9 +124,15 @@ fn writes_through_symlinks_stay_inside_the_snapshot() {
     t.file("evil/new-file", b"pwned", Meta::FILE).unwrap();
     // Relative symlink climbing far up, then a write through it.
     t.symlink("up", &"../".repeat(40)).unwrap();
-    t.file(&format!("up/{}/sentinel", abs_dir.trim_start_matches('/')), b"pwned", Meta::FILE).unwrap();
+    t.file(
+        &format!("up/{}/sentinel", abs_dir.trim_start_matches('/')),
+        b"pwned",
+        Meta::FILE,
+    )
+    .unwrap();
     // Symlink to the sentinel, a hard link to that symlink, then a file replacing the link.
-    t.symlink("s", &outside.sentinel().display().to_string()).unwrap();
+    t.symlink("s", &outside.sentinel().display().to_string())
+        .unwrap();
     t.hardlink("h", "s").unwrap();
     t.file("h", b"pwned", Meta::FILE).unwrap();
     // A directory entry and a symlink replacing each other.
@@ -112,16 +144,29 @@ fn writes_through_symlinks_stay_inside_the_snapshot() {
     assert!(ok, "contained writes are allowed, as in Docker: {err}");
     let snapshot = &root.snapshot_dirs()[0];
     let inside = snapshot.join(abs_dir.trim_start_matches('/'));
-    assert_eq!(std::fs::read(inside.join("sentinel")).unwrap(), b"pwned", "the write landed inside the snapshot");
+    assert_eq!(
+        std::fs::read(inside.join("sentinel")).unwrap(),
+        b"pwned",
+        "the write landed inside the snapshot"
+    );
     assert_eq!(std::fs::read(snapshot.join("h")).unwrap(), b"pwned");
-    assert!(std::fs::symlink_metadata(snapshot.join("s")).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(snapshot.join("s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
 fn forged_overlay_xattrs_are_dropped() {
     let root = Root::new();
     let mut t = TarBuilder::new();
-    t.file_with_pax("f", b"x", Meta::FILE, &[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")]).unwrap();
+    t.file_with_pax(
+        "f",
+        b"x",
+        Meta::FILE,
+        &[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")],
+    )
+    .unwrap();
     let (ok, err) = import(&root, t.finish().unwrap(), &[]);
     assert!(ok, "{err}");
     let f = root.snapshot_dirs()[0].join("f");
@@ -140,8 +185,17 @@ fn decompression_bomb_hits_the_limit() {
     t.file("zeros", &vec![0u8; 64 << 20], Meta::FILE).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let image = Image::new(vec![t.finish().unwrap()], json!({"Cmd": ["sh"]}));
-    write_oci_layout(&dir.path().join("bomb"), &[("latest", &image)], Compression::Gzip).unwrap();
-    let blobs: u64 = std::fs::read_dir(dir.path().join("bomb/blobs/sha256")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    write_oci_layout(
+        &dir.path().join("bomb"),
+        &[("latest", &image)],
+        Compression::Gzip,
+    )
+    .unwrap();
+    let blobs: u64 = std::fs::read_dir(dir.path().join("bomb/blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
     assert!(blobs < 1 << 20, "the bomb is small compressed");
     let bomb = dir.path().join("bomb").display().to_string();
     let err = root.fails(&["import", "--max-layer-size", "8m", &bomb]);

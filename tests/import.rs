@@ -2,6 +2,8 @@
 //! overlayfs of the snapshots and the copy fallback, with whiteouts applied and file
 //! metadata preserved.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -15,55 +17,114 @@ fn imports_every_archive_form_and_shares_layers() {
     let out = root.ok(&["import", fx.join("busybox-oci.tar").to_str().unwrap()]);
     assert!(out.contains("localhost/busybox-oci:latest"), "{out}");
     root.ok(&["import", fx.join("busybox-docker.tar").to_str().unwrap()]);
-    root.ok(&["import", "--tag", "berth.test/multi:oci", fx.join("multilayer-oci").to_str().unwrap()]);
+    root.ok(&[
+        "import",
+        "--tag",
+        "berth.test/multi:oci",
+        fx.join("multilayer-oci").to_str().unwrap(),
+    ]);
     root.ok(&["import", fx.join("multilayer-docker.tar").to_str().unwrap()]);
     let images = root.images_json();
-    let names: Vec<&str> = images.iter().map(|i| i["reference"].as_str().unwrap()).collect();
+    let names: Vec<&str> = images
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["berth.test/busybox:latest", "berth.test/multi:oci", "berth.test/multilayer:latest", "localhost/busybox-oci:latest"]
+        [
+            "berth.test/busybox:latest",
+            "berth.test/multi:oci",
+            "berth.test/multilayer:latest",
+            "localhost/busybox-oci:latest"
+        ]
     );
     // One busybox layer + two data layers: each unpacked once although four images use them.
     assert_eq!(root.snapshot_dirs().len(), 3);
     assert!(root.leftovers().is_empty(), "{:?}", root.leftovers());
     let table = root.ok(&["images"]);
     assert!(table.starts_with("REPOSITORY"), "{table}");
-    assert!(table.contains("berth.test/multilayer") && table.contains("latest"), "{table}");
+    assert!(
+        table.contains("berth.test/multilayer") && table.contains("latest"),
+        "{table}"
+    );
 }
 
 #[test]
 fn multilayer_rootfs_applies_whiteouts_and_keeps_metadata() {
     let root = Root::new();
-    root.ok(&["import", fixtures().join("multilayer-docker.tar").to_str().unwrap()]);
+    root.ok(&[
+        "import",
+        fixtures().join("multilayer-docker.tar").to_str().unwrap(),
+    ]);
     let lowers = root.lowerdirs("berth.test/multilayer");
     assert_eq!(lowers.len(), 3);
     let mnt = Overlay::mount(&lowers);
     let data = mnt.path().join("data");
     assert!(!data.join("b.txt").exists(), "whiteout must delete b.txt");
-    assert!(!data.join("gone").exists(), "whiteout must delete a directory");
-    let opaque: Vec<_> = std::fs::read_dir(data.join("opaque")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(opaque, ["new1"], "opaque directory hides the lower layer's files");
-    assert_eq!(std::fs::read_to_string(mnt.path().join("etc/motd")).unwrap(), "layer three\n");
+    assert!(
+        !data.join("gone").exists(),
+        "whiteout must delete a directory"
+    );
+    let opaque: Vec<_> = std::fs::read_dir(data.join("opaque"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        opaque,
+        ["new1"],
+        "opaque directory hides the lower layer's files"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("etc/motd")).unwrap(),
+        "layer three\n"
+    );
     let a = std::fs::metadata(data.join("a.txt")).unwrap();
     let c = std::fs::metadata(data.join("c.txt")).unwrap();
     assert_eq!((a.ino(), a.nlink()), (c.ino(), 2), "hard link preserved");
     assert_eq!((a.uid(), a.gid()), (1000, 1000), "ownership preserved");
     assert_eq!(a.mtime(), 1_700_000_000, "mtime preserved");
-    assert_eq!(std::fs::read_link(data.join("d.link")).unwrap().to_str(), Some("a.txt"));
-    assert_eq!(std::fs::read_link(data.join("abs.link")).unwrap().to_str(), Some("/data/a.txt"));
+    assert_eq!(
+        std::fs::read_link(data.join("d.link")).unwrap().to_str(),
+        Some("a.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(data.join("abs.link")).unwrap().to_str(),
+        Some("/data/a.txt")
+    );
     let setuid = std::fs::metadata(data.join("setuid")).unwrap();
     assert_eq!(setuid.mode() & 0o7777, 0o4755, "setuid bit preserved");
-    assert!(std::fs::symlink_metadata(data.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(data.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     let null = std::fs::metadata(data.join("null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), nix_makedev(1, 3));
-    assert_eq!(std::fs::metadata(data.join("keep")).unwrap().mode() & 0o777, 0o750);
-    assert_eq!(xattr(&data.join("xattr.txt"), "user.berth").as_deref(), Some(&b"hello"[..]));
-    assert!(std::fs::metadata(mnt.path().join("bin/busybox")).unwrap().mode() & 0o111 != 0);
+    assert_eq!(
+        std::fs::metadata(data.join("keep")).unwrap().mode() & 0o777,
+        0o750
+    );
+    assert_eq!(
+        xattr(&data.join("xattr.txt"), "user.berth").as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert!(
+        std::fs::metadata(mnt.path().join("bin/busybox"))
+            .unwrap()
+            .mode()
+            & 0o111
+            != 0
+    );
 
     // The copy fallback gives the same tree.
     let flat = tempfile::tempdir().unwrap();
-    root.ok(&["image", "rootfs", "berth.test/multilayer", flat.path().to_str().unwrap()]);
+    root.ok(&[
+        "image",
+        "rootfs",
+        "berth.test/multilayer",
+        flat.path().to_str().unwrap(),
+    ]);
     assert_eq!(listing(flat.path()), listing(mnt.path()));
 }
 
@@ -76,7 +137,11 @@ fn oci_multiplatform_index_picks_amd64_and_bad_archives_fail_cleanly() {
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.tar");
-    std::fs::write(&junk, b"this is not a tar archive at all, not even close............").unwrap();
+    std::fs::write(
+        &junk,
+        b"this is not a tar archive at all, not even close............",
+    )
+    .unwrap();
     let err = root.fails(&["import", junk.to_str().unwrap()]);
     assert!(err.contains("junk.tar"), "{err}");
     let empty = dir.path().join("empty");
@@ -86,7 +151,12 @@ fn oci_multiplatform_index_picks_amd64_and_bad_archives_fail_cleanly() {
     // A layout whose blob does not match its name.
     let bad = dir.path().join("bad-oci");
     copy_dir(&fixtures().join("busybox-oci"), &bad);
-    let blob = std::fs::read_dir(bad.join("blobs/sha256")).unwrap().flatten().max_by_key(|e| e.metadata().unwrap().len()).unwrap().path();
+    let blob = std::fs::read_dir(bad.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&blob).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -111,7 +181,10 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 fn nix_makedev(major: u64, minor: u64) -> u64 {
-    ((major & 0xfffff000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffffff00) << 12) | (minor & 0xff)
+    ((major & 0xfffff000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffffff00) << 12)
+        | (minor & 0xff)
 }
 
 fn xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {

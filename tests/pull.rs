@@ -2,6 +2,8 @@
 //! by skopeo: gzip and zstd layers, an index, pinned digests, basic auth (flags and the
 //! Docker auth file), concurrent pulls, rmi and prune, and registry-side corruption.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
 mod common;
 
 use std::process::Stdio;
@@ -12,10 +14,20 @@ use common::{fixtures, Overlay, Root};
 fn registry_with_images(creds: Option<(&str, &str)>) -> (Registry, String) {
     let reg = Registry::start(creds).expect("starting docker-registry");
     let fx = fixtures();
-    let repo = reg.push(&fx.join("multilayer-oci"), "latest", "multi:gz", &[]).expect("push gz");
-    reg.push(&fx.join("multilayer-zstd-oci"), "latest", "multi:zstd", &[]).expect("push zstd");
-    reg.push(&fx.join("busybox-oci"), "latest", "busybox:latest", &[]).expect("push busybox");
-    reg.push(&fx.join("multiarch-oci"), "latest", "multiarch:latest", &["--all"]).expect("push index");
+    let repo = reg
+        .push(&fx.join("multilayer-oci"), "latest", "multi:gz", &[])
+        .expect("push gz");
+    reg.push(&fx.join("multilayer-zstd-oci"), "latest", "multi:zstd", &[])
+        .expect("push zstd");
+    reg.push(&fx.join("busybox-oci"), "latest", "busybox:latest", &[])
+        .expect("push busybox");
+    reg.push(
+        &fx.join("multiarch-oci"),
+        "latest",
+        "multiarch:latest",
+        &["--all"],
+    )
+    .expect("push index");
     let host = repo.split('/').next().unwrap_or_default().to_string();
     (reg, host)
 }
@@ -28,26 +40,45 @@ fn pulls_gzip_zstd_index_and_digest_references() {
     assert!(out.contains(&format!("{host}/multi:gz")), "{out}");
     let mnt = Overlay::mount(&root.lowerdirs(&format!("{host}/multi:gz")));
     assert!(!mnt.path().join("data/b.txt").exists());
-    assert_eq!(std::fs::read_to_string(mnt.path().join("data/a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("data/a.txt")).unwrap(),
+        "alpha\n"
+    );
     drop(mnt);
 
     // Second pull: nothing is fetched again.
     let again = root.run(&["pull", &format!("{host}/multi:gz")]);
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(again.status.success() && stderr.matches("already present").count() == 3, "{stderr}");
+    assert!(
+        again.status.success() && stderr.matches("already present").count() == 3,
+        "{stderr}"
+    );
 
     root.ok(&["pull", &format!("{host}/multi:zstd")]);
     let images = root.images_json();
-    let zstd = images.iter().find(|i| i["reference"].as_str().unwrap().ends_with(":zstd")).unwrap();
-    assert!(zstd["layers"].as_array().unwrap().iter().all(|l| l["media_type"].as_str().unwrap().ends_with("+zstd")));
+    let zstd = images
+        .iter()
+        .find(|i| i["reference"].as_str().unwrap().ends_with(":zstd"))
+        .unwrap();
+    assert!(zstd["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["media_type"].as_str().unwrap().ends_with("+zstd")));
     // Same diff ids as the gzip image: the snapshots are shared, not unpacked twice.
     assert_eq!(root.snapshot_dirs().len(), 3);
 
     root.ok(&["pull", &format!("{host}/multiarch")]);
     let images = root.images_json();
-    let idx = images.iter().find(|i| i["reference"].as_str().unwrap().contains("multiarch")).unwrap();
+    let idx = images
+        .iter()
+        .find(|i| i["reference"].as_str().unwrap().contains("multiarch"))
+        .unwrap();
     assert_eq!(idx["platform"], "linux/amd64");
-    assert_ne!(idx["digest"], idx["manifest"], "an index resolves to a platform manifest");
+    assert_ne!(
+        idx["digest"], idx["manifest"],
+        "an index resolves to a platform manifest"
+    );
 
     let digest = idx["digest"].as_str().unwrap();
     let pinned = format!("{host}/multiarch@{digest}");
@@ -72,9 +103,21 @@ fn basic_auth_from_flags_and_docker_config() {
     let docker = other.path().join("docker-config");
     std::fs::create_dir_all(&docker).unwrap();
     let auth = "YmVydGg6czNjcmV0"; // base64("berth:s3cret")
-    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
-    let out = other.cmd(&["pull", &image]).env("DOCKER_CONFIG", &docker).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let out = other
+        .cmd(&["pull", &image])
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,7 +126,13 @@ fn concurrent_pulls_of_one_image_do_the_work_once() {
     let (_reg, host) = registry_with_images(None);
     let image = format!("{host}/multi:gz");
     let children: Vec<_> = (0..4)
-        .map(|_| root.cmd(&["pull", &image]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            root.cmd(&["pull", &image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let mut pulled = 0;
     for child in children {
@@ -92,7 +141,10 @@ fn concurrent_pulls_of_one_image_do_the_work_once() {
         assert!(out.status.success(), "{stderr}");
         pulled += stderr.matches(": done").count();
     }
-    assert_eq!(pulled, 3, "each of the 3 layers is downloaded and unpacked by exactly one puller");
+    assert_eq!(
+        pulled, 3,
+        "each of the 3 layers is downloaded and unpacked by exactly one puller"
+    );
     assert_eq!(root.snapshot_dirs().len(), 3);
     assert_eq!(root.images_json().len(), 1);
     assert!(root.leftovers().is_empty());
@@ -106,10 +158,19 @@ fn rmi_and_prune_keep_what_other_images_use() {
     root.ok(&["pull", &format!("{host}/multi:gz")]);
     assert_eq!(root.snapshot_dirs().len(), 3);
     root.ok(&["rmi", &format!("{host}/multi:gz")]);
-    assert_eq!(root.snapshot_dirs().len(), 1, "busybox's layer stays: the busybox image uses it");
-    let pruned: serde_json::Value = serde_json::from_str(&root.ok(&["image", "prune", "--json"])).unwrap();
+    assert_eq!(
+        root.snapshot_dirs().len(),
+        1,
+        "busybox's layer stays: the busybox image uses it"
+    );
+    let pruned: serde_json::Value =
+        serde_json::from_str(&root.ok(&["image", "prune", "--json"])).unwrap();
     assert_eq!(pruned["snapshots_removed"].as_array().unwrap().len(), 0);
-    assert!(std::path::Path::new(&root.lowerdirs(&format!("{host}/busybox"))[0]).join("bin/busybox").is_file());
+    assert!(
+        std::path::Path::new(&root.lowerdirs(&format!("{host}/busybox"))[0])
+            .join("bin/busybox")
+            .is_file()
+    );
     let id = root.images_json()[0]["config"].as_str().unwrap()[7..19].to_string();
     root.ok(&["rmi", &id]);
     assert_eq!(root.snapshot_dirs().len(), 0);
@@ -126,12 +187,21 @@ fn registry_errors_are_distinct_and_leave_the_store_intact() {
     let before = root.images_json();
 
     let err = root.fails(&["pull", &format!("{host}/busybox:nosuchtag")]);
-    assert!(err.contains("not found") && err.contains("nosuchtag"), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("nosuchtag"),
+        "{err}"
+    );
     let err = root.fails(&["pull", &format!("{host}/nosuchrepo")]);
-    assert!(err.contains("not found") && err.contains("nosuchrepo"), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("nosuchrepo"),
+        "{err}"
+    );
     let closed = free_port().unwrap();
     let err = root.fails(&["pull", &format!("127.0.0.1:{closed}/busybox")]);
-    assert!(err.contains("cannot reach registry") && err.contains(&closed.to_string()), "{err}");
+    assert!(
+        err.contains("cannot reach registry") && err.contains(&closed.to_string()),
+        "{err}"
+    );
     let err = root.fails(&["pull", "Not A Reference"]);
     assert!(err.contains("invalid image reference"), "{err}");
 
@@ -142,19 +212,32 @@ fn registry_errors_are_distinct_and_leave_the_store_intact() {
         probe.ok(&["pull", &format!("{host}/multi:gz")]);
         probe.images_json()
     };
-    let layer = images[0]["layers"][1]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let layer = images[0]["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     let data = reg.blob_data_path(&layer);
     let mut bytes = std::fs::read(&data).unwrap();
     let last = bytes.len() - 10;
     bytes[last] ^= 0x55;
     std::fs::write(&data, &bytes).unwrap();
     let err = root.fails(&["pull", &format!("{host}/multi:gz")]);
-    assert!(err.contains("digest mismatch") && err.contains(&layer), "{err}");
+    assert!(
+        err.contains("digest mismatch") && err.contains(&layer),
+        "{err}"
+    );
 
     // Truncated: the registry now serves fewer bytes than the manifest announces.
     std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
     let err = root.fails(&["pull", &format!("{host}/multi:gz")]);
-    assert!(err.contains(&layer) && (err.contains("size mismatch") || err.contains("truncated") || err.contains("corrupt")), "{err}");
+    assert!(
+        err.contains(&layer)
+            && (err.contains("size mismatch")
+                || err.contains("truncated")
+                || err.contains("corrupt")),
+        "{err}"
+    );
 
     assert!(root.leftovers().is_empty(), "{:?}", root.leftovers());
     assert_eq!(root.images_json(), before, "the store is unchanged");
@@ -163,5 +246,8 @@ fn registry_errors_are_distinct_and_leave_the_store_intact() {
     root.ok(&["image", "prune"]);
     assert_eq!(root.snapshot_dirs().len(), 1);
     let lower = std::path::PathBuf::from(&root.lowerdirs(&format!("{host}/busybox"))[0]);
-    assert!(lower.join("bin/busybox").is_file(), "the stored image is intact");
+    assert!(
+        lower.join("bin/busybox").is_file(),
+        "the stored image is intact"
+    );
 }

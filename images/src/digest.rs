@@ -34,7 +34,9 @@ impl Digest {
     }
 
     fn from_sha(raw: &[u8]) -> Self {
-        Self { hex: hex::encode(raw) }
+        Self {
+            hex: hex::encode(raw),
+        }
     }
 
     /// The 64 hex digits, used as a file name in the store.
@@ -57,16 +59,24 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let Some((algo, hex)) = value.split_once(':') else {
-            return Err(DigestError::Invalid { value: value.to_string() });
+            return Err(DigestError::Invalid {
+                value: value.to_string(),
+            });
         };
         if algo != "sha256" {
-            return Err(DigestError::UnsupportedAlgorithm { value: value.to_string() });
+            return Err(DigestError::UnsupportedAlgorithm {
+                value: value.to_string(),
+            });
         }
         let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !valid {
-            return Err(DigestError::Invalid { value: value.to_string() });
+            return Err(DigestError::Invalid {
+                value: value.to_string(),
+            });
         }
-        Ok(Self { hex: hex.to_string() })
+        Ok(Self {
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -135,7 +145,10 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Hasher::default() }
+        Self {
+            inner,
+            hasher: Hasher::default(),
+        }
     }
 
     /// Reads the rest of the stream and returns the digest and length of all of it.
@@ -164,7 +177,10 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Hasher::default() }
+        Self {
+            inner,
+            hasher: Hasher::default(),
+        }
     }
 
     /// The inner writer and the digest and length of what was written.
@@ -197,9 +213,18 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(d.to_string().parse::<Digest>().ok(), Some(d));
-        assert!(matches!("sha512:ab".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm { .. })));
-        assert!(matches!("sha256:AB".parse::<Digest>(), Err(DigestError::Invalid { .. })));
-        assert!(matches!("nocolon".parse::<Digest>(), Err(DigestError::Invalid { .. })));
+        assert!(matches!(
+            "sha512:ab".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm { .. })
+        ));
+        assert!(matches!(
+            "sha256:AB".parse::<Digest>(),
+            Err(DigestError::Invalid { .. })
+        ));
+        assert!(matches!(
+            "nocolon".parse::<Digest>(),
+            Err(DigestError::Invalid { .. })
+        ));
         assert!(Digest::from_hex("../../etc/passwd").is_err());
     }
 }

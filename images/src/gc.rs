@@ -59,7 +59,10 @@ pub fn collect(store: &Store) -> Result<GcReport, crate::Error> {
     }
     for snapshot in store.list_snapshots()? {
         if !keep.contains(&snapshot) {
-            report.bytes_freed += store.snapshot_info(&snapshot).map(|i| i.unpacked_size).unwrap_or(0);
+            report.bytes_freed += store
+                .snapshot_info(&snapshot)
+                .map(|i| i.unpacked_size)
+                .unwrap_or(0);
             store.remove_snapshot(&snapshot)?;
             report.snapshots_removed.push(snapshot);
         }
@@ -68,16 +71,24 @@ pub fn collect(store: &Store) -> Result<GcReport, crate::Error> {
         let entries = std::fs::read_dir(&dir).map_err(StoreError::io("list", &dir))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
             removed.map_err(|source| GcError::Remove { path, source })?;
             report.ingests_removed += 1;
         }
     }
     // Sidecars whose snapshot directory is gone (a crash between the two removals).
     let dir = store.snapshots_dir();
-    for entry in std::fs::read_dir(&dir).map_err(StoreError::io("list", &dir))?.flatten() {
+    for entry in std::fs::read_dir(&dir)
+        .map_err(StoreError::io("list", &dir))?
+        .flatten()
+    {
         let path = entry.path();
-        let orphan = path.extension().is_some_and(|e| e == "json") && !path.with_extension("").is_dir();
+        let orphan =
+            path.extension().is_some_and(|e| e == "json") && !path.with_extension("").is_dir();
         if orphan {
             std::fs::remove_file(&path).map_err(|source| GcError::Remove { path, source })?;
         }

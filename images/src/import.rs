@@ -90,29 +90,49 @@ pub async fn import(
     let (store2, path2) = (store.clone(), path.to_path_buf());
     let files = tokio::task::spawn_blocking(move || ingest_all(&store2, &path2))
         .await
-        .map_err(|e| ImportError::Read { path: path.to_path_buf(), source: std::io::Error::other(e) })??;
+        .map_err(|e| ImportError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })??;
     let stem = stem(path);
     let images: Vec<(String, Digest, Digest)> = if let Some(index) = files.json.get("index.json") {
         oci_images(store, path, &files, index, &stem, &options.platform)?
     } else if let Some(manifest) = files.json.get("manifest.json") {
         docker_images(store, path, &files, manifest, &stem)?
     } else {
-        return Err(ImportError::UnknownFormat { path: path.to_path_buf() }.into());
+        return Err(ImportError::UnknownFormat {
+            path: path.to_path_buf(),
+        }
+        .into());
     };
     if options.tag.is_some() && images.len() != 1 {
-        return Err(ImportError::TagNeedsOneImage { path: path.to_path_buf(), count: images.len() }.into());
+        return Err(ImportError::TagNeedsOneImage {
+            path: path.to_path_buf(),
+            count: images.len(),
+        }
+        .into());
     }
     let mut records = Vec::new();
     for (name, top_digest, manifest_digest) in images {
         let name = options.tag.as_ref().map(|t| t.to_string()).unwrap_or(name);
         let bytes = store.read_blob(&manifest_digest)?;
-        let Document::Manifest(manifest) = manifest::parse_document(&bytes, &manifest_digest, None)? else {
-            return Err(crate::pull::PullError::NestedIndex { digest: manifest_digest }.into());
+        let Document::Manifest(manifest) =
+            manifest::parse_document(&bytes, &manifest_digest, None)?
+        else {
+            return Err(crate::pull::PullError::NestedIndex {
+                digest: manifest_digest,
+            }
+            .into());
         };
         check_manifest(&manifest, &manifest_digest)?;
         let config_digest = descriptor_digest(manifest.config(), &manifest_digest)?;
         let config = manifest::parse_config(&store.read_blob(&config_digest)?, &config_digest)?;
-        check_config(&config, &config_digest, manifest.layers().len(), &options.platform)?;
+        check_config(
+            &config,
+            &config_digest,
+            manifest.layers().len(),
+            &options.platform,
+        )?;
         progress.event(Event::Resolved {
             reference: name.clone(),
             manifest: manifest_digest.clone(),
@@ -120,8 +140,15 @@ pub async fn import(
         });
         let jobs = layer_jobs(&manifest, &manifest_digest, &config)?;
         let layers = ensure_layers(store, &name, jobs, None, &options.unpack, &progress).await?;
-        let record =
-            image_record(name, top_digest, manifest_digest, config_digest, &config, &options.platform, layers);
+        let record = image_record(
+            name,
+            top_digest,
+            manifest_digest,
+            config_digest,
+            &config,
+            &options.platform,
+            layers,
+        );
         store.put_image(record.clone())?;
         records.push(record);
     }
@@ -131,22 +158,47 @@ pub async fn import(
 /// `localhost/<file name without extensions>`, the name of an image whose archive names
 /// only a tag (or nothing), as podman does for unqualified local images.
 fn stem(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let base = name.split('.').next().unwrap_or("");
     let clean: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = clean.trim_matches(|c| c == '-' || c == '_').to_string();
-    format!("localhost/{}", if clean.is_empty() { "import".into() } else { clean })
+    format!(
+        "localhost/{}",
+        if clean.is_empty() {
+            "import".into()
+        } else {
+            clean
+        }
+    )
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
-    ImportError::BadArchive { path: path.to_path_buf(), reason: reason.into() }.into()
+    ImportError::BadArchive {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+    .into()
 }
 
 fn ingest_all(store: &Store, path: &Path) -> Result<Ingested, Error> {
-    let read_err = |source| Error::from(ImportError::Read { path: path.to_path_buf(), source });
+    let read_err = |source| {
+        Error::from(ImportError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     let mut files = Ingested::default();
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.is_dir() {
@@ -155,19 +207,35 @@ fn ingest_all(store: &Store, path: &Path) -> Result<Ingested, Error> {
     }
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let gz = reader.fill_buf().map_err(read_err)?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gz { Box::new(flate2::bufread::MultiGzDecoder::new(reader)) } else { Box::new(reader) };
+    let gz = reader
+        .fill_buf()
+        .map_err(read_err)?
+        .starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
     let mut archive = tar::Archive::new(reader);
     let mut symlinks: Vec<(String, String)> = Vec::new();
-    for entry in archive.entries().map_err(|e| bad(path, format!("not a tar archive: {e}")))? {
+    for entry in archive
+        .entries()
+        .map_err(|e| bad(path, format!("not a tar archive: {e}")))?
+    {
         let mut entry = entry.map_err(|e| bad(path, format!("malformed tar: {e}")))?;
-        let Some(name) = crate::unpack::path::normalize(&entry.path_bytes()) else { continue };
+        let Some(name) = crate::unpack::path::normalize(&entry.path_bytes()) else {
+            continue;
+        };
         let name = name.to_string_lossy().into_owned();
         let kind = entry.header().entry_type();
         if kind.is_symlink() {
             // Old `docker save` links duplicate layers: <id>/layer.tar -> ../<id2>/layer.tar
             if let Some(target) = entry.link_name_bytes() {
-                let parent = Path::new(&name).parent().unwrap_or(Path::new("")).to_string_lossy().into_owned();
+                let parent = Path::new(&name)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .to_string_lossy()
+                    .into_owned();
                 let joined = format!("{parent}/{}", String::from_utf8_lossy(&target));
                 if let Some(t) = crate::unpack::path::normalize(joined.as_bytes()) {
                     symlinks.push((name, t.to_string_lossy().into_owned()));
@@ -189,11 +257,22 @@ fn ingest_all(store: &Store, path: &Path) -> Result<Ingested, Error> {
     Ok(files)
 }
 
-fn ingest_dir(store: &Store, root: &Path, dir: &Path, files: &mut Ingested, depth: usize) -> Result<(), Error> {
+fn ingest_dir(
+    store: &Store,
+    root: &Path,
+    dir: &Path,
+    files: &mut Ingested,
+    depth: usize,
+) -> Result<(), Error> {
     if depth > 8 {
         return Ok(());
     }
-    let read_err = |source| Error::from(ImportError::Read { path: dir.to_path_buf(), source });
+    let read_err = |source| {
+        Error::from(ImportError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })
+    };
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let path = entry.path();
@@ -201,7 +280,11 @@ fn ingest_dir(store: &Store, root: &Path, dir: &Path, files: &mut Ingested, dept
         if meta.is_dir() {
             ingest_dir(store, root, &path, files, depth + 1)?;
         } else if meta.is_file() {
-            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
             let mut file = std::fs::File::open(&path).map_err(read_err)?;
             ingest_one(store, root, &name, meta.len(), &mut file, files)?;
         }
@@ -217,19 +300,30 @@ fn ingest_one(
     reader: &mut dyn Read,
     files: &mut Ingested,
 ) -> Result<(), Error> {
-    let is_json = (name.ends_with(".json") || name == "oci-layout" || name == "repositories") && size <= MAX_JSON_BYTES;
+    let is_json = (name.ends_with(".json") || name == "oci-layout" || name == "repositories")
+        && size <= MAX_JSON_BYTES;
     if is_json && !name.contains('/') {
         let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(|source| ImportError::Read { path: archive.join(name), source })?;
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|source| ImportError::Read {
+                path: archive.join(name),
+                source,
+            })?;
         files.json.insert(name.to_string(), bytes.clone());
         let digest = store.write_blob(&bytes, None)?;
         files.blobs.insert(name.to_string(), digest);
         return Ok(());
     }
     // OCI layout blobs are named by their digest: hold them to it.
-    let expected = name.strip_prefix("blobs/sha256/").and_then(|hex| Digest::from_hex(hex).ok());
+    let expected = name
+        .strip_prefix("blobs/sha256/")
+        .and_then(|hex| Digest::from_hex(hex).ok());
     let mut ingest = store.ingest(expected, Some(size))?;
-    std::io::copy(reader, &mut ingest).map_err(|source| ImportError::Read { path: archive.join(name), source })?;
+    std::io::copy(reader, &mut ingest).map_err(|source| ImportError::Read {
+        path: archive.join(name),
+        source,
+    })?;
     let digest = ingest.commit()?;
     files.blobs.insert(name.to_string(), digest);
     Ok(())
@@ -255,20 +349,26 @@ fn oci_images(
             return Err(StoreError::MissingBlob { digest }.into());
         }
         let annotations = desc.annotations().clone().unwrap_or_default();
-        let name = match (annotations.get("io.containerd.image.name"), annotations.get("org.opencontainers.image.ref.name")) {
+        let name = match (
+            annotations.get("io.containerd.image.name"),
+            annotations.get("org.opencontainers.image.ref.name"),
+        ) {
             (Some(full), _) => ImageRef::parse(full)?.to_string(),
-            (None, Some(r)) if r.contains('/') || r.contains(':') => ImageRef::parse(r)?.to_string(),
+            (None, Some(r)) if r.contains('/') || r.contains(':') => {
+                ImageRef::parse(r)?.to_string()
+            }
             (None, Some(tag)) => ImageRef::parse(&format!("{stem}:{tag}"))?.to_string(),
             (None, None) => ImageRef::parse(&format!("{stem}:latest"))?.to_string(),
         };
         let bytes = store.read_blob(&digest)?;
-        let manifest_digest = match manifest::parse_document(&bytes, &digest, Some(&desc.media_type().to_string()))? {
-            Document::Manifest(_) => digest.clone(),
-            Document::Index(inner) => {
-                let chosen = manifest::select_platform(&inner, &digest, platform)?;
-                descriptor_digest(&chosen, &digest)?
-            }
-        };
+        let manifest_digest =
+            match manifest::parse_document(&bytes, &digest, Some(desc.media_type().as_ref()))? {
+                Document::Manifest(_) => digest.clone(),
+                Document::Index(inner) => {
+                    let chosen = manifest::select_platform(&inner, &digest, platform)?;
+                    descriptor_digest(&chosen, &digest)?
+                }
+            };
         out.push((name, digest, manifest_digest));
     }
     if out.is_empty() {
@@ -294,10 +394,15 @@ fn docker_images(
     manifest_json: &[u8],
     stem: &str,
 ) -> Result<Vec<(String, Digest, Digest)>, Error> {
-    let entries: Vec<DockerEntry> =
-        serde_json::from_slice(manifest_json).map_err(|e| bad(path, format!("manifest.json: {e}")))?;
+    let entries: Vec<DockerEntry> = serde_json::from_slice(manifest_json)
+        .map_err(|e| bad(path, format!("manifest.json: {e}")))?;
     let find = |name: &str| {
-        files.blobs.get(name).cloned().ok_or_else(|| bad(path, format!("manifest.json names {name}, which is not in the archive")))
+        files.blobs.get(name).cloned().ok_or_else(|| {
+            bad(
+                path,
+                format!("manifest.json names {name}, which is not in the archive"),
+            )
+        })
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -324,10 +429,18 @@ fn docker_images(
         let digest = store.write_blob(&bytes, None)?;
         let tags = entry.repo_tags.unwrap_or_default();
         if tags.is_empty() {
-            out.push((ImageRef::parse(&format!("{stem}:latest"))?.to_string(), digest.clone(), digest.clone()));
+            out.push((
+                ImageRef::parse(&format!("{stem}:latest"))?.to_string(),
+                digest.clone(),
+                digest.clone(),
+            ));
         }
         for tag in tags {
-            out.push((ImageRef::parse(&tag)?.to_string(), digest.clone(), digest.clone()));
+            out.push((
+                ImageRef::parse(&tag)?.to_string(),
+                digest.clone(),
+                digest.clone(),
+            ));
         }
     }
     Ok(out)

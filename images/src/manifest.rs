@@ -25,7 +25,12 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 /// Media types sent in `Accept` when fetching a manifest by reference.
-pub const ACCEPTED_MANIFESTS: &[&str] = &[OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+pub const ACCEPTED_MANIFESTS: &[&str] = &[
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
+];
 
 /// Errors about manifests, indexes and configs.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +74,9 @@ pub enum ManifestError {
         available: String,
     },
     /// The config's layer list does not match the manifest's.
-    #[error("config {digest} lists {diff_ids} layer diff ids but the manifest has {layers} layers")]
+    #[error(
+        "config {digest} lists {diff_ids} layer diff ids but the manifest has {layers} layers"
+    )]
     LayerCountMismatch {
         /// The config digest.
         digest: Digest,
@@ -102,9 +109,9 @@ pub enum ManifestError {
 #[derive(Debug)]
 pub enum Document {
     /// An image index or Docker manifest list.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// An image manifest.
-    Manifest(ImageManifest),
+    Manifest(Box<ImageManifest>),
 }
 
 #[derive(Deserialize)]
@@ -118,12 +125,23 @@ struct Probe {
 }
 
 /// Parses a manifest or index. `content_type` is the registry's header, when there is one.
-pub fn parse_document(bytes: &[u8], digest: &Digest, content_type: Option<&str>) -> Result<Document, ManifestError> {
-    let invalid = |reason: String| ManifestError::Invalid { what: "manifest", digest: digest.clone(), reason };
+pub fn parse_document(
+    bytes: &[u8],
+    digest: &Digest,
+    content_type: Option<&str>,
+) -> Result<Document, ManifestError> {
+    let invalid = |reason: String| ManifestError::Invalid {
+        what: "manifest",
+        digest: digest.clone(),
+        reason,
+    };
     let probe: Probe = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
     if let Some(v) = probe.schema_version {
         if v != 2 {
-            return Err(ManifestError::UnsupportedSchema { digest: digest.clone(), version: v });
+            return Err(ManifestError::UnsupportedSchema {
+                digest: digest.clone(),
+                version: v,
+            });
         }
     }
     let media_type = probe
@@ -142,21 +160,34 @@ pub fn parse_document(bytes: &[u8], digest: &Digest, content_type: Option<&str>)
         }
         None if probe.manifests.is_some() => true,
         None if probe.layers.is_some() => false,
-        None => return Err(invalid("neither a manifest (no \"layers\") nor an index (no \"manifests\")".into())),
+        None => {
+            return Err(invalid(
+                "neither a manifest (no \"layers\") nor an index (no \"manifests\")".into(),
+            ))
+        }
     };
     if is_index {
         serde_json::from_slice(bytes)
-            .map(Document::Index)
-            .map_err(|e| ManifestError::Invalid { what: "index", digest: digest.clone(), reason: e.to_string() })
+            .map(|i| Document::Index(Box::new(i)))
+            .map_err(|e| ManifestError::Invalid {
+                what: "index",
+                digest: digest.clone(),
+                reason: e.to_string(),
+            })
     } else {
-        serde_json::from_slice(bytes).map(Document::Manifest).map_err(|e| invalid(e.to_string()))
+        serde_json::from_slice(bytes)
+            .map(|m| Document::Manifest(Box::new(m)))
+            .map_err(|e| invalid(e.to_string()))
     }
 }
 
 /// Parses an image config.
 pub fn parse_config(bytes: &[u8], digest: &Digest) -> Result<ImageConfiguration, ManifestError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ManifestError::Invalid { what: "config", digest: digest.clone(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid {
+        what: "config",
+        digest: digest.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// A descriptor's digest, parsed.
@@ -164,7 +195,10 @@ pub fn descriptor_digest(desc: &Descriptor, parent: &Digest) -> Result<Digest, M
     desc.digest()
         .to_string()
         .parse()
-        .map_err(|source| ManifestError::BadDescriptor { parent: parent.clone(), source })
+        .map_err(|source| ManifestError::BadDescriptor {
+            parent: parent.clone(),
+            source,
+        })
 }
 
 /// How a layer of `media_type` is compressed; `None` when the type is not a layer type
@@ -229,12 +263,18 @@ impl Platform {
             "powerpc64" => ("ppc64le", None),
             other => (other, None),
         };
-        Self { os: "linux".into(), architecture: architecture.into(), variant: variant.map(String::from) }
+        Self {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: variant.map(String::from),
+        }
     }
 
     /// Variants this host runs, best first. An absent variant always matches.
     fn variant_rank(&self, variant: Option<&str>) -> Option<usize> {
-        let Some(v) = variant.filter(|v| !v.is_empty()) else { return Some(0) };
+        let Some(v) = variant.filter(|v| !v.is_empty()) else {
+            return Some(0);
+        };
         let accepted: &[&str] = match self.architecture.as_str() {
             "amd64" => &["v1", "v2", "v3"],
             "arm64" => &["v8"],
@@ -257,7 +297,11 @@ impl std::fmt::Display for Platform {
 
 /// Picks the manifest of `wanted` from an index: same OS and architecture, the best
 /// variant (none, then the lowest compatible), skipping attestations (`unknown/unknown`).
-pub fn select_platform(index: &ImageIndex, digest: &Digest, wanted: &Platform) -> Result<Descriptor, ManifestError> {
+pub fn select_platform(
+    index: &ImageIndex,
+    digest: &Digest,
+    wanted: &Platform,
+) -> Result<Descriptor, ManifestError> {
     let mut best: Option<(usize, &Descriptor)> = None;
     let mut available = Vec::new();
     for desc in index.manifests() {
@@ -281,11 +325,16 @@ pub fn select_platform(index: &ImageIndex, digest: &Digest, wanted: &Platform) -
             }
         }
     }
-    best.map(|(_, d)| d.clone()).ok_or_else(|| ManifestError::NoMatchingPlatform {
-        digest: digest.clone(),
-        wanted: wanted.to_string(),
-        available: if available.is_empty() { "nothing".into() } else { available.join(", ") },
-    })
+    best.map(|(_, d)| d.clone())
+        .ok_or_else(|| ManifestError::NoMatchingPlatform {
+            digest: digest.clone(),
+            wanted: wanted.to_string(),
+            available: if available.is_empty() {
+                "nothing".into()
+            } else {
+                available.join(", ")
+            },
+        })
 }
 
 /// Checks that a config is for this host and matches the manifest's layer count.
@@ -306,7 +355,11 @@ pub fn check_config(
     }
     let diff_ids = config.rootfs().diff_ids().len();
     if diff_ids != layers {
-        return Err(ManifestError::LayerCountMismatch { digest: digest.clone(), diff_ids, layers });
+        return Err(ManifestError::LayerCountMismatch {
+            digest: digest.clone(),
+            diff_ids,
+            layers,
+        });
     }
     Ok(())
 }
@@ -321,16 +374,26 @@ mod tests {
 
     #[test]
     fn refuses_bad_documents() {
-        assert!(matches!(parse_document(b"not json", &d(), None), Err(ManifestError::Invalid { .. })));
+        assert!(matches!(
+            parse_document(b"not json", &d(), None),
+            Err(ManifestError::Invalid { .. })
+        ));
         assert!(matches!(
             parse_document(br#"{"schemaVersion":1,"fsLayers":[]}"#, &d(), None),
             Err(ManifestError::UnsupportedSchema { version: 1, .. })
         ));
         assert!(matches!(
-            parse_document(br#"{"schemaVersion":2,"mediaType":"text/html"}"#, &d(), None),
+            parse_document(
+                br#"{"schemaVersion":2,"mediaType":"text/html"}"#,
+                &d(),
+                None
+            ),
             Err(ManifestError::UnsupportedMediaType { .. })
         ));
-        assert!(matches!(parse_document(br#"{"schemaVersion":2}"#, &d(), None), Err(ManifestError::Invalid { .. })));
+        assert!(matches!(
+            parse_document(br#"{"schemaVersion":2}"#, &d(), None),
+            Err(ManifestError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -342,17 +405,34 @@ mod tests {
             {{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{}","size":1,"platform":{{"os":"linux","architecture":"amd64","variant":"v3"}}}},
             {{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
             {{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{}","size":1,"platform":{{"os":"unknown","architecture":"unknown"}}}}]}}"#,
-            hex('a'), hex('b'), hex('c'), hex('d')
+            hex('a'),
+            hex('b'),
+            hex('c'),
+            hex('d')
         );
         let Document::Index(index) = parse_document(index.as_bytes(), &d(), None)? else {
             return Err("not an index".into());
         };
-        let amd64 = Platform { os: "linux".into(), architecture: "amd64".into(), variant: None };
+        let amd64 = Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        };
         let got = select_platform(&index, &d(), &amd64)?;
         assert_eq!(got.digest().to_string(), format!("sha256:{}", hex('c')));
-        let s390 = Platform { os: "linux".into(), architecture: "s390x".into(), variant: None };
-        let err = select_platform(&index, &d(), &s390).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("linux/s390x") && err.contains("linux/arm64/v8"), "{err}");
+        let s390 = Platform {
+            os: "linux".into(),
+            architecture: "s390x".into(),
+            variant: None,
+        };
+        let err = select_platform(&index, &d(), &s390)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("linux/s390x") && err.contains("linux/arm64/v8"),
+            "{err}"
+        );
         Ok(())
     }
 }

@@ -12,7 +12,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use crate::digest::Digest;
-use crate::manifest::{self, check_config, check_manifest, descriptor_digest, layer_compression, Document, Platform};
+use crate::manifest::{
+    self, check_config, check_manifest, descriptor_digest, layer_compression, Document, Platform,
+};
 use crate::progress::{Event, Progress};
 use crate::reference::ImageRef;
 use crate::registry::{RegistryOptions, Session};
@@ -57,7 +59,9 @@ pub enum PullError {
         digest: Digest,
     },
     /// A manifest or config larger than any real one.
-    #[error("{digest} is larger than {MAX_DOCUMENT_BYTES} bytes; refusing it as a manifest or config")]
+    #[error(
+        "{digest} is larger than {MAX_DOCUMENT_BYTES} bytes; refusing it as a manifest or config"
+    )]
     DocumentTooLarge {
         /// The document.
         digest: Digest,
@@ -77,7 +81,11 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        Self { registry: RegistryOptions::default(), unpack: UnpackOptions::default(), platform: Platform::host() }
+        Self {
+            registry: RegistryOptions::default(),
+            unpack: UnpackOptions::default(),
+            platform: Platform::host(),
+        }
     }
 }
 
@@ -101,18 +109,24 @@ pub async fn pull(
     let session = Session::open(&options.registry, reference).await?;
     let (top_bytes, top_digest) = session.fetch_manifest(reference).await?;
     store.write_blob(&top_bytes, Some(&top_digest))?;
-    let (manifest_bytes, manifest_digest) = match manifest::parse_document(&top_bytes, &top_digest, None)? {
-        Document::Manifest(_) => (top_bytes, top_digest.clone()),
-        Document::Index(index) => {
-            let desc = manifest::select_platform(&index, &top_digest, &options.platform)?;
-            let child = reference.with_digest(&descriptor_digest(&desc, &top_digest)?);
-            let (bytes, digest) = session.fetch_manifest(&child).await?;
-            store.write_blob(&bytes, Some(&digest))?;
-            (bytes, digest)
+    let (manifest_bytes, manifest_digest) =
+        match manifest::parse_document(&top_bytes, &top_digest, None)? {
+            Document::Manifest(_) => (top_bytes, top_digest.clone()),
+            Document::Index(index) => {
+                let desc = manifest::select_platform(&index, &top_digest, &options.platform)?;
+                let child = reference.with_digest(&descriptor_digest(&desc, &top_digest)?);
+                let (bytes, digest) = session.fetch_manifest(&child).await?;
+                store.write_blob(&bytes, Some(&digest))?;
+                (bytes, digest)
+            }
+        };
+    let Document::Manifest(manifest) =
+        manifest::parse_document(&manifest_bytes, &manifest_digest, None)?
+    else {
+        return Err(PullError::NestedIndex {
+            digest: manifest_digest,
         }
-    };
-    let Document::Manifest(manifest) = manifest::parse_document(&manifest_bytes, &manifest_digest, None)? else {
-        return Err(PullError::NestedIndex { digest: manifest_digest }.into());
+        .into());
     };
     check_manifest(&manifest, &manifest_digest)?;
     let config_digest = descriptor_digest(manifest.config(), &manifest_digest)?;
@@ -121,14 +135,27 @@ pub async fn pull(
         store.write_blob(&bytes, Some(&config_digest))?;
     }
     let config = manifest::parse_config(&store.read_blob(&config_digest)?, &config_digest)?;
-    check_config(&config, &config_digest, manifest.layers().len(), &options.platform)?;
+    check_config(
+        &config,
+        &config_digest,
+        manifest.layers().len(),
+        &options.platform,
+    )?;
     progress.event(Event::Resolved {
         reference: reference.to_string(),
         manifest: manifest_digest.clone(),
         layers: manifest.layers().len(),
     });
     let jobs = layer_jobs(&manifest, &manifest_digest, &config)?;
-    let layers = ensure_layers(store, &reference.to_string(), jobs, Some(&session), &options.unpack, &progress).await?;
+    let layers = ensure_layers(
+        store,
+        &reference.to_string(),
+        jobs,
+        Some(&session),
+        &options.unpack,
+        &progress,
+    )
+    .await?;
     let record = image_record(
         reference.to_string(),
         top_digest,
@@ -142,9 +169,16 @@ pub async fn pull(
     Ok(record)
 }
 
-async fn fetch_small(session: &Session, desc: &oci_spec::image::Descriptor, digest: &Digest) -> Result<Vec<u8>, Error> {
+async fn fetch_small(
+    session: &Session,
+    desc: &oci_spec::image::Descriptor,
+    digest: &Digest,
+) -> Result<Vec<u8>, Error> {
     if desc.size() as usize > MAX_DOCUMENT_BYTES {
-        return Err(PullError::DocumentTooLarge { digest: digest.clone() }.into());
+        return Err(PullError::DocumentTooLarge {
+            digest: digest.clone(),
+        }
+        .into());
     }
     let mut stream = session.blob_stream(desc).await?;
     let mut out = Vec::new();
@@ -155,7 +189,10 @@ async fn fetch_small(session: &Session, desc: &oci_spec::image::Descriptor, dige
         })?;
         out.extend_from_slice(&chunk);
         if out.len() > MAX_DOCUMENT_BYTES {
-            return Err(PullError::DocumentTooLarge { digest: digest.clone() }.into());
+            return Err(PullError::DocumentTooLarge {
+                digest: digest.clone(),
+            }
+            .into());
         }
     }
     Ok(out)
@@ -170,9 +207,15 @@ pub(crate) fn layer_jobs(
     let mut jobs = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(config.rootfs().diff_ids()) {
         let digest = descriptor_digest(desc, manifest_digest)?;
-        let diff_id: Digest = diff_id.parse().map_err(crate::digest::DigestError::from)?;
-        let compression = layer_compression(&desc.media_type().to_string()).unwrap_or(Compression::Detect);
-        jobs.push(LayerJob { desc: desc.clone(), digest, diff_id, compression });
+        let diff_id: Digest = diff_id.parse()?;
+        let compression =
+            layer_compression(desc.media_type().as_ref()).unwrap_or(Compression::Detect);
+        jobs.push(LayerJob {
+            desc: desc.clone(),
+            digest,
+            diff_id,
+            compression,
+        });
     }
     Ok(jobs)
 }
@@ -186,20 +229,27 @@ pub(crate) async fn ensure_layers(
     unpack: &UnpackOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<Vec<LayerRecord>, Error> {
-    let mut records: Vec<(usize, LayerRecord)> = futures_util::stream::iter(jobs.into_iter().enumerate())
-        .map(|(i, job)| async move {
-            let digest = job.digest.clone();
-            match ensure_layer(store, job, session, unpack, progress).await {
-                Ok(r) => Ok((i, r)),
-                Err(e) => {
-                    progress.event(Event::LayerFailed { digest: digest.clone() });
-                    Err(Error::from(PullError::Layer { reference: reference.to_string(), digest, source: Box::new(e) }))
+    let mut records: Vec<(usize, LayerRecord)> =
+        futures_util::stream::iter(jobs.into_iter().enumerate())
+            .map(|(i, job)| async move {
+                let digest = job.digest.clone();
+                match ensure_layer(store, job, session, unpack, progress).await {
+                    Ok(r) => Ok((i, r)),
+                    Err(e) => {
+                        progress.event(Event::LayerFailed {
+                            digest: digest.clone(),
+                        });
+                        Err(Error::from(PullError::Layer {
+                            reference: reference.to_string(),
+                            digest,
+                            source: Box::new(e),
+                        }))
+                    }
                 }
-            }
-        })
-        .buffer_unordered(PARALLEL_LAYERS)
-        .try_collect()
-        .await?;
+            })
+            .buffer_unordered(PARALLEL_LAYERS)
+            .try_collect()
+            .await?;
     records.sort_by_key(|(i, _)| *i);
     Ok(records.into_iter().map(|(_, r)| r).collect())
 }
@@ -211,7 +261,12 @@ async fn ensure_layer(
     unpack: &UnpackOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<LayerRecord, Error> {
-    let _lock = lock::exclusive_async(store.locks_dir().join(format!("{}.lock", job.diff_id.hex()))).await?;
+    let _lock = lock::exclusive_async(
+        store
+            .locks_dir()
+            .join(format!("{}.lock", job.diff_id.hex())),
+    )
+    .await?;
     let size = job.desc.size();
     let record = |info: SnapshotInfo| LayerRecord {
         digest: job.digest.clone(),
@@ -223,21 +278,35 @@ async fn ensure_layer(
     let have_blob = store.has_blob(&job.digest);
     if have_blob {
         if let Some(info) = store.snapshot_info(&job.diff_id) {
-            progress.event(Event::LayerCached { digest: job.digest.clone() });
+            progress.event(Event::LayerCached {
+                digest: job.digest.clone(),
+            });
             return Ok(record(info));
         }
     }
-    progress.event(Event::LayerStarted { digest: job.digest.clone(), size });
+    progress.event(Event::LayerStarted {
+        digest: job.digest.clone(),
+        size,
+    });
     let info = if have_blob {
         let (store2, job2, opts) = (store.clone(), job.clone(), *unpack);
-        join(&job.digest, tokio::task::spawn_blocking(move || unpack_stored(&store2, &job2, &opts))).await?
+        join(
+            &job.digest,
+            tokio::task::spawn_blocking(move || unpack_stored(&store2, &job2, &opts)),
+        )
+        .await?
     } else {
         let Some(session) = session else {
-            return Err(StoreError::MissingBlob { digest: job.digest.clone() }.into());
+            return Err(StoreError::MissingBlob {
+                digest: job.digest.clone(),
+            }
+            .into());
         };
         stream_layer(store, &job, session, unpack, progress).await?
     };
-    progress.event(Event::LayerDone { digest: job.digest.clone() });
+    progress.event(Event::LayerDone {
+        digest: job.digest.clone(),
+    });
     Ok(record(info))
 }
 
@@ -245,18 +314,38 @@ async fn join(
     digest: &Digest,
     task: tokio::task::JoinHandle<Result<SnapshotInfo, Error>>,
 ) -> Result<SnapshotInfo, Error> {
-    task.await.map_err(|e| PullError::Task { digest: digest.clone(), detail: e.to_string() })?
+    task.await.map_err(|e| PullError::Task {
+        digest: digest.clone(),
+        detail: e.to_string(),
+    })?
 }
 
 /// Unpacks a layer whose blob is already stored (import, or a snapshot removed by hand).
-fn unpack_stored(store: &Store, job: &LayerJob, options: &UnpackOptions) -> Result<SnapshotInfo, Error> {
+fn unpack_stored(
+    store: &Store,
+    job: &LayerJob,
+    options: &UnpackOptions,
+) -> Result<SnapshotInfo, Error> {
     let file = store.open_blob(&job.digest)?;
     let snapshot = store.begin_snapshot()?;
-    let stats = unpack_layer(io::BufReader::with_capacity(1 << 20, file), job.compression, snapshot.path(), options)?;
+    let stats = unpack_layer(
+        io::BufReader::with_capacity(1 << 20, file),
+        job.compression,
+        snapshot.path(),
+        options,
+    )?;
     if stats.diff_id != job.diff_id {
-        return Err(UnpackError::DiffIdMismatch { expected: job.diff_id.clone(), actual: stats.diff_id }.into());
+        return Err(UnpackError::DiffIdMismatch {
+            expected: job.diff_id.clone(),
+            actual: stats.diff_id,
+        }
+        .into());
     }
-    let info = SnapshotInfo { version: 1, unpacked_size: stats.unpacked_size, entries: stats.entries };
+    let info = SnapshotInfo {
+        version: 1,
+        unpacked_size: stats.unpacked_size,
+        entries: stats.entries,
+    };
     snapshot.commit(&job.diff_id, info)?;
     Ok(info)
 }
@@ -274,7 +363,11 @@ async fn stream_layer(
     let ingest = store.ingest(Some(job.digest.clone()), Some(job.desc.size()))?;
     let (store2, job2, opts) = (store.clone(), job.clone(), *unpack);
     let worker = tokio::task::spawn_blocking(move || {
-        let mut reader = TeeReader { rx, current: Bytes::new(), ingest: Some(ingest) };
+        let mut reader = TeeReader {
+            rx,
+            current: Bytes::new(),
+            ingest: Some(ingest),
+        };
         unpack_streamed(&store2, &job2, &opts, &mut reader)
     });
     let mut done = 0u64;
@@ -285,14 +378,20 @@ async fn stream_layer(
             done += bytes.len() as u64;
             if done - last_report >= 256 * 1024 {
                 last_report = done;
-                progress.event(Event::LayerProgress { digest: job.digest.clone(), done });
+                progress.event(Event::LayerProgress {
+                    digest: job.digest.clone(),
+                    done,
+                });
             }
         }
         if tx.send(chunk).await.is_err() || failed {
             break;
         }
     }
-    progress.event(Event::LayerProgress { digest: job.digest.clone(), done });
+    progress.event(Event::LayerProgress {
+        digest: job.digest.clone(),
+        done,
+    });
     drop(tx);
     join(&job.digest, worker).await
 }
@@ -306,7 +405,10 @@ fn unpack_streamed(
     let snapshot = store.begin_snapshot()?;
     let result = unpack_layer(&mut *reader, job.compression, snapshot.path(), options);
     let Some(ingest) = reader.ingest.take() else {
-        return Err(StoreError::MissingBlob { digest: job.digest.clone() }.into());
+        return Err(StoreError::MissingBlob {
+            digest: job.digest.clone(),
+        }
+        .into());
     };
     let stats = match result {
         Ok(stats) => stats,
@@ -314,23 +416,37 @@ fn unpack_streamed(
             // A corrupt blob often shows first as a corrupt stream; the digest says which
             // it is. Read what is left (until the sender stops) and prefer that verdict.
             let mut ingest = ingest;
-            let mut rest = TeeReader { rx: std::mem::replace(&mut reader.rx, closed()), current: Bytes::new(), ingest: None };
+            let mut rest = TeeReader {
+                rx: std::mem::replace(&mut reader.rx, closed()),
+                current: Bytes::new(),
+                ingest: None,
+            };
             if let Err(e) = copy_into(&mut rest, &mut ingest) {
                 // The stream ended in an error (oci-client's own digest check, a dropped
                 // connection); what arrived is still judged below.
                 tracing::debug!("layer stream failed after unpack error: {e}");
             }
             return match ingest.commit() {
-                Err(e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. })) => Err(e.into()),
+                Err(e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. })) => {
+                    Err(e.into())
+                }
                 _ => Err(unpack_err.into()),
             };
         }
     };
     ingest.commit()?;
     if stats.diff_id != job.diff_id {
-        return Err(UnpackError::DiffIdMismatch { expected: job.diff_id.clone(), actual: stats.diff_id }.into());
+        return Err(UnpackError::DiffIdMismatch {
+            expected: job.diff_id.clone(),
+            actual: stats.diff_id,
+        }
+        .into());
     }
-    let info = SnapshotInfo { version: 1, unpacked_size: stats.unpacked_size, entries: stats.entries };
+    let info = SnapshotInfo {
+        version: 1,
+        unpacked_size: stats.unpacked_size,
+        entries: stats.entries,
+    };
     snapshot.commit(&job.diff_id, info)?;
     Ok(info)
 }

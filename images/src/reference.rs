@@ -32,11 +32,17 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses and normalises `text`.
     pub fn parse(text: &str) -> Result<Self, ReferenceError> {
-        let invalid = |reason: String| ReferenceError::Invalid { reference: text.to_string(), reason };
+        let invalid = |reason: String| ReferenceError::Invalid {
+            reference: text.to_string(),
+            reason,
+        };
         if text.is_empty() || text.len() > 4096 || text.trim() != text {
             return Err(invalid("empty, too long, or surrounded by spaces".into()));
         }
         let inner = Reference::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("repository name must be lowercase".into()));
+        }
         let digest = match inner.digest() {
             Some(d) => Some(d.parse::<Digest>().map_err(|e| invalid(e.to_string()))?),
             None => None,
@@ -120,19 +126,36 @@ mod tests {
             ("localhost/app", "localhost/app:latest"),
         ];
         for (input, want) in cases {
-            assert_eq!(ImageRef::parse(input).map(|r| r.to_string()).ok().as_deref(), Some(want));
+            assert_eq!(
+                ImageRef::parse(input)
+                    .map(|r| r.to_string())
+                    .ok()
+                    .as_deref(),
+                Some(want)
+            );
         }
         let hex = "a".repeat(64);
         let r = ImageRef::parse(&format!("host:5000/repo@sha256:{hex}")).ok();
         let r = r.as_ref();
         assert_eq!(r.map(|r| r.registry()), Some("host:5000"));
         assert_eq!(r.and_then(|r| r.tag()), None);
-        assert_eq!(r.and_then(|r| r.digest()).map(|d| d.hex().to_string()), Some(hex));
+        assert_eq!(
+            r.and_then(|r| r.digest()).map(|d| d.hex().to_string()),
+            Some(hex)
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", " busybox", "UPPER/case", "a@sha256:12", "a:b:c:d", "repo@sha512:00", "::"] {
+        for bad in [
+            "",
+            " busybox",
+            "UPPER/case",
+            "a@sha256:12",
+            "a:b:c:d",
+            "repo@sha512:00",
+            "::",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

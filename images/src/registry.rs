@@ -118,10 +118,18 @@ impl RegistryOptions {
         let path = self.authfile();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
-            Err(e) => return Err(RegistryError::AuthFile { path, reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistryAuth::Anonymous)
+            }
+            Err(e) => {
+                return Err(RegistryError::AuthFile {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
         };
-        docker_config_auth(&bytes, registry).map_err(|reason| RegistryError::AuthFile { path, reason })
+        docker_config_auth(&bytes, registry)
+            .map_err(|reason| RegistryError::AuthFile { path, reason })
     }
 }
 
@@ -133,18 +141,34 @@ pub fn docker_config_auth(bytes: &[u8], registry: &str) -> Result<RegistryAuth, 
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
         return Ok(RegistryAuth::Anonymous);
     };
-    let mut keys = vec![registry.to_string(), format!("https://{registry}"), format!("http://{registry}")];
+    let mut keys = vec![
+        registry.to_string(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+    ];
     if registry == "docker.io" || registry == "index.docker.io" {
-        keys.extend(["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()]);
+        keys.extend([
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+        ]);
     }
     for key in keys {
-        let Some(entry) = auths.get(&key).or_else(|| auths.get(&format!("{key}/"))) else { continue };
-        if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()).filter(|a| !a.is_empty()) {
+        let Some(entry) = auths.get(&key).or_else(|| auths.get(&format!("{key}/"))) else {
+            continue;
+        };
+        if let Some(auth) = entry
+            .get("auth")
+            .and_then(|a| a.as_str())
+            .filter(|a| !a.is_empty())
+        {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|e| format!("auth for {key}: {e}"))?;
             let text = String::from_utf8(decoded).map_err(|e| format!("auth for {key}: {e}"))?;
-            let (user, pass) = text.split_once(':').ok_or(format!("auth for {key} is not user:password"))?;
+            let (user, pass) = text
+                .split_once(':')
+                .ok_or(format!("auth for {key} is not user:password"))?;
             return Ok(RegistryAuth::Basic(user.to_string(), pass.to_string()));
         }
         let user = entry.get("username").and_then(|u| u.as_str());
@@ -166,21 +190,29 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("reference", &self.reference).finish()
+        f.debug_struct("Session")
+            .field("reference", &self.reference)
+            .finish()
     }
 }
 
 impl Session {
     /// Opens a session for `reference`: builds the client and authenticates (which is also
     /// where an unreachable registry is first noticed).
-    pub async fn open(options: &RegistryOptions, reference: &ImageRef) -> Result<Self, RegistryError> {
+    pub async fn open(
+        options: &RegistryOptions,
+        reference: &ImageRef,
+    ) -> Result<Self, RegistryError> {
         static PROVIDER: std::sync::Once = std::sync::Once::new();
         PROVIDER.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
         let registry = reference.registry().to_string();
         let protocol = if options.is_insecure(&registry) {
-            ClientProtocol::HttpsExcept(vec![registry.clone(), reference.as_oci().resolve_registry().to_string()])
+            ClientProtocol::HttpsExcept(vec![
+                registry.clone(),
+                reference.as_oci().resolve_registry().to_string(),
+            ])
         } else {
             ClientProtocol::Https
         };
@@ -193,8 +225,12 @@ impl Session {
             ..Default::default()
         });
         let auth = options.auth_for(&registry)?;
-        let session =
-            Self { client, auth, reference: reference.clone(), authfile: options.authfile().display().to_string() };
+        let session = Self {
+            client,
+            auth,
+            reference: reference.clone(),
+            authfile: options.authfile().display().to_string(),
+        };
         session
             .client
             .auth(reference.as_oci(), &session.auth, RegistryOperation::Pull)
@@ -205,7 +241,10 @@ impl Session {
 
     /// Fetches the manifest or index `reference` names; returns its bytes and digest. When
     /// the reference pins a digest, the bytes are checked against it.
-    pub async fn fetch_manifest(&self, reference: &ImageRef) -> Result<(Vec<u8>, Digest), RegistryError> {
+    pub async fn fetch_manifest(
+        &self,
+        reference: &ImageRef,
+    ) -> Result<(Vec<u8>, Digest), RegistryError> {
         let (bytes, digest) = self
             .client
             .pull_manifest_raw(reference.as_oci(), &self.auth, ACCEPTED_MANIFESTS)
@@ -233,7 +272,10 @@ impl Session {
         let digest = desc.digest().to_string();
         // Foreign-layer URLs are not followed: a manifest must not make a root daemon
         // fetch from arbitrary hosts.
-        let layer = oci_client::client::LayerDescriptor { digest: &digest, urls: &None };
+        let layer = oci_client::client::LayerDescriptor {
+            digest: &digest,
+            urls: &None,
+        };
         let stream = self
             .client
             .pull_blob_stream(self.reference.as_oci(), &layer)
@@ -255,35 +297,60 @@ impl Session {
             s
         };
         match err {
-            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-                RegistryError::Unauthorized { reference, authfile: self.authfile.clone() }
-            }
-            OciDistributionError::ImageManifestNotFoundError(_) => {
-                RegistryError::NotFound { what: what.to_string(), reference: self.reference.to_string() }
-            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => RegistryError::Unauthorized {
+                reference,
+                authfile: self.authfile.clone(),
+            },
+            OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound {
+                what: what.to_string(),
+                reference: self.reference.to_string(),
+            },
             OciDistributionError::RegistryError { envelope, url } => {
-                let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?}", e.code))
+                    .collect();
                 let unknown = codes.iter().any(|c| c.contains("Unknown"));
                 if unknown {
-                    RegistryError::NotFound { what: what.to_string(), reference: self.reference.to_string() }
+                    RegistryError::NotFound {
+                        what: what.to_string(),
+                        reference: self.reference.to_string(),
+                    }
                 } else {
-                    let message: Vec<String> = envelope.errors.iter().map(|e| e.message.clone()).collect();
-                    RegistryError::Status { status: 400, reference, message: format!("{} ({url})", message.join("; ")) }
+                    let message: Vec<String> =
+                        envelope.errors.iter().map(|e| e.message.clone()).collect();
+                    RegistryError::Status {
+                        status: 400,
+                        reference,
+                        message: format!("{} ({url})", message.join("; ")),
+                    }
                 }
             }
-            OciDistributionError::ServerError { code: 404, .. } => {
-                RegistryError::NotFound { what: what.to_string(), reference: self.reference.to_string() }
-            }
+            OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound {
+                what: what.to_string(),
+                reference: self.reference.to_string(),
+            },
             OciDistributionError::ServerError { code, message, .. } => {
                 let mut message = message.trim().to_string();
                 message.truncate(200);
-                RegistryError::Status { status: code, reference, message }
+                RegistryError::Status {
+                    status: code,
+                    reference,
+                    message,
+                }
             }
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-                RegistryError::Connect { registry: self.reference.registry().to_string(), detail: chain(&e) }
+                RegistryError::Connect {
+                    registry: self.reference.registry().to_string(),
+                    detail: chain(&e),
+                }
             }
-            other => RegistryError::Protocol { reference, detail: chain(&other) },
+            other => RegistryError::Protocol {
+                reference,
+                detail: chain(&other),
+            },
         }
     }
 }
-

@@ -26,7 +26,12 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        Self { status, content_type: content_type.into(), body: body.into(), claimed_length: None }
+        Self {
+            status,
+            content_type: content_type.into(),
+            body: body.into(),
+            claimed_length: None,
+        }
     }
 }
 
@@ -54,7 +59,11 @@ mod base64_lite {
         const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -90,7 +99,13 @@ impl FakeRegistry {
                 }
             }
         });
-        Ok(Self { port, routes, stop, thread: Some(thread), log })
+        Ok(Self {
+            port,
+            routes,
+            stop,
+            thread: Some(thread),
+            log,
+        })
     }
 
     pub fn host(&self) -> String {
@@ -98,7 +113,10 @@ impl FakeRegistry {
     }
 
     pub fn route(&self, path: &str, response: Response) {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_string(), response);
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_string(), response);
     }
 
     /// Serves every manifest and blob of the OCI layout at `layout` under `repo`, the
@@ -110,13 +128,24 @@ impl FakeRegistry {
             let body = std::fs::read(entry.path())?;
             let media_type = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from));
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(|m| m.as_str())
+                        .map(String::from)
+                });
             if let Some(mt) = &media_type {
-                self.route(&format!("/v2/{repo}/manifests/sha256:{hex}"), Response::new(200, mt, body.clone()));
+                self.route(
+                    &format!("/v2/{repo}/manifests/sha256:{hex}"),
+                    Response::new(200, mt, body.clone()),
+                );
             }
-            self.route(&format!("/v2/{repo}/blobs/sha256:{hex}"), Response::new(200, "application/octet-stream", body));
+            self.route(
+                &format!("/v2/{repo}/blobs/sha256:{hex}"),
+                Response::new(200, "application/octet-stream", body),
+            );
         }
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
         for m in index["manifests"].as_array().cloned().unwrap_or_default() {
             let (Some(tag), Some(digest)) = (
                 m["annotations"]["org.opencontainers.image.ref.name"].as_str(),
@@ -126,8 +155,13 @@ impl FakeRegistry {
             };
             let hex = digest.trim_start_matches("sha256:");
             let body = std::fs::read(layout.join("blobs/sha256").join(hex))?;
-            let mt = m["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json");
-            self.route(&format!("/v2/{repo}/manifests/{tag}"), Response::new(200, mt, body));
+            let mt = m["mediaType"]
+                .as_str()
+                .unwrap_or("application/vnd.oci.image.manifest.v1+json");
+            self.route(
+                &format!("/v2/{repo}/manifests/{tag}"),
+                Response::new(200, mt, body),
+            );
         }
         Ok(())
     }
@@ -171,11 +205,16 @@ fn serve(
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        if let Some(len) = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        if let Some(len) = headers
+            .get("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+        {
             let mut body = vec![0; len];
             reader.read_exact(&mut body)?;
         }
-        log.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{method} {target}"));
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{method} {target}"));
         let path = target.split('?').next().unwrap_or("").to_string();
         let response = respond(&path, &target, &headers, routes, auth, port);
         write_response(&mut stream, &method, &response)?;
@@ -195,14 +234,25 @@ fn respond(
 ) -> Response {
     if let Some(auth) = auth {
         if path == "/token" {
-            let want = format!("Basic {}", b64(format!("{}:{}", auth.user, auth.password).as_bytes()));
+            let want = format!(
+                "Basic {}",
+                b64(format!("{}:{}", auth.user, auth.password).as_bytes())
+            );
             if headers.get("authorization") != Some(&want) || !target.contains("scope=") {
                 return Response::new(401, "application/json", r#"{"details":"bad credentials"}"#);
             }
-            return Response::new(200, "application/json", format!(r#"{{"token":"{}","expires_in":300}}"#, auth.token));
+            return Response::new(
+                200,
+                "application/json",
+                format!(r#"{{"token":"{}","expires_in":300}}"#, auth.token),
+            );
         }
         if headers.get("authorization") != Some(&format!("Bearer {}", auth.token)) {
-            let mut r = Response::new(401, "application/json", r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#);
+            let mut r = Response::new(
+                401,
+                "application/json",
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            );
             r.content_type = format!(
                 "application/json\r\nWww-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\""
             );
@@ -217,14 +267,26 @@ fn respond(
         .unwrap_or_else(|p| p.into_inner())
         .get(path)
         .cloned()
-        .unwrap_or_else(|| Response::new(404, "application/json", r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#))
+        .unwrap_or_else(|| {
+            Response::new(
+                404,
+                "application/json",
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#,
+            )
+        })
 }
 
 fn write_response(stream: &mut TcpStream, method: &str, r: &Response) -> Result<()> {
     let len = r.claimed_length.unwrap_or(r.body.len());
-    let mut head = format!("HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {len}\r\n", r.status, r.content_type);
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {len}\r\n",
+        r.status, r.content_type
+    );
     if r.status == 200 && !r.body.is_empty() {
-        head.push_str(&format!("Docker-Content-Digest: sha256:{}\r\n", crate::layout::sha256_hex(&r.body)));
+        head.push_str(&format!(
+            "Docker-Content-Digest: sha256:{}\r\n",
+            crate::layout::sha256_hex(&r.body)
+        ));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;

@@ -16,16 +16,24 @@ nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\nberth:x:1000:\nnogroup:x:65534:\n";
 
 fn busybox_bytes() -> Result<Vec<u8>> {
-    let bytes = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}: install Debian's busybox-static"))?;
+    let bytes = std::fs::read(BUSYBOX)
+        .with_context(|| format!("reading {BUSYBOX}: install Debian's busybox-static"))?;
     Ok(bytes)
 }
 
 fn applets() -> Result<Vec<String>> {
-    let out = Command::new(BUSYBOX).arg("--list").output().context("running busybox --list")?;
+    let out = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .context("running busybox --list")?;
     if !out.status.success() {
         bail!("busybox --list failed");
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|a| a != "busybox").collect())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|a| a != "busybox")
+        .collect())
 }
 
 /// The root layer: static busybox with an applet symlink in /bin for each command, a
@@ -75,7 +83,12 @@ pub fn data_layer() -> Result<Vec<u8>> {
     t.fifo("data/fifo", Meta::FILE.mode(0o600))?;
     t.char_device("data/null", 1, 3, Meta::FILE.mode(0o666))?;
     t.file("data/setuid", b"#!/bin/sh\n", Meta::FILE.mode(0o4755))?;
-    t.file_with_pax("data/xattr.txt", b"x\n", Meta::FILE, &[("SCHILY.xattr.user.berth", b"hello")])?;
+    t.file_with_pax(
+        "data/xattr.txt",
+        b"x\n",
+        Meta::FILE,
+        &[("SCHILY.xattr.user.berth", b"hello")],
+    )?;
     t.dir("data/opaque", Meta::DIR)?;
     t.file("data/opaque/old1", b"old\n", Meta::FILE)?;
     t.file("data/opaque/old2", b"old\n", Meta::FILE)?;
@@ -106,8 +119,14 @@ pub fn delete_layer() -> Result<Vec<u8>> {
 pub fn multilayer_image() -> Result<Image> {
     let mut config = busybox_config();
     config["WorkingDir"] = json!("/data");
-    config["Env"] = json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "BERTH_FIXTURE=multilayer"]);
-    Ok(Image::new(vec![busybox_layer()?, data_layer()?, delete_layer()?], config))
+    config["Env"] = json!([
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        "BERTH_FIXTURE=multilayer"
+    ]);
+    Ok(Image::new(
+        vec![busybox_layer()?, data_layer()?, delete_layer()?],
+        config,
+    ))
 }
 
 /// Writes every fixture under `out`: OCI layouts (gzip, zstd), their tars, docker-save
@@ -118,14 +137,37 @@ pub fn write_all(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let busybox = busybox_image()?;
     let multi = multilayer_image()?;
-    write_oci_layout(&out.join("busybox-oci"), &[("latest", &busybox)], Compression::Gzip)?;
+    write_oci_layout(
+        &out.join("busybox-oci"),
+        &[("latest", &busybox)],
+        Compression::Gzip,
+    )?;
     tar_directory(&out.join("busybox-oci"), &out.join("busybox-oci.tar"))?;
-    write_docker_archive(&out.join("busybox-docker.tar"), &[("berth.test/busybox:latest", &busybox)])?;
-    write_oci_layout(&out.join("multilayer-oci"), &[("latest", &multi)], Compression::Gzip)?;
-    write_oci_layout(&out.join("multilayer-zstd-oci"), &[("latest", &multi)], Compression::Zstd)?;
-    write_docker_archive(&out.join("multilayer-docker.tar"), &[("berth.test/multilayer:latest", &multi)])?;
+    write_docker_archive(
+        &out.join("busybox-docker.tar"),
+        &[("berth.test/busybox:latest", &busybox)],
+    )?;
+    write_oci_layout(
+        &out.join("multilayer-oci"),
+        &[("latest", &multi)],
+        Compression::Gzip,
+    )?;
+    write_oci_layout(
+        &out.join("multilayer-zstd-oci"),
+        &[("latest", &multi)],
+        Compression::Zstd,
+    )?;
+    write_docker_archive(
+        &out.join("multilayer-docker.tar"),
+        &[("berth.test/multilayer:latest", &multi)],
+    )?;
     let mut arm = busybox.clone();
     arm.architecture = "arm64".into();
-    write_oci_multiarch(&out.join("multiarch-oci"), "latest", &[arm, busybox], Compression::Gzip)?;
+    write_oci_multiarch(
+        &out.join("multiarch-oci"),
+        "latest",
+        &[arm, busybox],
+        Compression::Gzip,
+    )?;
     Ok(())
 }

@@ -22,15 +22,26 @@ pub struct Image {
 
 impl Image {
     pub fn new(layers: Vec<Vec<u8>>, config: Value) -> Self {
-        Self { layers, config, architecture: "amd64".into() }
+        Self {
+            layers,
+            config,
+            architecture: "amd64".into(),
+        }
     }
 
     pub fn diff_ids(&self) -> Vec<String> {
-        self.layers.iter().map(|l| format!("sha256:{}", sha256_hex(l))).collect()
+        self.layers
+            .iter()
+            .map(|l| format!("sha256:{}", sha256_hex(l)))
+            .collect()
     }
 
     pub fn config_json(&self) -> Result<Vec<u8>> {
-        let history: Vec<Value> = self.layers.iter().map(|_| json!({"created_by": "berth-fixture"})).collect();
+        let history: Vec<Value> = self
+            .layers
+            .iter()
+            .map(|_| json!({"created_by": "berth-fixture"}))
+            .collect();
         Ok(serde_json::to_vec(&json!({
             "architecture": self.architecture,
             "os": "linux",
@@ -60,9 +71,14 @@ pub fn write_image_blobs(dir: &Path, image: &Image, compression: Compression) ->
     let config = write_blob(dir, OCI_CONFIG, &image.config_json()?)?;
     let mut layers = Vec::new();
     for tar in &image.layers {
-        layers.push(write_blob(dir, compression.oci_media_type(), &compression.compress(tar)?)?);
+        layers.push(write_blob(
+            dir,
+            compression.oci_media_type(),
+            &compression.compress(tar)?,
+        )?);
     }
-    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers});
+    let manifest =
+        json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers});
     let mut desc = write_blob(dir, OCI_MANIFEST, &serde_json::to_vec(&manifest)?)?;
     desc["platform"] = json!({"os": "linux", "architecture": image.architecture});
     Ok(desc)
@@ -76,7 +92,11 @@ fn write_index(dir: &Path, manifests: Vec<Value>) -> Result<()> {
 }
 
 /// An OCI image layout holding each image under its `org.opencontainers.image.ref.name`.
-pub fn write_oci_layout(dir: &Path, images: &[(&str, &Image)], compression: Compression) -> Result<()> {
+pub fn write_oci_layout(
+    dir: &Path,
+    images: &[(&str, &Image)],
+    compression: Compression,
+) -> Result<()> {
     let mut manifests = Vec::new();
     for (name, image) in images {
         let mut desc = write_image_blobs(dir, image, compression)?;
@@ -87,7 +107,12 @@ pub fn write_oci_layout(dir: &Path, images: &[(&str, &Image)], compression: Comp
 }
 
 /// An OCI layout whose entry `tag` is an index of several platforms' manifests.
-pub fn write_oci_multiarch(dir: &Path, tag: &str, images: &[Image], compression: Compression) -> Result<()> {
+pub fn write_oci_multiarch(
+    dir: &Path,
+    tag: &str,
+    images: &[Image],
+    compression: Compression,
+) -> Result<()> {
     let mut manifests = Vec::new();
     for image in images {
         manifests.push(write_image_blobs(dir, image, compression)?);
@@ -100,7 +125,9 @@ pub fn write_oci_multiarch(dir: &Path, tag: &str, images: &[Image], compression:
 
 /// A `docker save` archive (legacy layout: `<id>/layer.tar`, `<config>.json`, manifest.json).
 pub fn write_docker_archive(path: &Path, images: &[(&str, &Image)]) -> Result<()> {
-    let mut builder = tar::Builder::new(fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    let mut builder = tar::Builder::new(
+        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
     let mut manifest = Vec::new();
     let mut written = std::collections::BTreeSet::new();
     let add = |builder: &mut tar::Builder<fs::File>, name: &str, data: &[u8]| -> Result<()> {
@@ -127,7 +154,11 @@ pub fn write_docker_archive(path: &Path, images: &[(&str, &Image)]) -> Result<()
         }
         manifest.push(json!({"Config": config_name, "RepoTags": [tag], "Layers": layers}));
     }
-    add(&mut builder, "manifest.json", &serde_json::to_vec(&manifest)?)?;
+    add(
+        &mut builder,
+        "manifest.json",
+        &serde_json::to_vec(&manifest)?,
+    )?;
     builder.into_inner()?.sync_all()?;
     Ok(())
 }

@@ -22,7 +22,9 @@ pub fn free_port() -> Result<u16> {
 }
 
 fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut buf = [0u8; 64];
@@ -45,14 +47,19 @@ impl Registry {
     }
 
     fn try_start(creds: Option<(&str, &str)>) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir()?;
         let port = free_port()?;
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
         if let Some((user, pass)) = creds {
-            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().context("running htpasswd (apache2-utils)")?;
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .context("running htpasswd (apache2-utils)")?;
             if !out.status.success() {
                 bail!("htpasswd failed");
             }
@@ -73,8 +80,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry (Debian package docker-registry)")?;
-        let mut registry =
-            Self { child, port, dir, creds: creds.map(|(u, p)| (u.to_string(), p.to_string())) };
+        let mut registry = Self {
+            child,
+            port,
+            dir,
+            creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(status) = http_status(port, "/v2/") {
@@ -83,7 +94,8 @@ impl Registry {
                 }
             }
             if let Ok(Some(status)) = registry.child.try_wait() {
-                let log = std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                    .unwrap_or_default();
                 bail!("docker-registry exited with {status}: {log}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -105,14 +117,21 @@ impl Registry {
     pub fn push(&self, layout: &Path, tag: &str, repo: &str, extra: &[&str]) -> Result<String> {
         let dest = format!("docker://{}/{repo}", self.host());
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]).args(extra);
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
-        cmd.arg(format!("oci:{}:{tag}", layout.display())).arg(&dest);
-        let out = cmd.output().context("running skopeo (Debian package skopeo)")?;
+        cmd.arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(&dest);
+        let out = cmd
+            .output()
+            .context("running skopeo (Debian package skopeo)")?;
         if !out.status.success() {
-            bail!("skopeo copy to {dest} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "skopeo copy to {dest} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(format!("{}/{repo}", self.host()))
     }

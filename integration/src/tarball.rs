@@ -30,8 +30,18 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub const FILE: Meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000 };
-    pub const DIR: Meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000 };
+    pub const FILE: Meta = Meta {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+    };
+    pub const DIR: Meta = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+    };
     pub fn mode(self, mode: u32) -> Self {
         Self { mode, ..self }
     }
@@ -75,13 +85,25 @@ impl TarBuilder {
     }
 
     pub fn file(&mut self, path: &str, data: &[u8], meta: Meta) -> Result<&mut Self> {
-        let h = Self::raw(path.as_bytes(), b"", EntryType::Regular, data.len() as u64, meta);
+        let h = Self::raw(
+            path.as_bytes(),
+            b"",
+            EntryType::Regular,
+            data.len() as u64,
+            meta,
+        );
         self.inner.append(&h, data)?;
         Ok(self)
     }
 
     /// A file with PAX records before it (xattrs are `SCHILY.xattr.<name>`).
-    pub fn file_with_pax(&mut self, path: &str, data: &[u8], meta: Meta, pax: &[(&str, &[u8])]) -> Result<&mut Self> {
+    pub fn file_with_pax(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        meta: Meta,
+        pax: &[(&str, &[u8])],
+    ) -> Result<&mut Self> {
         let mut records = Vec::new();
         for (key, value) in pax {
             let body_len = 1 + key.len() + 1 + value.len() + 1;
@@ -93,19 +115,37 @@ impl TarBuilder {
             records.extend_from_slice(value);
             records.push(b'\n');
         }
-        let h = Self::raw(b"PaxHeader", b"", EntryType::XHeader, records.len() as u64, Meta::FILE);
+        let h = Self::raw(
+            b"PaxHeader",
+            b"",
+            EntryType::XHeader,
+            records.len() as u64,
+            Meta::FILE,
+        );
         self.inner.append(&h, records.as_slice())?;
         self.file(path, data, meta)
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self> {
-        let h = Self::raw(path.as_bytes(), target.as_bytes(), EntryType::Symlink, 0, Meta::FILE.mode(0o777));
+        let h = Self::raw(
+            path.as_bytes(),
+            target.as_bytes(),
+            EntryType::Symlink,
+            0,
+            Meta::FILE.mode(0o777),
+        );
         self.inner.append(&h, std::io::empty())?;
         Ok(self)
     }
 
     pub fn hardlink(&mut self, path: &str, target: &str) -> Result<&mut Self> {
-        let h = Self::raw(path.as_bytes(), target.as_bytes(), EntryType::Link, 0, Meta::FILE);
+        let h = Self::raw(
+            path.as_bytes(),
+            target.as_bytes(),
+            EntryType::Link,
+            0,
+            Meta::FILE,
+        );
         self.inner.append(&h, std::io::empty())?;
         Ok(self)
     }
@@ -116,7 +156,13 @@ impl TarBuilder {
         Ok(self)
     }
 
-    pub fn char_device(&mut self, path: &str, major: u32, minor: u32, meta: Meta) -> Result<&mut Self> {
+    pub fn char_device(
+        &mut self,
+        path: &str,
+        major: u32,
+        minor: u32,
+        meta: Meta,
+    ) -> Result<&mut Self> {
         let mut h = Self::raw(path.as_bytes(), b"", EntryType::Char, 0, meta);
         h.set_device_major(major)?;
         h.set_device_minor(minor)?;
@@ -143,7 +189,8 @@ impl Compression {
         Ok(match self {
             Compression::None => tar.to_vec(),
             Compression::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(tar)?;
                 enc.finish()?
             }

@@ -14,14 +14,22 @@ pub fn run(env: &Env, args: ImagesArgs) -> Result<()> {
     if args.quiet {
         let mut seen = std::collections::BTreeSet::new();
         for image in &images {
-            let id = if args.no_trunc { image.config.to_string() } else { image.config.short().to_string() };
+            let id = if args.no_trunc {
+                image.config.to_string()
+            } else {
+                image.config.short().to_string()
+            };
             if seen.insert(id.clone()) {
                 println!("{id}");
             }
         }
         return Ok(());
     }
-    let mut rows = vec![["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for image in &images {
         let (repo, tag) = match ImageRef::parse(&image.reference) {
             Ok(r) => (r.name(), r.tag().unwrap_or("<none>").to_string()),
@@ -30,9 +38,19 @@ pub fn run(env: &Env, args: ImagesArgs) -> Result<()> {
         let (digest, id) = if args.no_trunc {
             (image.digest.to_string(), image.config.to_string())
         } else {
-            (format!("sha256:{}", image.digest.short()), image.config.short().to_string())
+            (
+                format!("sha256:{}", image.digest.short()),
+                image.config.short().to_string(),
+            )
         };
-        rows.push(vec![repo, tag, digest, id, format::age(image.created.as_deref()), format::size(image.size)]);
+        rows.push(vec![
+            repo,
+            tag,
+            digest,
+            id,
+            format::age(image.created.as_deref()),
+            format::size(image.size),
+        ]);
     }
     print!("{}", format::table(&rows));
     Ok(())

@@ -8,7 +8,11 @@ use crate::cli::ImportArgs;
 
 pub async fn run(env: &Env, args: ImportArgs) -> Result<()> {
     let tag = args.tag.as_deref().map(ImageRef::parse).transpose()?;
-    let options = ImportOptions { tag, unpack: env.unpack_options(&args.unpack)?, platform: Platform::host() };
+    let options = ImportOptions {
+        tag,
+        unpack: env.unpack_options(&args.unpack)?,
+        platform: Platform::host(),
+    };
     let progress = crate::progress::for_terminal(args.quiet);
     let records = import(&env.store, &args.path, &options, progress)
         .await

@@ -27,7 +27,8 @@ pub struct Env {
 impl Env {
     fn open(cli: &Cli) -> Result<Self> {
         let config = Config::load(&cli.config)?;
-        let store = Store::open(&cli.root).with_context(|| format!("opening data root {}", cli.root.display()))?;
+        let store = Store::open(&cli.root)
+            .with_context(|| format!("opening data root {}", cli.root.display()))?;
         Ok(Self { store, config })
     }
 
@@ -46,8 +47,12 @@ impl Env {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let env = Env::open(&cli)?;
     match cli.command {
-        Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => pull::run(&env, args).await,
-        Command::Import(args) | Command::Image(ImageCommand::Import(args)) => import::run(&env, args).await,
+        Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
+            pull::run(&env, args).await
+        }
+        Command::Import(args) | Command::Image(ImageCommand::Import(args)) => {
+            import::run(&env, args).await
+        }
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => images::run(&env, args),
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => rmi::run(&env, args).await,
         Command::Image(ImageCommand::Prune(args)) => prune::run(&env, args).await,

@@ -17,6 +17,9 @@ pub async fn run(env: &Env, args: PruneArgs) -> Result<()> {
     for snapshot in &report.snapshots_removed {
         println!("Deleted snapshot: {snapshot}");
     }
-    println!("Total reclaimed space: {}", format::size(report.bytes_freed));
+    println!(
+        "Total reclaimed space: {}",
+        format::size(report.bytes_freed)
+    );
     Ok(())
 }

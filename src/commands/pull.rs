@@ -11,12 +11,18 @@ pub fn registry_options(env: &Env, args: &RegistryArgs) -> Result<RegistryOption
     insecure.extend(args.insecure_registries.iter().cloned());
     let credentials = match &args.creds {
         Some(text) => {
-            let (user, pass) = text.split_once(':').context("--creds wants USER:PASSWORD")?;
+            let (user, pass) = text
+                .split_once(':')
+                .context("--creds wants USER:PASSWORD")?;
             Some((user.to_string(), pass.to_string()))
         }
         None => None,
     };
-    Ok(RegistryOptions { insecure, credentials, authfile: args.authfile.clone() })
+    Ok(RegistryOptions {
+        insecure,
+        credentials,
+        authfile: args.authfile.clone(),
+    })
 }
 
 pub async fn run(env: &Env, args: PullArgs) -> Result<()> {

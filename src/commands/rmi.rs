@@ -5,7 +5,10 @@ use crate::cli::RmiArgs;
 
 pub async fn run(env: &Env, args: RmiArgs) -> Result<()> {
     for name in &args.images {
-        let removed = env.store.remove_images(name).with_context(|| format!("removing {name}"))?;
+        let removed = env
+            .store
+            .remove_images(name)
+            .with_context(|| format!("removing {name}"))?;
         for record in removed {
             println!("Untagged: {}", record.reference);
         }

@@ -17,7 +17,12 @@ pub struct Root {
 impl Root {
     pub fn new() -> Self {
         require_root();
-        Self { dir: tempfile::Builder::new().prefix("berth-test-root-").tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("berth-test-root-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -56,7 +61,11 @@ impl Root {
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "berth {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "berth {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -68,12 +77,20 @@ impl Root {
     pub fn leftovers(&self) -> Vec<PathBuf> {
         ["content/ingest", "snapshots/ingest"]
             .iter()
-            .flat_map(|d| std::fs::read_dir(self.path().join(d)).into_iter().flatten().flatten().map(|e| e.path()))
+            .flat_map(|d| {
+                std::fs::read_dir(self.path().join(d))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+            })
             .collect()
     }
 
     pub fn blob_count(&self) -> usize {
-        std::fs::read_dir(self.path().join("content/blobs/sha256")).map(|r| r.count()).unwrap_or(0)
+        std::fs::read_dir(self.path().join("content/blobs/sha256"))
+            .map(|r| r.count())
+            .unwrap_or(0)
     }
 
     pub fn snapshot_dirs(&self) -> Vec<PathBuf> {
@@ -88,8 +105,14 @@ impl Root {
 
     /// The overlay lower dirs of an image, top first.
     pub fn lowerdirs(&self, image: &str) -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["image", "inspect", image])).expect("inspect JSON");
-        v[0]["Rootfs"]["LowerDirs"].as_array().expect("LowerDirs").iter().map(|s| s.as_str().unwrap_or("").to_string()).collect()
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["image", "inspect", image])).expect("inspect JSON");
+        v[0]["Rootfs"]["LowerDirs"]
+            .as_array()
+            .expect("LowerDirs")
+            .iter()
+            .map(|s| s.as_str().unwrap_or("").to_string())
+            .collect()
     }
 }
 
@@ -97,8 +120,12 @@ impl Root {
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("berth-fixtures-").tempdir().expect("temp dir");
-        berth_integration::fixtures::write_all(dir.path()).expect("building fixtures from busybox-static");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-fixtures-")
+            .tempdir()
+            .expect("temp dir");
+        berth_integration::fixtures::write_all(dir.path())
+            .expect("building fixtures from busybox-static");
         dir
     })
     .path()
@@ -111,7 +138,10 @@ pub struct Overlay {
 
 impl Overlay {
     pub fn mount(lowers: &[String]) -> Self {
-        let dir = tempfile::Builder::new().prefix("berth-test-mnt-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-mnt-")
+            .tempdir()
+            .expect("temp dir");
         let status = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o"])
             .arg(format!("lowerdir={},ro", lowers.join(":")))
@@ -142,10 +172,21 @@ pub fn listing(root: &Path) -> Vec<String> {
         for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
             let path = entry.path();
             let m = std::fs::symlink_metadata(&path).expect("stat");
-            let rel = path.strip_prefix(root).expect("prefix").display().to_string();
-            let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+            let rel = path
+                .strip_prefix(root)
+                .expect("prefix")
+                .display()
+                .to_string();
+            let target = std::fs::read_link(&path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
             let size = if m.is_dir() { 0 } else { m.size() };
-            out.push(format!("{rel} {:o} {}:{} {size} {target}", m.mode(), m.uid(), m.gid()));
+            out.push(format!(
+                "{rel} {:o} {}:{} {size} {target}",
+                m.mode(),
+                m.uid(),
+                m.gid()
+            ));
             if m.is_dir() {
                 stack.push(path);
             }

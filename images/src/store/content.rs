@@ -26,7 +26,9 @@ impl Store {
     pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
+            std::io::ErrorKind::NotFound => StoreError::MissingBlob {
+                digest: digest.clone(),
+            },
             _ => StoreError::io("open blob", path)(e),
         })
     }
@@ -35,21 +37,33 @@ impl Store {
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
         std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
+            std::io::ErrorKind::NotFound => StoreError::MissingBlob {
+                digest: digest.clone(),
+            },
             _ => StoreError::io("read blob", path)(e),
         })
     }
 
     /// Stores `bytes`, which must hash to `expected` when given; returns the digest.
-    pub fn write_blob(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest, StoreError> {
+    pub fn write_blob(
+        &self,
+        bytes: &[u8],
+        expected: Option<&Digest>,
+    ) -> Result<Digest, StoreError> {
         let mut ingest = self.ingest(expected.cloned(), Some(bytes.len() as u64))?;
-        ingest.write_all(bytes).map_err(StoreError::io("write", ingest.path.clone()))?;
+        ingest
+            .write_all(bytes)
+            .map_err(StoreError::io("write", ingest.path.clone()))?;
         ingest.commit()
     }
 
     /// Starts writing a blob. `expected` digest and size are checked by [`Ingest::commit`];
     /// dropping the ingest without committing removes the partial file.
-    pub fn ingest(&self, expected: Option<Digest>, size: Option<u64>) -> Result<Ingest, StoreError> {
+    pub fn ingest(
+        &self,
+        expected: Option<Digest>,
+        size: Option<u64>,
+    ) -> Result<Ingest, StoreError> {
         let path = self.content_ingest_dir().join(unique_name("blob-"));
         let file = OpenOptions::new()
             .write(true)
@@ -73,7 +87,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(StoreError::io("list", &dir))? {
             let entry = entry.map_err(StoreError::io("list", &dir))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -83,7 +101,9 @@ impl Store {
     /// Size of a stored blob in bytes.
     pub fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
         let path = self.blob_path(digest);
-        std::fs::metadata(&path).map(|m| m.len()).map_err(StoreError::io("stat blob", path))
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(StoreError::io("stat blob", path))
     }
 }
 
@@ -121,14 +141,22 @@ impl Ingest {
                 }
             }
             if *expected != actual {
-                return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
             }
         }
         let Some(writer) = self.file.take() else {
-            return Err(StoreError::io("commit", &self.path)(std::io::Error::other("already committed")));
+            return Err(StoreError::io("commit", &self.path)(std::io::Error::other(
+                "already committed",
+            )));
         };
-        let file = writer.into_inner().map_err(|e| StoreError::io("flush", &self.path)(e.into_error()))?;
-        file.sync_all().map_err(StoreError::io("fsync", &self.path))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| StoreError::io("flush", &self.path)(e.into_error()))?;
+        file.sync_all()
+            .map_err(StoreError::io("fsync", &self.path))?;
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o444));
         drop(file);
         let target = self.store.blob_path(&actual);
@@ -180,8 +208,12 @@ mod tests {
         assert_eq!(store.read_blob(&good)?, b"hello");
         let bad = store.write_blob(b"hellO", Some(&good));
         assert!(matches!(bad, Err(StoreError::DigestMismatch { .. })));
-        let short = store.write_blob(b"hell", Some(&good));
-        assert!(matches!(short, Err(StoreError::SizeMismatch { .. })));
+        let mut short = store.ingest(Some(good.clone()), Some(5))?;
+        short.write_all(b"hell")?;
+        assert!(matches!(
+            short.commit(),
+            Err(StoreError::SizeMismatch { .. })
+        ));
         assert_eq!(std::fs::read_dir(store.content_ingest_dir())?.count(), 0);
         assert_eq!(store.read_blob(&good)?, b"hello");
         Ok(())

@@ -19,12 +19,16 @@ struct LeaseFile {
 fn check_name(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !name.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(StoreError::BadLeaseName { name: name.to_string() })
+        Err(StoreError::BadLeaseName {
+            name: name.to_string(),
+        })
     }
 }
 
@@ -32,12 +36,19 @@ impl Store {
     /// Creates or replaces the lease `name`.
     pub fn put_lease(&self, name: &str, digests: &[Digest]) -> Result<(), StoreError> {
         check_name(name)?;
-        let file = LeaseFile { version: 1, digests: digests.to_vec() };
+        let file = LeaseFile {
+            version: 1,
+            digests: digests.to_vec(),
+        };
         let bytes = serde_json::to_vec(&file).map_err(|e| StoreError::BadMetadata {
             path: self.leases_dir().join(name),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.leases_dir().join(format!("{name}.json")), &bytes, 0o600)
+        write_atomic(
+            &self.leases_dir().join(format!("{name}.json")),
+            &bytes,
+            0o600,
+        )
     }
 
     /// Removes the lease `name` (no error if absent).
@@ -45,7 +56,9 @@ impl Store {
         check_name(name)?;
         let path = self.leases_dir().join(format!("{name}.json"));
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io("remove", path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::io("remove", path)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -61,8 +74,11 @@ impl Store {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(StoreError::io("read", &path))?;
-            let file: LeaseFile = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::BadMetadata { path: path.clone(), reason: e.to_string() })?;
+            let file: LeaseFile =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMetadata {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             out.extend(file.digests);
         }
         Ok(out)

@@ -78,7 +78,9 @@ pub struct ImageRecord {
 impl ImageRecord {
     /// Every blob digest this image needs kept.
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
-        [&self.digest, &self.manifest, &self.config].into_iter().chain(self.layers.iter().map(|l| &l.digest))
+        [&self.digest, &self.manifest, &self.config]
+            .into_iter()
+            .chain(self.layers.iter().map(|l| &l.digest))
     }
 
     /// Every snapshot (diff id) this image needs kept, bottom first.
@@ -107,16 +109,25 @@ impl Store {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ImagesFile { version: VERSION, images: BTreeMap::new() })
+                return Ok(ImagesFile {
+                    version: VERSION,
+                    images: BTreeMap::new(),
+                })
             }
             Err(e) => return Err(StoreError::io("read", path)(e)),
         };
-        let file: ImagesFile = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::BadMetadata { path: path.clone(), reason: e.to_string() })?;
+        let file: ImagesFile =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMetadata {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         if file.version != VERSION {
             return Err(StoreError::BadMetadata {
                 path,
-                reason: format!("version {} (this berth reads version {VERSION})", file.version),
+                reason: format!(
+                    "version {} (this berth reads version {VERSION})",
+                    file.version
+                ),
             });
         }
         Ok(file)
@@ -124,8 +135,10 @@ impl Store {
 
     fn save_images(&self, file: &ImagesFile) -> Result<(), StoreError> {
         let path = self.images_path();
-        let bytes = serde_json::to_vec_pretty(file)
-            .map_err(|e| StoreError::BadMetadata { path: path.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(file).map_err(|e| StoreError::BadMetadata {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         write_atomic(&path, &bytes, 0o600)
     }
 
@@ -148,7 +161,10 @@ impl Store {
     pub fn find_images(&self, name: &str) -> Result<Vec<ImageRecord>, StoreError> {
         let _lock = self.images_lock()?;
         let file = self.load_images()?;
-        Ok(resolve(&file, name)?.into_iter().filter_map(|k| file.images.get(&k).cloned()).collect())
+        Ok(resolve(&file, name)?
+            .into_iter()
+            .filter_map(|k| file.images.get(&k).cloned())
+            .collect())
     }
 
     /// Removes the records `name` resolves to and returns them.
@@ -172,15 +188,23 @@ fn resolve(file: &ImagesFile, name: &str) -> Result<Vec<String>, StoreError> {
     let id = name.strip_prefix("sha256:").unwrap_or(name);
     let is_hex = id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit());
     if is_hex {
-        let matched: Vec<&ImageRecord> =
-            file.images.values().filter(|r| r.config.hex().starts_with(id)).collect();
+        let matched: Vec<&ImageRecord> = file
+            .images
+            .values()
+            .filter(|r| r.config.hex().starts_with(id))
+            .collect();
         let ids: std::collections::BTreeSet<&Digest> = matched.iter().map(|r| &r.config).collect();
         if ids.len() > 1 {
-            return Err(StoreError::AmbiguousImage { name: name.to_string(), count: ids.len() });
+            return Err(StoreError::AmbiguousImage {
+                name: name.to_string(),
+                count: ids.len(),
+            });
         }
         if !matched.is_empty() {
             return Ok(matched.iter().map(|r| r.reference.clone()).collect());
         }
     }
-    Err(StoreError::NoSuchImage { name: name.to_string() })
+    Err(StoreError::NoSuchImage {
+        name: name.to_string(),
+    })
 }

@@ -60,7 +60,10 @@ impl Store {
     pub fn begin_snapshot(&self) -> Result<SnapshotIngest, StoreError> {
         let path = self.snapshot_ingest_dir().join(unique_name("layer-"));
         std::fs::create_dir(&path).map_err(StoreError::io("create snapshot", &path))?;
-        Ok(SnapshotIngest { store: self.clone(), path: Some(path) })
+        Ok(SnapshotIngest {
+            store: self.clone(),
+            path: Some(path),
+        })
     }
 
     /// Every committed snapshot.
@@ -69,7 +72,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(StoreError::io("list", &dir))? {
             let entry = entry.map_err(StoreError::io("list", &dir))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -90,7 +97,11 @@ impl Store {
     /// The overlayfs lower dirs of a layer stack given bottom first, in overlayfs order
     /// (top first).
     pub fn lowerdirs(&self, diff_ids: &[Digest]) -> Vec<PathBuf> {
-        diff_ids.iter().rev().map(|d| self.snapshot_path(d)).collect()
+        diff_ids
+            .iter()
+            .rev()
+            .map(|d| self.snapshot_path(d))
+            .collect()
     }
 
     /// The read-only overlay mount of a layer stack given bottom first. A single layer is
@@ -123,21 +134,27 @@ pub struct SnapshotIngest {
 impl SnapshotIngest {
     /// The directory to unpack into.
     pub fn path(&self) -> &std::path::Path {
-        self.path.as_deref().unwrap_or(std::path::Path::new("/nonexistent"))
+        self.path
+            .as_deref()
+            .unwrap_or(std::path::Path::new("/nonexistent"))
     }
 
     /// Flushes the unpacked files (syncfs: one call for the whole tree, instead of an fsync
     /// per file), records `info`, and renames the directory into place. If another writer
     /// committed the same layer first, this copy is removed.
     pub fn commit(mut self, diff_id: &Digest, info: SnapshotInfo) -> Result<(), StoreError> {
-        let Some(path) = self.path.take() else { return Ok(()) };
+        let Some(path) = self.path.take() else {
+            return Ok(());
+        };
         let result = (|| {
             let dir = std::fs::File::open(&path).map_err(StoreError::io("open snapshot", &path))?;
             nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
                 .map_err(|e| StoreError::io("syncfs", &path)(e.into()))?;
             let target = self.store.snapshot_path(diff_id);
             if target.exists() {
-                return Err(StoreError::io("commit snapshot", &target)(std::io::ErrorKind::AlreadyExists.into()));
+                return Err(StoreError::io("commit snapshot", &target)(
+                    std::io::ErrorKind::AlreadyExists.into(),
+                ));
             }
             let info_bytes = serde_json::to_vec(&info).unwrap_or_default();
             write_atomic(&self.store.snapshot_info_path(diff_id), &info_bytes, 0o644)?;
@@ -145,7 +162,9 @@ impl SnapshotIngest {
             fsync_dir(&self.store.snapshots_dir())
         })();
         match result {
-            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
                 let _ = std::fs::remove_dir_all(&path);
                 Ok(())
             }

@@ -21,7 +21,11 @@ use nix::sys::time::TimeSpec;
 use super::UnpackError;
 
 fn fs_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UnpackError + 'a {
-    move |source| UnpackError::Fs { op, path: path.to_path_buf(), source }
+    move |source| UnpackError::Fs {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Applies `layers` (snapshot directories, bottom first) to `dest`, which must exist.
@@ -38,7 +42,10 @@ fn is_whiteout(meta: &fs::Metadata) -> bool {
 }
 
 fn is_opaque(path: &Path) -> bool {
-    let (Ok(p), Ok(k)) = (CString::new(path.as_os_str().as_bytes()), CString::new("trusted.overlay.opaque")) else {
+    let (Ok(p), Ok(k)) = (
+        CString::new(path.as_os_str().as_bytes()),
+        CString::new("trusted.overlay.opaque"),
+    ) else {
         return false;
     };
     let mut buf = [0u8; 4];
@@ -58,16 +65,28 @@ fn remove_any(path: &Path) -> Result<(), UnpackError> {
 }
 
 fn copy_owner_times(src: &fs::Metadata, dest: &Path, follow: bool) -> Result<(), UnpackError> {
-    std::os::unix::fs::lchown(dest, Some(src.uid()), Some(src.gid())).map_err(fs_err("chown", dest))?;
+    std::os::unix::fs::lchown(dest, Some(src.uid()), Some(src.gid()))
+        .map_err(fs_err("chown", dest))?;
     if follow {
-        fs::set_permissions(dest, fs::Permissions::from_mode(src.mode() & 0o7777)).map_err(fs_err("chmod", dest))?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(src.mode() & 0o7777))
+            .map_err(fs_err("chmod", dest))?;
     }
     let t = TimeSpec::new(src.mtime(), src.mtime_nsec());
-    nix::sys::stat::utimensat(None, dest, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| fs_err("set times", dest)(e.into()))
+    nix::sys::stat::utimensat(
+        None,
+        dest,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| fs_err("set times", dest)(e.into()))
 }
 
-fn apply_dir(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<(), UnpackError> {
+fn apply_dir(
+    src: &Path,
+    dest: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), UnpackError> {
     let entries = fs::read_dir(src).map_err(fs_err("read directory", src))?;
     for entry in entries {
         let entry = entry.map_err(fs_err("read directory", src))?;

@@ -113,7 +113,9 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_MAX_LAYER_BYTES }
+        Self {
+            max_bytes: DEFAULT_MAX_LAYER_BYTES,
+        }
     }
 }
 
@@ -207,7 +209,11 @@ pub fn unpack_layer<R: Read>(
     let fault: FaultCell = Rc::new(Cell::new(Fault::None));
     let mut raw = BufReader::with_capacity(
         1 << 20,
-        Watch { inner: source, fault: fault.clone(), tag: Fault::Source },
+        Watch {
+            inner: source,
+            fault: fault.clone(),
+            tag: Fault::Source,
+        },
     );
     let compression = match compression {
         Compression::Detect => sniff(raw.fill_buf().map_err(|e| classify(&fault, e))?),
@@ -220,14 +226,26 @@ pub fn unpack_layer<R: Read>(
             tag: Fault::Decompress("gzip"),
         }),
         Compression::Zstd => {
-            let dec = zstd::stream::read::Decoder::with_buffer(&mut raw)
-                .map_err(|source| UnpackError::Decompress { format: "zstd", source })?;
-            Box::new(Watch { inner: dec, fault: fault.clone(), tag: Fault::Decompress("zstd") })
+            let dec = zstd::stream::read::Decoder::with_buffer(&mut raw).map_err(|source| {
+                UnpackError::Decompress {
+                    format: "zstd",
+                    source,
+                }
+            })?;
+            Box::new(Watch {
+                inner: dec,
+                fault: fault.clone(),
+                tag: Fault::Decompress("zstd"),
+            })
         }
         Compression::None | Compression::Detect => Box::new(&mut raw),
     };
-    let mut limited =
-        Limited { inner: decoder, hasher: Hasher::default(), limit: options.max_bytes, fault: fault.clone() };
+    let mut limited = Limited {
+        inner: decoder,
+        hasher: Hasher::default(),
+        limit: options.max_bytes,
+        fault: fault.clone(),
+    };
     let entries = {
         let mut archive = tar::Archive::new(&mut limited);
         let mut writer = writer::LayerWriter::open(dest, fault.clone())?;
@@ -243,5 +261,9 @@ pub fn unpack_layer<R: Read>(
     let diff_id = std::mem::take(&mut limited.hasher).finish();
     drop(limited);
     io::copy(&mut raw, &mut io::sink()).map_err(|e| classify(&fault, e))?;
-    Ok(UnpackStats { diff_id, unpacked_size, entries })
+    Ok(UnpackStats {
+        diff_id,
+        unpacked_size,
+        entries,
+    })
 }

@@ -27,7 +27,11 @@ pub fn normalize(raw: &[u8]) -> Option<PathBuf> {
 /// stays at the root.
 pub fn resolve_in_root(base: &Path, target: &[u8]) -> PathBuf {
     let target = Path::new(OsStr::from_bytes(target));
-    let mut out = if target.is_absolute() { PathBuf::new() } else { base.to_path_buf() };
+    let mut out = if target.is_absolute() {
+        PathBuf::new()
+    } else {
+        base.to_path_buf()
+    };
     for component in target.components() {
         match component {
             Component::Normal(name) => out.push(name),
@@ -58,7 +62,11 @@ mod tests {
         assert_eq!(n("./"), Some("".into()));
         assert_eq!(n("../x"), None);
         assert_eq!(n("a/../../x"), None);
-        let r = |b: &str, t: &str| resolve_in_root(Path::new(b), t.as_bytes()).display().to_string();
+        let r = |b: &str, t: &str| {
+            resolve_in_root(Path::new(b), t.as_bytes())
+                .display()
+                .to_string()
+        };
         assert_eq!(r("a/b", "../../../../etc"), "etc");
         assert_eq!(r("a", "/tmp/x"), "tmp/x");
         assert_eq!(r("a", "c/./d"), "a/c/d");

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmodat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmodat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
@@ -27,7 +29,11 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 fn fs_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> UnpackError + 'a {
-    move |errno| UnpackError::Fs { op, path: path.to_path_buf(), source: errno.into() }
+    move |errno| UnpackError::Fs {
+        op,
+        path: path.to_path_buf(),
+        source: errno.into(),
+    }
 }
 
 fn own(fd: RawFd) -> OwnedFd {
@@ -48,16 +54,29 @@ pub struct LayerWriter {
 
 impl std::fmt::Debug for LayerWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerWriter").field("entries", &self.entries).finish()
+        f.debug_struct("LayerWriter")
+            .field("entries", &self.entries)
+            .finish()
     }
 }
 
 impl LayerWriter {
     /// Opens the snapshot root `dest`.
     pub(crate) fn open(dest: &Path, fault: FaultCell) -> Result<Self, UnpackError> {
-        let fd = nix::fcntl::open(dest, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(fs_err("open snapshot", dest))?;
-        Ok(Self { root: own(fd), cached: None, dir_times: Vec::new(), entries: 0, buf: vec![0; 256 * 1024], fault })
+        let fd = nix::fcntl::open(
+            dest,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fs_err("open snapshot", dest))?;
+        Ok(Self {
+            root: own(fd),
+            cached: None,
+            dir_times: Vec::new(),
+            entries: 0,
+            buf: vec![0; 256 * 1024],
+            fault,
+        })
     }
 
     /// Applies directory mtimes; returns the number of entries written.
@@ -119,9 +138,15 @@ impl LayerWriter {
             match self.resolve(&candidate) {
                 Ok(_) => {}
                 Err(Errno::ENOENT) => {
-                    let parent = self.resolve(&prefix).map_err(fs_err("open directory", &prefix))?;
+                    let parent = self
+                        .resolve(&prefix)
+                        .map_err(fs_err("open directory", &prefix))?;
                     let name = component.as_os_str();
-                    match mkdirat(Some(parent.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
+                    match mkdirat(
+                        Some(parent.as_raw_fd()),
+                        name,
+                        Mode::from_bits_truncate(0o755),
+                    ) {
                         Ok(()) => {}
                         Err(Errno::EEXIST) => {
                             // A dangling symlink: create what it points to, in the root.
@@ -141,7 +166,10 @@ impl LayerWriter {
     }
 
     /// Writes one entry.
-    pub(crate) fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    pub(crate) fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), UnpackError> {
         let raw = entry.path_bytes().into_owned();
         let lossy = || String::from_utf8_lossy(&raw).into_owned();
         let rel = normalize(&raw).ok_or_else(|| UnpackError::PathEscape { path: lossy() })?;
@@ -153,7 +181,11 @@ impl LayerWriter {
         let gid = header.gid().unwrap_or(0) as u32;
         let mtime = header.mtime().unwrap_or(0) as i64;
 
-        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
             return Ok(());
         }
         self.entries += 1;
@@ -176,7 +208,11 @@ impl LayerWriter {
             if name_str == OPAQUE_MARKER {
                 return set_xattr(dirfd, OPAQUE_XATTR, b"y", &rel);
             }
-            if target.starts_with(WHITEOUT_PREFIX) || target.is_empty() || target == "." || target == ".." {
+            if target.starts_with(WHITEOUT_PREFIX)
+                || target.is_empty()
+                || target == "."
+                || target == ".."
+            {
                 return Ok(()); // aufs bookkeeping (.wh..wh.plnk and friends): not content
             }
             let target = OsStr::new(target);
@@ -190,26 +226,40 @@ impl LayerWriter {
             match mkdirat(Some(dirfd), name, Mode::from_bits_truncate(0o700)) {
                 Ok(()) => {}
                 Err(Errno::EEXIST) => {
-                    let is_dir = nix::sys::stat::fstatat(Some(dirfd), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-                        .unwrap_or(false);
+                    let is_dir = nix::sys::stat::fstatat(
+                        Some(dirfd),
+                        name,
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(false);
                     if !is_dir {
                         remove_existing(dirfd, name, &rel)?;
-                        mkdirat(Some(dirfd), name, Mode::from_bits_truncate(0o700)).map_err(fs_err("create directory", &rel))?;
+                        mkdirat(Some(dirfd), name, Mode::from_bits_truncate(0o700))
+                            .map_err(fs_err("create directory", &rel))?;
                     }
                 }
                 Err(e) => return Err(fs_err("create directory", &rel)(e)),
             }
-            let fd = openat(Some(dirfd), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                .map(own)
-                .map_err(fs_err("open directory", &rel))?;
+            let fd = openat(
+                Some(dirfd),
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map(own)
+            .map_err(fs_err("open directory", &rel))?;
             chown_chmod(fd.as_raw_fd(), uid, gid, mode, &rel)?;
             for (k, v) in &xattrs {
                 set_xattr(fd.as_raw_fd(), k, v, &rel)?;
             }
             self.dir_times.push((rel, mtime));
         } else if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
-            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
             let fd = match openat(Some(dirfd), name, flags, Mode::from_bits_truncate(0o600)) {
                 Err(Errno::EEXIST) => {
                     remove_existing(dirfd, name, &rel)?;
@@ -227,7 +277,11 @@ impl LayerWriter {
                     Err(e) => return Err(classify(&self.fault, e)),
                 };
                 file.write_all(&self.buf[..n])
-                    .map_err(|source| UnpackError::Fs { op: "write", path: rel.clone(), source })?;
+                    .map_err(|source| UnpackError::Fs {
+                        op: "write",
+                        path: rel.clone(),
+                        source,
+                    })?;
             }
             let fd = file.as_raw_fd();
             chown_chmod(fd, uid, gid, mode, &rel)?;
@@ -237,7 +291,10 @@ impl LayerWriter {
             let t = TimeSpec::new(mtime, 0);
             nix::sys::stat::futimens(fd, &t, &t).map_err(fs_err("set times", &rel))?;
         } else if kind.is_symlink() {
-            let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+            let target = entry
+                .link_name_bytes()
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
             let target = OsStr::from_bytes(&target);
             match symlinkat(target, Some(dirfd), name) {
                 Ok(()) => {}
@@ -247,25 +304,48 @@ impl LayerWriter {
                 }
                 Err(e) => return Err(fs_err("create symlink", &rel)(e)),
             }
-            fchownat(Some(dirfd), name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(fs_err("chown", &rel))?;
+            fchownat(
+                Some(dirfd),
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(fs_err("chown", &rel))?;
             let t = TimeSpec::new(mtime, 0);
-            utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(fs_err("set times", &rel))?;
+            utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink)
+                .map_err(fs_err("set times", &rel))?;
         } else if kind.is_hard_link() {
-            let raw_target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+            let raw_target = entry
+                .link_name_bytes()
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
             let target_lossy = String::from_utf8_lossy(&raw_target).into_owned();
-            let target = normalize(&raw_target).ok_or_else(|| UnpackError::PathEscape { path: target_lossy.clone() })?;
+            let target = normalize(&raw_target).ok_or_else(|| UnpackError::PathEscape {
+                path: target_lossy.clone(),
+            })?;
             if target == rel {
                 return Ok(());
             }
-            let missing = || UnpackError::LinkTargetMissing { path: lossy(), target: target_lossy.clone() };
+            let missing = || UnpackError::LinkTargetMissing {
+                path: lossy(),
+                target: target_lossy.clone(),
+            };
             let (tparent, tname) = split(&target).ok_or_else(missing)?;
             let tdir = match self.resolve(tparent) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT | Errno::ENOTDIR) => return Err(missing()),
                 Err(e) => return Err(fs_err("open directory", tparent)(e)),
             };
-            let link = |dirfd: RawFd| linkat(Some(tdir.as_raw_fd()), tname, Some(dirfd), name, nix::fcntl::AtFlags::empty());
+            let link = |dirfd: RawFd| {
+                linkat(
+                    Some(tdir.as_raw_fd()),
+                    tname,
+                    Some(dirfd),
+                    name,
+                    nix::fcntl::AtFlags::empty(),
+                )
+            };
             match link(dirfd) {
                 Ok(()) => {}
                 Err(Errno::EEXIST) => {
@@ -289,14 +369,27 @@ impl LayerWriter {
             let perm = Mode::from_bits_truncate(0o600);
             if let Err(Errno::EEXIST) = mknodat(Some(dirfd), name, sflag, perm, dev) {
                 remove_existing(dirfd, name, &rel)?;
-                mknodat(Some(dirfd), name, sflag, perm, dev).map_err(fs_err("create node", &rel))?;
+                mknodat(Some(dirfd), name, sflag, perm, dev)
+                    .map_err(fs_err("create node", &rel))?;
             }
-            fchownat(Some(dirfd), name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(fs_err("chown", &rel))?;
-            fchmodat(Some(dirfd), name, Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink)
-                .map_err(fs_err("chmod", &rel))?;
+            fchownat(
+                Some(dirfd),
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(fs_err("chown", &rel))?;
+            fchmodat(
+                Some(dirfd),
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(fs_err("chmod", &rel))?;
             let t = TimeSpec::new(mtime, 0);
-            utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(fs_err("set times", &rel))?;
+            utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink)
+                .map_err(fs_err("set times", &rel))?;
         } else {
             tracing::debug!(path = %rel.display(), ?kind, "skipping unsupported tar entry type");
             self.entries -= 1;
@@ -307,7 +400,8 @@ impl LayerWriter {
 
 /// chown first: it clears setuid/setgid bits, which chmod then sets.
 fn chown_chmod(fd: RawFd, uid: u32, gid: u32, mode: u32, rel: &Path) -> Result<(), UnpackError> {
-    nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(fs_err("chown", rel))?;
+    nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(fs_err("chown", rel))?;
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode)).map_err(fs_err("chmod", rel))
 }
 
@@ -317,11 +411,17 @@ fn remove_existing(dirfd: RawFd, name: &OsStr, rel: &Path) -> Result<(), UnpackE
     match unlinkat(Some(dirfd), name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(Errno::EISDIR) => {
-            let fd = openat(Some(dirfd), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                .map(own)
-                .map_err(fs_err("open directory", rel))?;
+            let fd = openat(
+                Some(dirfd),
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map(own)
+            .map_err(fs_err("open directory", rel))?;
             remove_tree(fd.as_raw_fd(), rel)?;
-            unlinkat(Some(dirfd), name, UnlinkatFlags::RemoveDir).map_err(fs_err("remove directory", rel))
+            unlinkat(Some(dirfd), name, UnlinkatFlags::RemoveDir)
+                .map_err(fs_err("remove directory", rel))
         }
         Err(e) => Err(fs_err("remove", rel)(e)),
     }
@@ -345,7 +445,9 @@ fn remove_tree(dirfd: RawFd, rel: &Path) -> Result<(), UnpackError> {
 /// The `SCHILY.xattr.*` PAX records of an entry, minus overlayfs' own attributes: a layer
 /// must not forge `trusted.overlay.*` (redirects, opaque markers) behind our back.
 fn read_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
-    let Ok(Some(exts)) = entry.pax_extensions() else { return Vec::new() };
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
     exts.filter_map(|e| e.ok())
         .filter_map(|e| {
             let key = e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string();
@@ -355,7 +457,9 @@ fn read_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)>
 }
 
 fn set_xattr(fd: RawFd, key: &str, value: &[u8], rel: &Path) -> Result<(), UnpackError> {
-    let Ok(ckey) = CString::new(key) else { return Ok(()) };
+    let Ok(ckey) = CString::new(key) else {
+        return Ok(());
+    };
     // SAFETY: fd is an open descriptor, ckey a NUL-terminated string, and value a valid
     // buffer of value.len() bytes; fsetxattr reads them only for the duration of the call.
     let rc = unsafe { libc::fsetxattr(fd, ckey.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
@@ -370,7 +474,10 @@ fn set_xattr(fd: RawFd, key: &str, value: &[u8], rel: &Path) -> Result<(), Unpac
             tracing::debug!(path = %rel.display(), key, "xattr not set: {err}");
             Ok(())
         }
-        _ => Err(UnpackError::Fs { op: "set xattr", path: rel.to_path_buf(), source: err }),
+        _ => Err(UnpackError::Fs {
+            op: "set xattr",
+            path: rel.to_path_buf(),
+            source: err,
+        }),
     }
 }
-

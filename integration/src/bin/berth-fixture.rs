@@ -24,7 +24,11 @@ fn main() -> Result<()> {
                 layers.push(b.into_inner()?);
             }
             let image = layout::Image::new(layers, serde_json::json!({"Cmd": ["sh"]}));
-            layout::write_oci_layout(&PathBuf::from(&args[1]), &[("latest", &image)], tarball::Compression::Gzip)
+            layout::write_oci_layout(
+                &PathBuf::from(&args[1]),
+                &[("latest", &image)],
+                tarball::Compression::Gzip,
+            )
         }
         _ => bail!("usage: berth-fixture all OUT_DIR | berth-fixture fat OUT_LAYOUT SRC_DIR..."),
     }
