@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Berth's build, tests, demo and benchmarks need on a Debian machine (root).
+#   scripts/setup.sh           build + test + demo dependencies
+#   scripts/setup.sh --bench   also the benchmark's anchors (podman, hyperfine, umoci)
+# Idempotent: packages already present are skipped, apt-get runs only when needed.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root" >&2; exit 1; }
+
+# busybox-static: test images; docker-registry + skopeo: the real registry and pushes;
+# apache2-utils: htpasswd for the basic-auth registry; cmake + gcc + pkg-config: zlib-ng;
+# umoci: OCI layout tooling; curl: readiness probes; time: peak RSS in benchmarks.
+PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config curl time ca-certificates)
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(podman hyperfine e2fsprogs)
+fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "setup: cargo is in $HOME/.cargo/bin; add it to PATH" >&2
+  else
+    echo "setup: no Rust toolchain found; Berth needs Rust >= 1.85 (rustup)" >&2
+  fi
+  exit 1
+fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test of Berth, as CI runs it (root): set-up, formatting, lints, the whole cargo
+# test suite (unit, root integration tests against a real docker-registry, fuzz smoke),
+# then each cargo-fuzz target for a few seconds under libFuzzer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+[ "$(id -u)" = 0 ] || { echo "test.sh: the suite needs root (namespaces, overlayfs, chown); CI runs as root" >&2; exit 1; }
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo fuzz (smoke: ${FUZZ_SECONDS:=10}s per target)"
+command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
+FUZZ_LOG=$(mktemp /tmp/berth-fuzz-log-XXXXXX)
+trap 'rm -f "$FUZZ_LOG"; rm -rf /tmp/berth-fuzz-unpack-*' EXIT
+for target in reference manifest unpack; do
+  # cargo-fuzz needs nightly flags; the stable toolchain allows them with RUSTC_BOOTSTRAP.
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz -O "$target" -- -max_total_time="$FUZZ_SECONDS" >"$FUZZ_LOG" 2>&1; then
+    tail -40 "$FUZZ_LOG"
+    echo "fuzz target $target failed" >&2
+    exit 1
+  fi
+  echo "fuzz $target: $(grep -E '^Done' "$FUZZ_LOG" || echo ran)"
+done
+
+echo "== cargo test"
+cargo test --workspace --no-fail-fast
