@@ -95,3 +95,26 @@ pub fn collect(store: &Store) -> Result<GcReport, crate::Error> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_keep_content_and_stale_ingests_go() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let kept = store.write_blob(b"leased", None)?;
+        let dropped = store.write_blob(b"orphan", None)?;
+        std::fs::write(store.content_ingest_dir().join("dead-writer"), b"partial")?;
+        store.put_lease("ctr-1", std::slice::from_ref(&kept))?;
+        let report = collect(&store)?;
+        assert_eq!(report.blobs_removed, vec![dropped]);
+        assert_eq!(report.ingests_removed, 1);
+        assert!(store.has_blob(&kept));
+        store.remove_lease("ctr-1")?;
+        assert_eq!(collect(&store)?.blobs_removed, vec![kept]);
+        assert!(store.put_lease("../evil", &[]).is_err());
+        Ok(())
+    }
+}

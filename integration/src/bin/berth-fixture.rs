@@ -29,11 +29,15 @@ fn main() -> Result<()> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         let is_dir = meta.is_dir();
         if is_dir || meta.is_file() || meta.file_type().is_symlink() {
             out.push((path.clone(), meta));
@@ -44,7 +48,13 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
     }
 }
 
-fn fat(out: &Path, max_bytes: u64, max_files: usize, layers: usize, sources: &[String]) -> Result<()> {
+fn fat(
+    out: &Path,
+    max_bytes: u64,
+    max_files: usize,
+    layers: usize,
+    sources: &[String],
+) -> Result<()> {
     let mut all = Vec::new();
     for src in sources {
         walk(Path::new(src), &mut all);
@@ -65,14 +75,19 @@ fn fat(out: &Path, max_bytes: u64, max_files: usize, layers: usize, sources: &[S
         chosen.push((path, meta, bytes));
     }
     let per_layer = bytes.div_ceil(layers as u64).max(1);
-    let mut tars: Vec<tar::Builder<Vec<u8>>> = (0..layers).map(|_| tar::Builder::new(Vec::new())).collect();
+    let mut tars: Vec<tar::Builder<Vec<u8>>> =
+        (0..layers).map(|_| tar::Builder::new(Vec::new())).collect();
     let mut made: Vec<std::collections::BTreeSet<PathBuf>> = vec![Default::default(); layers];
     for (path, meta, cumulative) in chosen {
         let layer = ((cumulative.saturating_sub(1)) / per_layer).min(layers as u64 - 1) as usize;
         let builder = &mut tars[layer];
         builder.follow_symlinks(false);
         // Parent directories first, once per layer.
-        let mut parents: Vec<&Path> = path.ancestors().skip(1).filter(|p| p.parent().is_some()).collect();
+        let mut parents: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .filter(|p| p.parent().is_some())
+            .collect();
         parents.reverse();
         for parent in parents {
             if made[layer].insert(parent.to_path_buf()) {
@@ -88,7 +103,10 @@ fn fat(out: &Path, max_bytes: u64, max_files: usize, layers: usize, sources: &[S
             builder.append_path_with_name(&path, name)?;
         }
     }
-    let tars = tars.into_iter().map(|b| b.into_inner()).collect::<std::io::Result<Vec<_>>>()?;
+    let tars = tars
+        .into_iter()
+        .map(|b| b.into_inner())
+        .collect::<std::io::Result<Vec<_>>>()?;
     eprintln!("fat image: {files} files, {bytes} bytes of file data, {layers} layers");
     let image = layout::Image::new(tars, serde_json::json!({"Cmd": ["sh"]}));
     layout::write_oci_layout(out, &[("latest", &image)], tarball::Compression::Gzip)
