@@ -27,4 +27,12 @@ for target in reference manifest unpack; do
 done
 
 echo "== cargo test"
-cargo test --workspace --no-fail-fast
+TEST_LOG=$(mktemp /tmp/berth-test-log-XXXXXX)
+trap 'rm -f "$FUZZ_LOG" "$TEST_LOG"; rm -rf /tmp/berth-fuzz-unpack-*' EXIT
+set +e
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$TEST_LOG"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ {p += $4; f += $6} END {print "tests: " p " passed, " f " failed"}' "$TEST_LOG"
+exit "$status"
