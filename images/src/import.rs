@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::digest::Digest;
-use crate::manifest::{self, check_config, check_manifest, descriptor_digest, Document, Platform};
-use crate::progress::{Event, Progress};
-use crate::pull::{ensure_layers, image_record, layer_jobs};
+use crate::manifest::{self, descriptor_digest, Document, Platform};
+use crate::progress::Progress;
+use crate::pull::{record_image, Resolved};
 use crate::reference::ImageRef;
 use crate::store::lock;
 use crate::store::metadata::ImageRecord;
@@ -116,40 +116,13 @@ pub async fn import(
     for (name, top_digest, manifest_digest) in images {
         let name = options.tag.as_ref().map(|t| t.to_string()).unwrap_or(name);
         let bytes = store.read_blob(&manifest_digest)?;
-        let Document::Manifest(manifest) =
-            manifest::parse_document(&bytes, &manifest_digest, None)?
-        else {
-            return Err(crate::pull::PullError::NestedIndex {
-                digest: manifest_digest,
-            }
-            .into());
-        };
-        check_manifest(&manifest, &manifest_digest)?;
-        let config_digest = descriptor_digest(manifest.config(), &manifest_digest)?;
-        let config = manifest::parse_config(&store.read_blob(&config_digest)?, &config_digest)?;
-        check_config(
-            &config,
-            &config_digest,
-            manifest.layers().len(),
-            &options.platform,
-        )?;
-        progress.event(Event::Resolved {
-            reference: name.clone(),
-            manifest: manifest_digest.clone(),
-            layers: manifest.layers().len(),
-        });
-        let jobs = layer_jobs(&manifest, &manifest_digest, &config)?;
-        let layers = ensure_layers(store, &name, jobs, None, &options.unpack, &progress).await?;
-        let record = image_record(
+        let target = Resolved {
             name,
             top_digest,
             manifest_digest,
-            config_digest,
-            &config,
-            &options.platform,
-            layers,
-        );
-        store.put_image(record.clone())?;
+        };
+        let settings = (&options.platform, &options.unpack);
+        let record = record_image(store, target, &bytes, None, settings, &progress).await?;
         records.push(record);
     }
     Ok(records)

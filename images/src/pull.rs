@@ -21,9 +21,9 @@ use crate::registry::{RegistryOptions, Session};
 use crate::store::content::Ingest;
 use crate::store::lock;
 use crate::store::metadata::{ImageRecord, LayerRecord};
-use crate::store::snapshots::SnapshotInfo;
+use crate::store::snapshots::{SnapshotInfo, SnapshotIngest};
 use crate::store::{Store, StoreError};
-use crate::unpack::{unpack_layer, Compression, UnpackError, UnpackOptions};
+use crate::unpack::{unpack_layer, Compression, UnpackError, UnpackOptions, UnpackStats};
 use crate::Error;
 
 /// Largest manifest or config accepted (registries cap manifests at 4 MiB).
@@ -120,8 +120,52 @@ pub async fn pull(
                 (bytes, digest)
             }
         };
+    let target = Resolved {
+        name: reference.to_string(),
+        top_digest,
+        manifest_digest,
+    };
+    let settings = (&options.platform, &options.unpack);
+    record_image(
+        store,
+        target,
+        &manifest_bytes,
+        Some(&session),
+        settings,
+        &progress,
+    )
+    .await
+}
+
+/// What a reference or archive entry resolved to.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The canonical reference to record the image under.
+    pub name: String,
+    /// What the name points at (index or manifest).
+    pub top_digest: Digest,
+    /// This platform's manifest.
+    pub manifest_digest: Digest,
+}
+
+/// From a platform manifest to a recorded image, for pulls (with a session to fetch what
+/// is missing) and imports (everything already stored): checks the manifest and config,
+/// makes every layer present, writes the record.
+pub(crate) async fn record_image(
+    store: &Store,
+    target: Resolved,
+    manifest_bytes: &[u8],
+    session: Option<&Session>,
+    (platform, unpack): (&Platform, &UnpackOptions),
+    progress: &Arc<dyn Progress>,
+) -> Result<ImageRecord, Error> {
+    let Resolved {
+        name,
+        top_digest,
+        manifest_digest,
+    } = target;
     let Document::Manifest(manifest) =
-        manifest::parse_document(&manifest_bytes, &manifest_digest, None)?
+        manifest::parse_document(manifest_bytes, &manifest_digest, None)?
     else {
         return Err(PullError::NestedIndex {
             digest: manifest_digest,
@@ -130,39 +174,26 @@ pub async fn pull(
     };
     check_manifest(&manifest, &manifest_digest)?;
     let config_digest = descriptor_digest(manifest.config(), &manifest_digest)?;
-    if !store.has_blob(&config_digest) {
-        let bytes = fetch_small(&session, manifest.config(), &config_digest).await?;
+    if let (false, Some(session)) = (store.has_blob(&config_digest), session) {
+        let bytes = fetch_small(session, manifest.config(), &config_digest).await?;
         store.write_blob(&bytes, Some(&config_digest))?;
     }
     let config = manifest::parse_config(&store.read_blob(&config_digest)?, &config_digest)?;
-    check_config(
-        &config,
-        &config_digest,
-        manifest.layers().len(),
-        &options.platform,
-    )?;
+    check_config(&config, &config_digest, manifest.layers().len(), platform)?;
     progress.event(Event::Resolved {
-        reference: reference.to_string(),
+        reference: name.clone(),
         manifest: manifest_digest.clone(),
         layers: manifest.layers().len(),
     });
     let jobs = layer_jobs(&manifest, &manifest_digest, &config)?;
-    let layers = ensure_layers(
-        store,
-        &reference.to_string(),
-        jobs,
-        Some(&session),
-        &options.unpack,
-        &progress,
-    )
-    .await?;
+    let layers = ensure_layers(store, &name, jobs, session, unpack, progress).await?;
     let record = image_record(
-        reference.to_string(),
+        name,
         top_digest,
         manifest_digest,
         config_digest,
         &config,
-        &options.platform,
+        platform,
         layers,
     );
     store.put_image(record.clone())?;
@@ -328,18 +359,20 @@ fn unpack_stored(
 ) -> Result<SnapshotInfo, Error> {
     let file = store.open_blob(&job.digest)?;
     let snapshot = store.begin_snapshot()?;
-    let stats = unpack_layer(
-        io::BufReader::with_capacity(1 << 20, file),
-        job.compression,
-        snapshot.path(),
-        options,
-    )?;
+    let reader = io::BufReader::with_capacity(1 << 20, file);
+    let stats = unpack_layer(reader, job.compression, snapshot.path(), options)?;
+    commit_snapshot(snapshot, job, stats)
+}
+
+/// Checks the diff id of an unpacked layer and commits its snapshot.
+fn commit_snapshot(
+    snapshot: SnapshotIngest,
+    job: &LayerJob,
+    stats: UnpackStats,
+) -> Result<SnapshotInfo, Error> {
     if stats.diff_id != job.diff_id {
-        return Err(UnpackError::DiffIdMismatch {
-            expected: job.diff_id.clone(),
-            actual: stats.diff_id,
-        }
-        .into());
+        let (expected, actual) = (job.diff_id.clone(), stats.diff_id);
+        return Err(UnpackError::DiffIdMismatch { expected, actual }.into());
     }
     let info = SnapshotInfo {
         version: 1,
@@ -437,20 +470,7 @@ fn unpack_streamed(
         }
     };
     ingest.commit()?;
-    if stats.diff_id != job.diff_id {
-        return Err(UnpackError::DiffIdMismatch {
-            expected: job.diff_id.clone(),
-            actual: stats.diff_id,
-        }
-        .into());
-    }
-    let info = SnapshotInfo {
-        version: 1,
-        unpacked_size: stats.unpacked_size,
-        entries: stats.entries,
-    };
-    snapshot.commit(&job.diff_id, info)?;
-    Ok(info)
+    commit_snapshot(snapshot, job, stats)
 }
 
 fn closed() -> tokio::sync::mpsc::Receiver<io::Result<Bytes>> {

@@ -83,19 +83,7 @@ impl Store {
 
     /// Every blob digest present.
     pub fn list_blobs(&self) -> Result<Vec<Digest>, StoreError> {
-        let dir = self.blobs_dir();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(StoreError::io("list", &dir))? {
-            let entry = entry.map_err(StoreError::io("list", &dir))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        super::list_digests(&self.blobs_dir())
     }
 
     /// Size of a stored blob in bytes.

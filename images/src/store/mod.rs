@@ -160,3 +160,20 @@ impl Store {
         self.root.join("locks")
     }
 }
+
+/// The entries of `dir` whose names are 64 hex digits (blobs, snapshots); sidecars and
+/// anything else are skipped.
+fn list_digests(dir: &Path) -> Result<Vec<Digest>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        if let Some(d) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}

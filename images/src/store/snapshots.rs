@@ -68,19 +68,7 @@ impl Store {
 
     /// Every committed snapshot.
     pub fn list_snapshots(&self) -> Result<Vec<Digest>, StoreError> {
-        let dir = self.snapshots_dir();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(StoreError::io("list", &dir))? {
-            let entry = entry.map_err(StoreError::io("list", &dir))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        super::list_digests(&self.snapshots_dir())
     }
 
     /// Removes a snapshot: first renamed out of the way (so it vanishes atomically), then

@@ -241,14 +241,7 @@ impl LayerWriter {
                 }
                 Err(e) => return Err(fs_err("create directory", &rel)(e)),
             }
-            let fd = openat(
-                Some(dirfd),
-                name,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map(own)
-            .map_err(fs_err("open directory", &rel))?;
+            let fd = open_child_dir(dirfd, name, &rel)?;
             chown_chmod(fd.as_raw_fd(), uid, gid, mode, &rel)?;
             for (k, v) in &xattrs {
                 set_xattr(fd.as_raw_fd(), k, v, &rel)?;
@@ -304,17 +297,7 @@ impl LayerWriter {
                 }
                 Err(e) => return Err(fs_err("create symlink", &rel)(e)),
             }
-            fchownat(
-                Some(dirfd),
-                name,
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(fs_err("chown", &rel))?;
-            let t = TimeSpec::new(mtime, 0);
-            utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink)
-                .map_err(fs_err("set times", &rel))?;
+            set_owner_mode_times(dirfd, name, uid, gid, None, mtime, &rel)?;
         } else if kind.is_hard_link() {
             let raw_target = entry
                 .link_name_bytes()
@@ -372,30 +355,47 @@ impl LayerWriter {
                 mknodat(Some(dirfd), name, sflag, perm, dev)
                     .map_err(fs_err("create node", &rel))?;
             }
-            fchownat(
-                Some(dirfd),
-                name,
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(fs_err("chown", &rel))?;
-            fchmodat(
-                Some(dirfd),
-                name,
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .map_err(fs_err("chmod", &rel))?;
-            let t = TimeSpec::new(mtime, 0);
-            utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink)
-                .map_err(fs_err("set times", &rel))?;
+            set_owner_mode_times(dirfd, name, uid, gid, Some(mode), mtime, &rel)?;
         } else {
             tracing::debug!(path = %rel.display(), ?kind, "skipping unsupported tar entry type");
             self.entries -= 1;
         }
         Ok(())
     }
+}
+
+/// Owner, mode (not for symlinks) and mtime of the entry `name` in `dirfd`, never
+/// following a final symlink. chown goes first: it clears setuid/setgid, which chmod sets.
+fn set_owner_mode_times(
+    dirfd: RawFd,
+    name: &OsStr,
+    uid: u32,
+    gid: u32,
+    mode: Option<u32>,
+    mtime: i64,
+    rel: &Path,
+) -> Result<(), UnpackError> {
+    let nofollow = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+    fchownat(
+        Some(dirfd),
+        name,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        nofollow,
+    )
+    .map_err(fs_err("chown", rel))?;
+    if let Some(mode) = mode {
+        fchmodat(
+            Some(dirfd),
+            name,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(fs_err("chmod", rel))?;
+    }
+    let t = TimeSpec::new(mtime, 0);
+    utimensat(Some(dirfd), name, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(fs_err("set times", rel))
 }
 
 /// chown first: it clears setuid/setgid bits, which chmod then sets.
@@ -405,20 +405,21 @@ fn chown_chmod(fd: RawFd, uid: u32, gid: u32, mode: u32, rel: &Path) -> Result<(
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode)).map_err(fs_err("chmod", rel))
 }
 
+/// Opens the directory `name` in `dirfd`, refusing a symlink in its place.
+fn open_child_dir(dirfd: RawFd, name: &OsStr, rel: &Path) -> Result<OwnedFd, UnpackError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(Some(dirfd), name, flags, Mode::empty())
+        .map(own)
+        .map_err(fs_err("open directory", rel))
+}
+
 /// Removes what is at `name` so a new entry can take its place (a later entry of a layer
 /// wins). A non-empty directory is removed whole.
 fn remove_existing(dirfd: RawFd, name: &OsStr, rel: &Path) -> Result<(), UnpackError> {
     match unlinkat(Some(dirfd), name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(Errno::EISDIR) => {
-            let fd = openat(
-                Some(dirfd),
-                name,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map(own)
-            .map_err(fs_err("open directory", rel))?;
+            let fd = open_child_dir(dirfd, name, rel)?;
             remove_tree(fd.as_raw_fd(), rel)?;
             unlinkat(Some(dirfd), name, UnlinkatFlags::RemoveDir)
                 .map_err(fs_err("remove directory", rel))
