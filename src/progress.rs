@@ -31,8 +31,13 @@ impl Progress for Lines {
             } => {
                 eprintln!("{reference}: resolved to {manifest} ({layers} layers)")
             }
-            Event::LayerStarted { digest, size } => {
-                eprintln!("{}: pulling ({size} bytes)", digest.short())
+            Event::LayerStarted {
+                digest,
+                size,
+                from_store,
+            } => {
+                let verb = if from_store { "unpacking" } else { "pulling" };
+                eprintln!("{}: {verb} ({size} bytes)", digest.short())
             }
             Event::LayerCached { digest } => eprintln!("{}: already present", digest.short()),
             Event::LayerDone { digest } => eprintln!("{}: done", digest.short()),
@@ -80,8 +85,17 @@ impl Progress for Bars {
                     .multi
                     .println(format!("{reference}: resolved to {manifest}"));
             }
-            Event::LayerStarted { digest, size } => {
-                self.bar(digest.short(), size).set_message("pulling");
+            Event::LayerStarted {
+                digest,
+                size,
+                from_store,
+            } => {
+                let bar = self.bar(digest.short(), size);
+                if from_store {
+                    bar.set_message("unpacking");
+                } else {
+                    bar.set_message("pulling");
+                }
             }
             Event::LayerProgress { digest, done } => self.bar(digest.short(), 0).set_position(done),
             Event::LayerCached { digest } => {

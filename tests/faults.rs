@@ -28,6 +28,7 @@ fn bearer_token_auth_like_docker_hub() {
         user: "hub".into(),
         password: "pw".into(),
         token: "tok-123".into(),
+        anonymous: false,
     };
     let reg = FakeRegistry::start(Some(auth)).unwrap();
     reg.serve_layout(&fixtures().join("busybox-oci"), "library/busybox")
@@ -45,6 +46,20 @@ fn bearer_token_auth_like_docker_hub() {
         log.contains("GET /token?"),
         "the token endpoint was used:\n{log}"
     );
+
+    // Public images on Docker Hub: an anonymous token, no credentials at all.
+    let public = BearerAuth {
+        user: String::new(),
+        password: String::new(),
+        token: "anon".into(),
+        anonymous: true,
+    };
+    let reg = FakeRegistry::start(Some(public)).unwrap();
+    reg.serve_layout(&fixtures().join("busybox-oci"), "library/busybox")
+        .unwrap();
+    let anon = Root::new();
+    anon.ok(&["pull", &format!("{}/library/busybox", reg.host())]);
+    assert_eq!(anon.images_json().len(), 1);
 }
 
 /// A layout with one image whose manifest is edited by `edit`; returns the layout dir

@@ -126,6 +126,10 @@ fn multilayer_rootfs_applies_whiteouts_and_keeps_metadata() {
         flat.path().to_str().unwrap(),
     ]);
     assert_eq!(listing(flat.path()), listing(mnt.path()));
+    assert_eq!(
+        xattr(&flat.path().join("data/xattr.txt"), "user.berth").as_deref(),
+        Some(&b"hello"[..])
+    );
 }
 
 #[test]

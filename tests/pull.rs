@@ -33,7 +33,7 @@ fn registry_with_images(creds: Option<(&str, &str)>) -> (Registry, String) {
 }
 
 #[test]
-fn pulls_gzip_zstd_index_and_digest_references() {
+fn pulls_gzip_zstd_plain_index_and_digest_references() {
     let root = Root::new();
     let (_reg, host) = registry_with_images(None);
     let out = root.ok(&["pull", &format!("{host}/multi:gz")]);
@@ -67,6 +67,29 @@ fn pulls_gzip_zstd_index_and_digest_references() {
         .all(|l| l["media_type"].as_str().unwrap().ends_with("+zstd")));
     // Same diff ids as the gzip image: the snapshots are shared, not unpacked twice.
     assert_eq!(root.snapshot_dirs().len(), 3);
+
+    // Uncompressed layers: the blob digest is the diff id. skopeo always compresses on
+    // push, so this image is served by the fake registry, which serves a layout verbatim.
+    let fake = berth_integration::fake_registry::FakeRegistry::start(None).unwrap();
+    fake.serve_layout(&fixtures().join("multilayer-plain-oci"), "multi")
+        .unwrap();
+    let plain = Root::new();
+    let host_plain = fake.host();
+    plain.ok(&["pull", &format!("{host_plain}/multi:latest")]);
+    let layers = plain.images_json()[0]["layers"].clone();
+    for layer in layers.as_array().unwrap() {
+        assert_eq!(
+            layer["media_type"],
+            "application/vnd.oci.image.layer.v1.tar"
+        );
+        assert_eq!(layer["digest"], layer["diff_id"]);
+    }
+    let mnt = Overlay::mount(&plain.lowerdirs(&format!("{host_plain}/multi:latest")));
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("etc/motd")).unwrap(),
+        "layer three\n"
+    );
+    drop(mnt);
 
     root.ok(&["pull", &format!("{host}/multiarch")]);
     let images = root.images_json();

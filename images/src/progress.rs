@@ -15,12 +15,14 @@ pub enum Event {
         /// Layer count.
         layers: usize,
     },
-    /// A layer started downloading (or unpacking from a stored blob).
+    /// A layer started downloading, or unpacking from a stored blob.
     LayerStarted {
         /// Blob digest.
         digest: Digest,
         /// Blob size.
         size: u64,
+        /// True when the blob is already stored and only unpacked.
+        from_store: bool,
     },
     /// Bytes of a layer received so far.
     LayerProgress {

@@ -318,6 +318,7 @@ async fn ensure_layer(
     progress.event(Event::LayerStarted {
         digest: job.digest.clone(),
         size,
+        from_store: have_blob,
     });
     let info = if have_blob {
         let (store2, job2, opts) = (store.clone(), job.clone(), *unpack);

@@ -354,3 +354,59 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(auth: RegistryAuth) -> Option<(String, String)> {
+        match auth {
+            RegistryAuth::Basic(u, p) => Some((u, p)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn docker_config_lookup() {
+        let config = br#"{"auths": {
+            "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"},
+            "registry.lan:5000": {"username": "lan", "password": "lanpw"},
+            "broken.example": {"auth": "!!!"}
+        }, "credsStore": "desktop"}"#;
+        let hub = docker_config_auth(config, "docker.io").ok().and_then(basic);
+        assert_eq!(hub, Some(("hub".into(), "hubpw".into())));
+        let lan = docker_config_auth(config, "registry.lan:5000")
+            .ok()
+            .and_then(basic);
+        assert_eq!(lan, Some(("lan".into(), "lanpw".into())));
+        let none = docker_config_auth(config, "other.example").ok();
+        assert!(matches!(none, Some(RegistryAuth::Anonymous)));
+        assert!(docker_config_auth(config, "broken.example").is_err());
+        assert!(docker_config_auth(b"not json", "x").is_err());
+    }
+
+    #[test]
+    fn loopback_is_plain_http() {
+        let options = RegistryOptions {
+            insecure: ["registry.lan:5000".to_string()].into(),
+            ..Default::default()
+        };
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:8080",
+            "127.1.2.3",
+            "[::1]:5000",
+            "registry.lan:5000",
+        ] {
+            assert!(options.is_insecure(host), "{host}");
+        }
+        for host in [
+            "docker.io",
+            "registry.lan",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!options.is_insecure(host), "{host}");
+        }
+    }
+}

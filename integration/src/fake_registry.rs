@@ -46,12 +46,14 @@ pub struct FakeRegistry {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-/// Bearer auth: the token endpoint wants these basic credentials and hands out `token`.
+/// Bearer auth: the token endpoint wants these basic credentials (or none, with
+/// `anonymous`, as Docker Hub for public images) and hands out `token`.
 #[derive(Clone, Debug)]
 pub struct BearerAuth {
     pub user: String,
     pub password: String,
     pub token: String,
+    pub anonymous: bool,
 }
 
 mod base64_lite {
@@ -238,7 +240,9 @@ fn respond(
                 "Basic {}",
                 b64(format!("{}:{}", auth.user, auth.password).as_bytes())
             );
-            if headers.get("authorization") != Some(&want) || !target.contains("scope=") {
+            let creds_ok = headers.get("authorization") == Some(&want)
+                || (auth.anonymous && !headers.contains_key("authorization"));
+            if !creds_ok || !target.contains("scope=") {
                 return Response::new(401, "application/json", r#"{"details":"bad credentials"}"#);
             }
             return Response::new(

@@ -129,7 +129,7 @@ pub fn multilayer_image() -> Result<Image> {
     ))
 }
 
-/// Writes every fixture under `out`: OCI layouts (gzip, zstd), their tars, docker-save
+/// Writes every fixture under `out`: OCI layouts (gzip, zstd, plain tar layers), their tars, docker-save
 /// archives, and a two-platform index.
 pub fn write_all(out: &Path) -> Result<()> {
     use crate::layout::*;
@@ -151,6 +151,11 @@ pub fn write_all(out: &Path) -> Result<()> {
         &out.join("multilayer-oci"),
         &[("latest", &multi)],
         Compression::Gzip,
+    )?;
+    write_oci_layout(
+        &out.join("multilayer-plain-oci"),
+        &[("latest", &multi)],
+        Compression::None,
     )?;
     write_oci_layout(
         &out.join("multilayer-zstd-oci"),

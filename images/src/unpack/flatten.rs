@@ -1,7 +1,7 @@
 //! The copy fallback: applies snapshots (bottom first) one after the other to a
 //! directory, with overlayfs semantics — a 0:0 character device deletes the path below it,
 //! an opaque directory hides what the lower layers had there, a directory over a
-//! non-directory replaces it.
+//! non-directory replaces it. Ownership, modes, times, xattrs and hard links are kept.
 //!
 //! Safe against hostile content because every path written is built by descending from
 //! `dest` through directories this function created or checked with `symlink_metadata`:
@@ -82,6 +82,65 @@ fn copy_owner_times(src: &fs::Metadata, dest: &Path, follow: bool) -> Result<(),
     .map_err(|e| fs_err("set times", dest)(e.into()))
 }
 
+/// Copies the extended attributes of `from` to `to` (after chown, which would clear
+/// `security.capability`), except overlayfs' own.
+fn copy_xattrs(from: &Path, to: &Path) -> Result<(), UnpackError> {
+    let (Ok(src), Ok(dst)) = (
+        CString::new(from.as_os_str().as_bytes()),
+        CString::new(to.as_os_str().as_bytes()),
+    ) else {
+        return Ok(());
+    };
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: `src` is NUL-terminated and `names` a writable buffer of names.len() bytes;
+    // llistxattr writes at most that many bytes and does not follow a final symlink.
+    let n = unsafe { libc::llistxattr(src.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Ok(());
+    }
+    let mut value = vec![0u8; 64 * 1024];
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let Ok(key) = CString::new(name) else {
+            continue;
+        };
+        // SAFETY: NUL-terminated strings; `value` is writable for value.len() bytes.
+        let len = unsafe {
+            libc::lgetxattr(
+                src.as_ptr(),
+                key.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len < 0 {
+            continue;
+        }
+        // SAFETY: NUL-terminated strings; `value[..len]` was just filled by lgetxattr.
+        let rc = unsafe {
+            libc::lsetxattr(
+                dst.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                len as usize,
+                0,
+            )
+        };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if !matches!(err.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) {
+                return Err(fs_err("set xattr", to)(err));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn apply_dir(
     src: &Path,
     dest: &Path,
@@ -106,6 +165,7 @@ fn apply_dir(
             }
             apply_dir(&from, &to, links)?;
             copy_owner_times(&meta, &to, true)?;
+            copy_xattrs(&from, &to)?;
             continue;
         }
         remove_any(&to)?;
@@ -124,6 +184,7 @@ fn apply_dir(
         } else if ft.is_file() {
             fs::copy(&from, &to).map_err(fs_err("copy", &to))?;
             copy_owner_times(&meta, &to, true)?;
+            copy_xattrs(&from, &to)?;
         } else {
             let kind = if ft.is_char_device() {
                 SFlag::S_IFCHR
