@@ -42,6 +42,16 @@ impl Progress for Lines {
             Event::LayerCached { digest } => eprintln!("{}: already present", digest.short()),
             Event::LayerDone { digest } => eprintln!("{}: done", digest.short()),
             Event::LayerFailed { digest } => eprintln!("{}: failed", digest.short()),
+            Event::LayerRetrying {
+                digest,
+                attempt,
+                error,
+            } => {
+                eprintln!(
+                    "{}: attempt {attempt} failed ({error}); retrying",
+                    digest.short()
+                )
+            }
             Event::LayerProgress { .. } => {}
         }
     }
@@ -109,6 +119,13 @@ impl Progress for Bars {
             }
             Event::LayerFailed { digest } => {
                 self.bar(digest.short(), 0).abandon_with_message("failed")
+            }
+            Event::LayerRetrying {
+                digest, attempt, ..
+            } => {
+                let bar = self.bar(digest.short(), 0);
+                bar.set_position(0);
+                bar.set_message(format!("retrying ({attempt} failed)"));
             }
         }
     }

@@ -259,3 +259,42 @@ fn missing_truncated_and_corrupt_blobs() {
         root.snapshot_dirs()
     );
 }
+
+#[test]
+fn transient_blob_failures_are_retried() {
+    let reg = FakeRegistry::start(None).unwrap();
+    let root = Root::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = small_tar();
+    let diff = format!("sha256:{}", layout::sha256_hex(&tar));
+    let gz = Compression::Gzip.compress(&tar).unwrap();
+    let layer = custom_layout(
+        dir.path(),
+        gz.clone(),
+        Compression::Gzip.oci_media_type(),
+        &diff,
+    );
+    reg.serve_layout(dir.path(), "flaky").unwrap();
+    let digest = layer["digest"].as_str().unwrap().to_string();
+    let path = format!("/v2/flaky/blobs/{digest}");
+    let mut cut = Response::new(200, "application/octet-stream", gz[..gz.len() / 2].to_vec());
+    cut.claimed_length = Some(gz.len());
+    let whole = Response::new(200, "application/octet-stream", gz);
+    reg.route_sequence(
+        &path,
+        vec![Response::new(503, "text/plain", "busy"), cut, whole],
+    );
+    let out = root.run(&["pull", &format!("{}/flaky", reg.host())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("retrying").count(), 2, "{stderr}");
+    let gets = reg
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.ends_with(&path))
+        .count();
+    assert_eq!(gets, 3, "503, then a cut transfer, then the whole blob");
+    assert!(root.leftovers().is_empty());
+}

@@ -41,6 +41,15 @@ pub enum Event {
         /// Blob digest.
         digest: Digest,
     },
+    /// A layer download failed in a way worth another try, which is starting.
+    LayerRetrying {
+        /// Blob digest.
+        digest: Digest,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// Why it failed.
+        error: String,
+    },
     /// A layer failed.
     LayerFailed {
         /// Blob digest.

@@ -17,7 +17,7 @@ use crate::manifest::{
 };
 use crate::progress::{Event, Progress};
 use crate::reference::ImageRef;
-use crate::registry::{RegistryOptions, Session};
+use crate::registry::{RegistryError, RegistryOptions, Session};
 use crate::store::content::Ingest;
 use crate::store::lock;
 use crate::store::metadata::{ImageRecord, LayerRecord};
@@ -30,6 +30,23 @@ use crate::Error;
 const MAX_DOCUMENT_BYTES: usize = 16 << 20;
 /// Layers fetched at once.
 const PARALLEL_LAYERS: usize = 6;
+/// Download attempts per layer. Transient failures (no connection, 5xx/429, a stream cut
+/// short) start the layer over after a growing pause, as Docker's layer downloads do;
+/// content that arrives whole but wrong is never retried.
+const LAYER_ATTEMPTS: u32 = 3;
+const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn is_transient(err: &Error) -> bool {
+    match err {
+        Error::Registry(RegistryError::Connect { .. }) => true,
+        Error::Registry(RegistryError::Status { status, .. }) => *status >= 500 || *status == 429,
+        Error::Unpack(UnpackError::Source { .. }) => true,
+        Error::Store(StoreError::SizeMismatch {
+            expected, actual, ..
+        }) => actual < expected,
+        _ => false,
+    }
+}
 
 /// Errors of a pull that are not one module's alone.
 #[derive(Debug, thiserror::Error)]
@@ -334,7 +351,23 @@ async fn ensure_layer(
             }
             .into());
         };
-        stream_layer(store, &job, session, unpack, progress).await?
+        let mut attempt = 1;
+        loop {
+            match stream_layer(store, &job, session, unpack, progress).await {
+                Ok(info) => break info,
+                Err(e) if attempt < LAYER_ATTEMPTS && is_transient(&e) => {
+                    tracing::debug!(digest = %job.digest, attempt, "layer download failed, retrying: {e}");
+                    progress.event(Event::LayerRetrying {
+                        digest: job.digest.clone(),
+                        attempt,
+                        error: e.to_string(),
+                    });
+                    tokio::time::sleep(RETRY_BACKOFF * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     };
     progress.event(Event::LayerDone {
         digest: job.digest.clone(),

@@ -39,7 +39,7 @@ impl Response {
 #[derive(Debug)]
 pub struct FakeRegistry {
     port: u16,
-    routes: Arc<Mutex<HashMap<String, Response>>>,
+    routes: Arc<Mutex<HashMap<String, Vec<Response>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// Requests seen, for assertions.
@@ -84,7 +84,7 @@ impl FakeRegistry {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
-        let routes: Arc<Mutex<HashMap<String, Response>>> = Arc::default();
+        let routes: Arc<Mutex<HashMap<String, Vec<Response>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let (r, s, l) = (routes.clone(), stop.clone(), log.clone());
@@ -115,10 +115,15 @@ impl FakeRegistry {
     }
 
     pub fn route(&self, path: &str, response: Response) {
+        self.route_sequence(path, vec![response]);
+    }
+
+    /// Answers `path` with each response in turn; the last one then stays.
+    pub fn route_sequence(&self, path: &str, responses: Vec<Response>) {
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_string(), response);
+            .insert(path.to_string(), responses);
     }
 
     /// Serves every manifest and blob of the OCI layout at `layout` under `repo`, the
@@ -180,7 +185,7 @@ impl Drop for FakeRegistry {
 
 fn serve(
     stream: TcpStream,
-    routes: &Mutex<HashMap<String, Response>>,
+    routes: &Mutex<HashMap<String, Vec<Response>>>,
     log: &Mutex<Vec<String>>,
     auth: Option<&BearerAuth>,
     port: u16,
@@ -230,7 +235,7 @@ fn respond(
     path: &str,
     target: &str,
     headers: &HashMap<String, String>,
-    routes: &Mutex<HashMap<String, Response>>,
+    routes: &Mutex<HashMap<String, Vec<Response>>>,
     auth: Option<&BearerAuth>,
     port: u16,
 ) -> Response {
@@ -266,18 +271,21 @@ fn respond(
     if path == "/v2/" || path == "/v2" {
         return Response::new(200, "application/json", "{}");
     }
-    routes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(path)
-        .cloned()
-        .unwrap_or_else(|| {
-            Response::new(
-                404,
-                "application/json",
-                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#,
-            )
-        })
+    let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+    let next = routes.get_mut(path).and_then(|seq| {
+        if seq.len() > 1 {
+            Some(seq.remove(0))
+        } else {
+            seq.first().cloned()
+        }
+    });
+    next.unwrap_or_else(|| {
+        Response::new(
+            404,
+            "application/json",
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#,
+        )
+    })
 }
 
 fn write_response(stream: &mut TcpStream, method: &str, r: &Response) -> Result<()> {
