@@ -108,6 +108,9 @@ pub struct PullArgs {
     /// Print only the image reference when done.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Platform to pick from a multi-platform image, `os/arch[/variant]` (default: this host).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -122,10 +125,15 @@ pub struct ImportArgs {
     /// Print only the image references when done.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Platform to pick from a multi-platform archive, `os/arch[/variant]` (default: this host).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
+    /// Only images of this repository (`busybox`) or reference (`busybox:1.36`).
+    pub reference: Option<String>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -142,6 +150,9 @@ pub struct RmiArgs {
     /// Image references or ids.
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Remove an image id even when several references name it (all of them go).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,23 @@ fn imports_every_archive_form_and_shares_layers() {
         table.contains("berth.test/multilayer") && table.contains("latest"),
         "{table}"
     );
+    // `images REPO` lists the repository's tags; `images REPO:TAG` just that one.
+    let only = root.ok(&["images", "-q", "--no-trunc", "berth.test/multilayer"]);
+    assert_eq!(only.lines().count(), 1, "{only}");
+    assert_eq!(
+        root.ok(&["images", "berth.test/multi:oci"]).lines().count(),
+        2
+    );
+    assert_eq!(root.ok(&["images", "nothing/here"]).lines().count(), 1);
+
+    // Two references share one image id: removing by id needs -f, as with docker rmi.
+    let id = only.trim().trim_start_matches("sha256:")[..12].to_string();
+    let err = root.fails(&["rmi", &id]);
+    assert!(err.contains("referenced by 2 references"), "{err}");
+    root.ok(&["rmi", "-f", &id]);
+    assert_eq!(root.images_json().len(), 2);
+    // The busybox layer is still used by the two busybox images.
+    assert_eq!(root.snapshot_dirs().len(), 1);
 }
 
 #[test]
@@ -138,6 +155,15 @@ fn oci_multiplatform_index_picks_amd64_and_bad_archives_fail_cleanly() {
     let out = root.ok(&["import", fixtures().join("multiarch-oci").to_str().unwrap()]);
     assert!(out.contains("localhost/multiarch-oci:latest"), "{out}");
     assert_eq!(root.images_json()[0]["platform"], "linux/amd64");
+    let arm = Root::new();
+    let layout = fixtures().join("multiarch-oci");
+    let layout = layout.to_str().unwrap();
+    arm.ok(&["import", "--platform", "linux/arm64", layout]);
+    assert_eq!(arm.images_json()[0]["platform"], "linux/arm64");
+    let err = arm.fails(&["import", "--platform", "linux/s390x", layout]);
+    assert!(err.contains("no manifest for linux/s390x"), "{err}");
+    let err = arm.fails(&["import", "--platform", "linux", layout]);
+    assert!(err.contains("invalid platform"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.tar");

@@ -6,7 +6,20 @@ use crate::cli::ImagesArgs;
 use crate::format;
 
 pub fn run(env: &Env, args: ImagesArgs) -> Result<()> {
-    let images = env.store.list_images()?;
+    let mut images = env.store.list_images()?;
+    if let Some(filter) = &args.reference {
+        // Like `docker images busybox`: a bare repository matches all its tags.
+        let wanted = ImageRef::parse(filter)?;
+        let has_tag = filter
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':') || last.contains('@'));
+        images.retain(|image| match ImageRef::parse(&image.reference) {
+            Ok(r) if has_tag => r == wanted,
+            Ok(r) => r.name() == wanted.name(),
+            Err(_) => false,
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());

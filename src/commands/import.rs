@@ -1,6 +1,5 @@
 use anyhow::{Context, Result};
 use berth_images::import::{import, ImportOptions};
-use berth_images::manifest::Platform;
 use berth_images::reference::ImageRef;
 
 use super::Env;
@@ -11,7 +10,7 @@ pub async fn run(env: &Env, args: ImportArgs) -> Result<()> {
     let options = ImportOptions {
         tag,
         unpack: env.unpack_options(&args.unpack)?,
-        platform: Platform::host(),
+        platform: super::platform(args.platform.as_deref())?,
     };
     let progress = crate::progress::for_terminal(args.quiet);
     let records = import(&env.store, &args.path, &options, progress)

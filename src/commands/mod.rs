@@ -44,6 +44,14 @@ impl Env {
     }
 }
 
+/// `--platform`, or this host's.
+pub fn platform(flag: Option<&str>) -> Result<berth_images::manifest::Platform> {
+    match flag {
+        Some(text) => text.parse().map_err(anyhow::Error::msg),
+        None => Ok(berth_images::manifest::Platform::host()),
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let env = Env::open(&cli)?;
     match cli.command {
