@@ -115,7 +115,8 @@ pub struct PullArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// A `docker save` tar (optionally gzipped), an OCI layout directory, or its tar.
+    /// A `docker save` tar (optionally gzipped), an OCI layout directory, or its tar; `-`
+    /// reads a tar from standard input.
     pub path: PathBuf,
     /// Name the imported image (only for archives holding one image).
     #[arg(long, short)]

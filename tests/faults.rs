@@ -298,3 +298,74 @@ fn transient_blob_failures_are_retried() {
     assert_eq!(gets, 3, "503, then a cut transfer, then the whole blob");
     assert!(root.leftovers().is_empty());
 }
+
+#[test]
+fn killed_pull_loses_nothing_and_gc_cleans_up() {
+    let reg = FakeRegistry::start(None).unwrap();
+    let root = Root::new();
+    // An image stored before the crash.
+    let small = tempfile::tempdir().unwrap();
+    let tar = small_tar();
+    let diff = format!("sha256:{}", layout::sha256_hex(&tar));
+    custom_layout(
+        small.path(),
+        Compression::Gzip.compress(&tar).unwrap(),
+        Compression::Gzip.oci_media_type(),
+        &diff,
+    );
+    reg.serve_layout(small.path(), "small").unwrap();
+    root.ok(&["pull", &format!("{}/small", reg.host())]);
+    let before = root.images_json();
+
+    // The busybox layer stalls half way; the pull is killed with SIGKILL meanwhile.
+    let layout_dir = fixtures().join("busybox-oci");
+    reg.serve_layout(&layout_dir, "bb").unwrap();
+    let (blob, bytes) = std::fs::read_dir(layout_dir.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .max_by_key(|(_, b)| b.len())
+        .unwrap();
+    let path = format!("/v2/bb/blobs/sha256:{blob}");
+    let mut stall = Response::new(200, "application/octet-stream", bytes.clone());
+    stall.stall_after = Some(bytes.len() / 2);
+    reg.route(&path, stall);
+    let mut child = root
+        .cmd(&["pull", &format!("{}/bb", reg.host())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while root.leftovers().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        root.images_json(),
+        before,
+        "a killed pull changes no record"
+    );
+
+    // The next pull succeeds despite the dead writer's leftovers; GC removes them.
+    reg.route(&path, Response::new(200, "application/octet-stream", bytes));
+    root.ok(&["pull", &format!("{}/bb", reg.host())]);
+    assert_eq!(root.images_json().len(), 2);
+    assert!(
+        !root.leftovers().is_empty(),
+        "the dead writer's files are still there"
+    );
+    root.ok(&["image", "prune"]);
+    assert!(root.leftovers().is_empty(), "{:?}", root.leftovers());
+    assert_eq!(root.snapshot_dirs().len(), 2);
+}

@@ -165,6 +165,20 @@ fn oci_multiplatform_index_picks_amd64_and_bad_archives_fail_cleanly() {
     let err = arm.fails(&["import", "--platform", "linux", layout]);
     assert!(err.contains("invalid platform"), "{err}");
 
+    // `import -` reads a tar from standard input, like `docker load`.
+    let stdin = Root::new();
+    let archive = std::fs::File::open(fixtures().join("busybox-docker.tar")).unwrap();
+    let out = stdin.cmd(&["import", "-"]).stdin(archive).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdin.images_json()[0]["reference"],
+        "berth.test/busybox:latest"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.tar");
     std::fs::write(

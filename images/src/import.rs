@@ -1,6 +1,6 @@
 //! Importing local archives: `docker save` output (tar, optionally gzipped) and OCI image
-//! layouts (directory or tar). Every file of the archive is first ingested into the content
-//! store — hashed on the way, and for OCI `blobs/sha256/<hex>` checked against its name —
+//! layouts (directory or tar), from a path or from standard input (`-`). Every file of the
+//! archive is first ingested into the content store — hashed on the way, and for OCI `blobs/sha256/<hex>` checked against its name —
 //! then the image is resolved from the store exactly as a pull would be, and its layers are
 //! unpacked in parallel by the same code.
 
@@ -131,6 +131,9 @@ pub async fn import(
 /// `localhost/<file name without extensions>`, the name of an image whose archive names
 /// only a tag (or nothing), as podman does for unqualified local images.
 fn stem(path: &Path) -> String {
+    if path == Path::new("-") {
+        return "localhost/import".into();
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -173,13 +176,18 @@ fn ingest_all(store: &Store, path: &Path) -> Result<Ingested, Error> {
         })
     };
     let mut files = Ingested::default();
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.is_dir() {
-        ingest_dir(store, path, path, &mut files, 0)?;
-        return Ok(files);
-    }
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    // `-` is standard input, as `docker load` reads it: a tar is read in one pass.
+    let input: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.is_dir() {
+            ingest_dir(store, path, path, &mut files, 0)?;
+            return Ok(files);
+        }
+        Box::new(std::fs::File::open(path).map_err(read_err)?)
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, input);
     let gz = reader
         .fill_buf()
         .map_err(read_err)?

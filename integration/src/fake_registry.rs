@@ -22,6 +22,9 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Announce this many bytes but send `body` only (a truncated transfer).
     pub claimed_length: Option<usize>,
+    /// Send this many bytes of `body`, then hang (a stalled transfer, to kill a client
+    /// mid-download).
+    pub stall_after: Option<usize>,
 }
 
 impl Response {
@@ -31,6 +34,7 @@ impl Response {
             content_type: content_type.into(),
             body: body.into(),
             claimed_length: None,
+            stall_after: None,
         }
     }
 }
@@ -303,6 +307,12 @@ fn write_response(stream: &mut TcpStream, method: &str, r: &Response) -> Result<
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     if method != "HEAD" {
+        if let Some(n) = r.stall_after {
+            stream.write_all(&r.body[..n.min(r.body.len())])?;
+            stream.flush()?;
+            std::thread::sleep(Duration::from_secs(30));
+            return Ok(());
+        }
         stream.write_all(&r.body)?;
     }
     stream.flush()?;
