@@ -116,19 +116,34 @@ impl Root {
     }
 }
 
-/// The busybox fixtures (see `berth_integration::fixtures::write_all`), built once.
+/// The busybox fixtures (see `berth_integration::fixtures::write_all`), built once and
+/// kept in cargo's test scratch directory (inside `target/`, so nothing is left in /tmp).
+/// Keyed by the busybox binary and a format version; built in a private directory and
+/// renamed into place, so test binaries running at the same time never see half of it.
 pub fn fixtures() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    const FORMAT: u32 = 2;
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-fixtures-")
-            .tempdir()
-            .expect("temp dir");
-        berth_integration::fixtures::write_all(dir.path())
-            .expect("building fixtures from busybox-static");
+        let busybox = std::fs::read(berth_integration::fixtures::BUSYBOX)
+            .expect("reading /bin/busybox: install busybox-static");
+        let key = &berth_integration::layout::sha256_hex(&busybox)[..12];
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join(format!("fixtures-{key}-v{FORMAT}"));
+        if !dir.is_dir() {
+            let tmp = tempfile::Builder::new()
+                .prefix(".fixtures-")
+                .tempdir_in(base)
+                .expect("temp dir");
+            berth_integration::fixtures::write_all(tmp.path())
+                .expect("building fixtures from busybox-static");
+            // Another test binary may have won the race; its copy is identical.
+            let built = tmp.keep();
+            if std::fs::rename(&built, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&built);
+            }
+        }
         dir
     })
-    .path()
 }
 
 /// A read-only overlay mount of the given lower dirs; unmounted at drop.
