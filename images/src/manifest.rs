@@ -24,6 +24,10 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 /// Docker plain tar layer (as in `docker save` archives).
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
+/// Most layers an image may have: overlayfs stacks about 128 lower directories at most
+/// (Docker refuses more than 125), and each layer costs a lock, a download and a thread.
+pub const MAX_LAYERS: usize = 128;
+
 /// Media types sent in `Accept` when fetching a manifest by reference.
 pub const ACCEPTED_MANIFESTS: &[&str] = &[
     OCI_INDEX,
@@ -94,6 +98,14 @@ pub enum ManifestError {
         found: String,
         /// This host.
         wanted: String,
+    },
+    /// More layers than a rootfs can stack.
+    #[error("manifest {digest} has {layers} layers; at most {MAX_LAYERS} are supported")]
+    TooManyLayers {
+        /// The manifest digest.
+        digest: Digest,
+        /// Its layer count.
+        layers: usize,
     },
     /// A descriptor with a malformed digest.
     #[error("descriptor in {parent} has a bad digest: {source}")]
@@ -220,6 +232,12 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
 
 /// Checks the manifest's config and layer media types.
 pub fn check_manifest(manifest: &ImageManifest, digest: &Digest) -> Result<(), ManifestError> {
+    if manifest.layers().len() > MAX_LAYERS {
+        return Err(ManifestError::TooManyLayers {
+            digest: digest.clone(),
+            layers: manifest.layers().len(),
+        });
+    }
     let config_type = manifest.config().media_type().to_string();
     if config_type != OCI_CONFIG && config_type != DOCKER_CONFIG {
         return Err(ManifestError::UnsupportedMediaType {
@@ -414,6 +432,26 @@ mod tests {
             parse_document(br#"{"schemaVersion":2}"#, &d(), None),
             Err(ManifestError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn refuses_too_many_layers() -> Result<(), Box<dyn std::error::Error>> {
+        let hex = "a".repeat(64);
+        let layer = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{hex}","size":1}}"#
+        );
+        let layers = vec![layer; MAX_LAYERS + 1].join(",");
+        let text = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"sha256:{hex}","size":1}},"layers":[{layers}]}}"#
+        );
+        let Document::Manifest(m) = parse_document(text.as_bytes(), &d(), None)? else {
+            return Err("not a manifest".into());
+        };
+        assert!(matches!(
+            check_manifest(&m, &d()),
+            Err(ManifestError::TooManyLayers { .. })
+        ));
+        Ok(())
     }
 
     #[test]
