@@ -209,6 +209,20 @@ fn missing_truncated_and_corrupt_blobs() {
     let err = root.fails(&["pull", &format!("{host}/truncated")]);
     assert!(err.contains(&digest), "{err}");
 
+    // More bytes than the manifest announces (an endless blob would be cut off the same way).
+    reg.serve_layout(dir.path(), "padded").unwrap();
+    let mut padded = bytes.clone();
+    padded.extend(std::iter::repeat_n(0u8, 1 << 20));
+    reg.route(
+        &format!("/v2/padded/blobs/{digest}"),
+        Response::new(200, "application/octet-stream", padded),
+    );
+    let err = root.fails(&["pull", &format!("{host}/padded")]);
+    assert!(
+        err.contains("size mismatch") && err.contains(&digest),
+        "{err}"
+    );
+
     // Correct digest, but the bytes are not gzip at all.
     let dir = tempfile::tempdir().unwrap();
     custom_layout(

@@ -436,6 +436,8 @@ async fn stream_layer(
             rx,
             current: Bytes::new(),
             ingest: Some(ingest),
+            received: 0,
+            limit: job2.desc.size(),
         };
         unpack_streamed(&store2, &job2, &opts, &mut reader)
     });
@@ -473,60 +475,43 @@ fn unpack_streamed(
 ) -> Result<SnapshotInfo, Error> {
     let snapshot = store.begin_snapshot()?;
     let result = unpack_layer(&mut *reader, job.compression, snapshot.path(), options);
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(unpack_err) => {
+            // A corrupt blob often shows first as a corrupt stream; the digest says which it
+            // is. Read what is left (bounded by the descriptor's size) and prefer that verdict.
+            if let Err(e) = io::copy(reader, &mut io::sink()) {
+                // The stream ended in an error (a dropped connection, too many bytes); what
+                // arrived is still judged below.
+                tracing::debug!("layer stream failed after unpack error: {e}");
+            }
+            return match reader.ingest.take().map(Ingest::commit) {
+                Some(Err(
+                    e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }),
+                )) => Err(e.into()),
+                _ => Err(unpack_err.into()),
+            };
+        }
+    };
     let Some(ingest) = reader.ingest.take() else {
         return Err(StoreError::MissingBlob {
             digest: job.digest.clone(),
         }
         .into());
     };
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(unpack_err) => {
-            // A corrupt blob often shows first as a corrupt stream; the digest says which
-            // it is. Read what is left (until the sender stops) and prefer that verdict.
-            let mut ingest = ingest;
-            let mut rest = TeeReader {
-                rx: std::mem::replace(&mut reader.rx, closed()),
-                current: Bytes::new(),
-                ingest: None,
-            };
-            if let Err(e) = copy_into(&mut rest, &mut ingest) {
-                // The stream ended in an error (oci-client's own digest check, a dropped
-                // connection); what arrived is still judged below.
-                tracing::debug!("layer stream failed after unpack error: {e}");
-            }
-            return match ingest.commit() {
-                Err(e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. })) => {
-                    Err(e.into())
-                }
-                _ => Err(unpack_err.into()),
-            };
-        }
-    };
     ingest.commit()?;
     commit_snapshot(snapshot, job, stats)
 }
 
-fn closed() -> tokio::sync::mpsc::Receiver<io::Result<Bytes>> {
-    tokio::sync::mpsc::channel(1).1
-}
-
-fn copy_into(reader: &mut TeeReader, ingest: &mut Ingest) -> io::Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        ingest.write_all(&buf[..n])?;
-    }
-}
-
-/// Reads the chunks a download task sends, writing each into the blob ingest first.
+/// Reads the chunks a download task sends, writing each into the blob ingest first. A
+/// registry that sends more than the descriptor's size is cut off there, so a hostile
+/// endless blob cannot fill the disk.
 struct TeeReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
     ingest: Option<Ingest>,
+    received: u64,
+    limit: u64,
 }
 
 impl Read for TeeReader {
@@ -536,8 +521,15 @@ impl Read for TeeReader {
                 None => return Ok(0),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(chunk)) => {
+                    self.received += chunk.len() as u64;
                     if let Some(ingest) = self.ingest.as_mut() {
                         ingest.write_all(&chunk)?;
+                    }
+                    if self.received > self.limit {
+                        return Err(io::Error::other(format!(
+                            "registry sent more than the {} bytes the manifest announces",
+                            self.limit
+                        )));
                     }
                     self.current = chunk;
                 }
