@@ -116,6 +116,14 @@ fn tar_unpacker() {
     t.file("d/.wh.gone", b"", Meta::FILE).unwrap();
     t.file("d/.wh..wh..opq", b"", Meta::FILE).unwrap();
     t.fifo("p", Meta::FILE).unwrap();
+    t.file("d", b"a file replacing the directory", Meta::FILE)
+        .unwrap();
+    t.file(
+        "d/after",
+        b"must not land in the removed directory",
+        Meta::FILE,
+    )
+    .unwrap();
     let plain = t.finish().unwrap();
     let mut t = TarBuilder::new();
     t.symlink("up", "../../../../").unwrap();

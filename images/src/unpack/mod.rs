@@ -267,3 +267,88 @@ pub fn unpack_layer<R: Read>(
         entries,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            match data {
+                Some(d) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(d.len() as u64);
+                    h.set_mode(0o644);
+                    let _ = b.append_data(&mut h, path, *d);
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    h.set_mode(0o755);
+                    let _ = b.append_data(&mut h, path, std::io::empty());
+                }
+            }
+        }
+        b.into_inner().unwrap_or_default()
+    }
+
+    fn require_root() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "unpack tests chown files: run as root"
+        );
+    }
+
+    #[test]
+    fn whiteouts_and_stats() -> Result<(), Box<dyn std::error::Error>> {
+        require_root();
+        let dir = tempfile::tempdir()?;
+        let tar = tar_of(&[
+            ("d", None),
+            ("d/.wh.gone", Some(b"")),
+            ("d/.wh..wh..opq", Some(b"")),
+            ("d/f", Some(b"hi")),
+        ]);
+        let stats = unpack_layer(
+            tar.as_slice(),
+            Compression::Detect,
+            dir.path(),
+            &UnpackOptions::default(),
+        )?;
+        assert_eq!(stats.diff_id, Digest::of(&tar));
+        assert_eq!(stats.unpacked_size, tar.len() as u64);
+        let gone = std::fs::symlink_metadata(dir.path().join("d/gone"))?;
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &gone.file_type()
+        ));
+        assert!(!dir.path().join("d/.wh.gone").exists());
+        assert_eq!(std::fs::read(dir.path().join("d/f"))?, b"hi");
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_replacing_a_directory_ends_writes_below_it() -> Result<(), Box<dyn std::error::Error>>
+    {
+        require_root();
+        let dir = tempfile::tempdir()?;
+        let tar = tar_of(&[
+            ("d", None),
+            ("d/x", Some(b"1")),
+            ("d", Some(b"now a file")),
+            ("d/after", Some(b"2")),
+        ]);
+        let err = unpack_layer(
+            tar.as_slice(),
+            Compression::None,
+            dir.path(),
+            &UnpackOptions::default(),
+        );
+        assert!(matches!(err, Err(UnpackError::Fs { .. })), "{err:?}");
+        assert_eq!(std::fs::read(dir.path().join("d"))?, b"now a file");
+        Ok(())
+    }
+}

@@ -253,8 +253,11 @@ impl LayerWriter {
                 | OFlag::O_EXCL
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
+            let mut replaced = false;
             let fd = match openat(Some(dirfd), name, flags, Mode::from_bits_truncate(0o600)) {
                 Err(Errno::EEXIST) => {
+                    // What it replaces may be a directory holding the cached parent.
+                    replaced = true;
                     remove_existing(dirfd, name, &rel)?;
                     openat(Some(dirfd), name, flags, Mode::from_bits_truncate(0o600))
                 }
@@ -283,6 +286,9 @@ impl LayerWriter {
             }
             let t = TimeSpec::new(mtime, 0);
             nix::sys::stat::futimens(fd, &t, &t).map_err(fs_err("set times", &rel))?;
+            if replaced {
+                self.cached = None; // dirfd is not used past this point
+            }
         } else if kind.is_symlink() {
             let target = entry
                 .link_name_bytes()
