@@ -48,6 +48,15 @@ pub enum RegistryError {
         /// The body or error envelope, shortened.
         message: String,
     },
+    /// A 4xx answer with an error envelope other than "unknown" (DENIED, TOOMANYREQUESTS,
+    /// NAME_INVALID, …); the envelope carries the registry's own words.
+    #[error("registry rejected the request for {reference}: {message}")]
+    Rejected {
+        /// What was being fetched.
+        reference: String,
+        /// The envelope's messages and the URL.
+        message: String,
+    },
     /// No connection (refused, DNS, TLS, timeout).
     #[error("cannot reach registry {registry}: {detail}")]
     Connect {
@@ -307,12 +316,18 @@ impl Session {
                 reference: self.reference.to_string(),
             },
             OciDistributionError::RegistryError { envelope, url } => {
-                let codes: Vec<String> = envelope
-                    .errors
-                    .iter()
-                    .map(|e| format!("{:?}", e.code))
-                    .collect();
-                let unknown = codes.iter().any(|c| c.contains("Unknown"));
+                use oci_client::errors::OciErrorCode as Code;
+                // The distribution spec's "not there" codes; a 4xx envelope carries no status.
+                let unknown = envelope.errors.iter().any(|e| {
+                    matches!(
+                        e.code,
+                        Code::BlobUnknown
+                            | Code::ManifestUnknown
+                            | Code::ManifestBlobUnknown
+                            | Code::NameUnknown
+                            | Code::NotFound
+                    )
+                });
                 if unknown {
                     RegistryError::NotFound {
                         what: what.to_string(),
@@ -321,8 +336,7 @@ impl Session {
                 } else {
                     let message: Vec<String> =
                         envelope.errors.iter().map(|e| e.message.clone()).collect();
-                    RegistryError::Status {
-                        status: 400,
+                    RegistryError::Rejected {
                         reference,
                         message: format!("{} ({url})", message.join("; ")),
                     }
