@@ -120,6 +120,16 @@ impl Store {
     /// Opens (creating the directories of) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let store = Self { root: root.into() };
+        if !store.root.exists() {
+            // A new data root is the daemon's alone (image content may hold setuid files
+            // and device nodes): 0700, as Docker and containerd keep theirs.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&store.root)
+                .map_err(StoreError::io("create data root", &store.root))?;
+        }
         for dir in [
             store.blobs_dir(),
             store.content_ingest_dir(),
