@@ -62,7 +62,8 @@ IMAGE="127.0.0.1:$PORT/bench/fat:latest"
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fat-oci:latest" "docker://$IMAGE"
 
 echo "== journaled ext4 on a loop device (the VM's root ext4 has no journal: see issue #2)"
-truncate -s 6G "$WORK/disk.img"
+# Preallocated: first writes into a sparse backing file are slow and would skew run 1.
+fallocate -l 6G "$WORK/disk.img"
 # Initialise inode tables and journal now: lazy init runs in the background after mount
 # and would slow the first runs down.
 mkfs.ext4 -q -F -O has_journal -E lazy_itable_init=0,lazy_journal_init=0 "$WORK/disk.img"
@@ -85,7 +86,7 @@ bench_fs() {
   local FS=$1 D=$2
   local J="$OUT/pull-$FS.json"
   echo "== $FS: pull + unpack"
-  hyperfine --style basic --runs "$RUNS" --export-json "$J" \
+  hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$J" \
     --prepare "rm -rf $D/berth $D/podman $D/podman-run $D/oci $D/bundle; sync" \
     -n "berth pull" "$BERTH --root $D/berth --config /nonexistent pull -q $IMAGE" \
     -n "podman pull" "podman --root $D/podman --runroot $D/podman-run --storage-driver overlay pull -q --tls-verify=false $IMAGE" \
@@ -93,7 +94,7 @@ bench_fs() {
   echo "== $FS: unpack alone (blobs already stored)"
   "$BERTH" --root "$D/berth-u" --config /nonexistent pull -q "$IMAGE" >/dev/null
   skopeo copy --quiet --src-tls-verify=false "docker://$IMAGE" "oci:$D/oci-u:fat"
-  hyperfine --style basic --runs "$RUNS" --export-json "$OUT/unpack-$FS.json" \
+  hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$OUT/unpack-$FS.json" \
     --prepare "rm -rf $D/berth-u/snapshots/sha256/* $D/tar-out $D/bundle-u; mkdir -p $D/tar-out; sync" \
     -n "berth unpack (layers in parallel)" "$BERTH --root $D/berth-u --config /nonexistent pull -q $IMAGE" \
     -n "tar -xzf in sequence" "for l in $LAYERS; do tar -xzf \$l -C $D/tar-out; done" \
