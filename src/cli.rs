@@ -90,11 +90,15 @@ pub struct RegistryArgs {
     pub insecure_registries: Vec<String>,
 }
 
+/// What pulls and imports share: which platform to take and how far a layer may expand.
 #[derive(Debug, Args, Clone)]
 pub struct UnpackArgs {
     /// Most uncompressed bytes one layer may expand to (e.g. 512m, 20g).
     #[arg(long, value_name = "SIZE")]
     pub max_layer_size: Option<String>,
+    /// Platform to pick from a multi-platform image, `os/arch[/variant]` (default: this host).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -108,9 +112,6 @@ pub struct PullArgs {
     /// Print only the image reference when done.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Platform to pick from a multi-platform image, `os/arch[/variant]` (default: this host).
-    #[arg(long)]
-    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,9 +127,6 @@ pub struct ImportArgs {
     /// Print only the image references when done.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Platform to pick from a multi-platform archive, `os/arch[/variant]` (default: this host).
-    #[arg(long)]
-    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]

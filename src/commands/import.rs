@@ -10,7 +10,7 @@ pub async fn run(env: &Env, args: ImportArgs) -> Result<()> {
     let options = ImportOptions {
         tag,
         unpack: env.unpack_options(&args.unpack)?,
-        platform: super::platform(args.platform.as_deref())?,
+        platform: super::platform(args.unpack.platform.as_deref())?,
     };
     let progress = crate::progress::for_terminal(args.quiet);
     let records = import(&env.store, &args.path, &options, progress)

@@ -30,7 +30,7 @@ pub async fn run(env: &Env, args: PullArgs) -> Result<()> {
     let options = PullOptions {
         registry: registry_options(env, &args.registry)?,
         unpack: env.unpack_options(&args.unpack)?,
-        platform: super::platform(args.platform.as_deref())?,
+        platform: super::platform(args.unpack.platform.as_deref())?,
     };
     let progress = crate::progress::for_terminal(args.quiet);
     let record = pull(&env.store, &reference, &options, progress)
