@@ -10,7 +10,7 @@ set -euo pipefail
 # apache2-utils: htpasswd for the basic-auth registry; cmake + gcc + pkg-config: zlib-ng;
 # umoci: OCI layout tooling; curl: readiness probes; time: peak RSS in benchmarks;
 # python3: small JSON/port helpers in the demo and benchmark; mount: overlayfs in tests.
-PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config curl time ca-certificates python3 mount)
+PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount)
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(podman hyperfine e2fsprogs)
 fi

@@ -1,4 +1,20 @@
 //! Berth runtime: turns an image and a task spec into a running, limited container.
 //!
-//! Empty until the containers issue: the OCI spec generation, the libcontainer-driven shim,
-//! cgroups and stats land here. The crate exists now so the workspace has its final shape.
+//! The agent builds the spec and the rootfs and keeps the records; the supervisor (the
+//! `berth` binary re-executed, single-threaded) is the only caller of libcontainer.
+
+/// Cgroup paths below the agent's own cgroup, usage statistics, OOM counts, kill and
+/// removal — through youki's libcgroups, on cgroup v1 and v2.
+pub mod cgroups;
+/// Container logs in the CRI format with size rotation, tail and follow.
+pub mod logs;
+/// The overlayfs rootfs over layer snapshots (copy fallback), mount and unmount.
+pub mod rootfs;
+/// The OCI runtime spec from the image config and the task, on Docker's defaults.
+pub mod spec;
+/// On-disk records of a container (`container.json`, `exit.json`), pid identity.
+pub mod state;
+/// The per-container supervisor: libcontainer create/start/exec, I/O relay, exit record.
+pub mod supervisor;
+/// The task spec (Docker's options) with parsers and validation.
+pub mod task;

@@ -1,0 +1,324 @@
+//! The agent's cgroup work, all through youki's `libcgroups` (the library libcontainer itself
+//! uses, so paths mean the same thing): where Berth's cgroup root is, statistics, OOM
+//! detection, killing everything in a container's cgroup, and removal.
+//!
+//! Paths are absolute from each hierarchy's root, as libcontainer takes `cgroupsPath`. On
+//! cgroup v1 one path serves every controller, so the root is built from the deepest of the
+//! agent's own per-controller paths (the others must be its prefixes): every cgroup Berth
+//! creates is then below the agent's own cgroup in every hierarchy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{AnyCgroupManager, CgroupManager};
+use serde::{Deserialize, Serialize};
+
+/// A cgroup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// `/proc/self/cgroup` could not be read or used.
+    #[error("reading /proc/self/cgroup: {0}")]
+    Own(String),
+    /// libcgroups refused.
+    #[error("cgroup {path}: {reason}")]
+    Manager {
+        /// The cgroup.
+        path: PathBuf,
+        /// libcgroups' message.
+        reason: String,
+    },
+}
+
+fn manager_err(path: &Path) -> impl Fn(String) -> CgroupError + '_ {
+    move |reason| CgroupError::Manager {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+const MOUNT: &str = "/sys/fs/cgroup";
+
+/// True on a pure cgroup v2 host.
+pub fn is_v2() -> bool {
+    Path::new(MOUNT).join("cgroup.controllers").exists()
+}
+
+/// The controllers Berth needs on v1.
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "devices", "freezer"];
+
+/// The agent's own cgroup, as one absolute path valid for every hierarchy Berth uses.
+pub fn own_cgroup() -> Result<PathBuf, CgroupError> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| CgroupError::Own(e.to_string()))?;
+    own_cgroup_from(&text, is_v2())
+}
+
+/// [`own_cgroup`] on given `/proc/self/cgroup` text.
+pub fn own_cgroup_from(text: &str, v2: bool) -> Result<PathBuf, CgroupError> {
+    let mut paths = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        let wanted = if v2 {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| V1_CONTROLLERS.contains(&c))
+        };
+        if wanted {
+            paths.push(PathBuf::from(path));
+        }
+    }
+    let deepest = paths
+        .iter()
+        .max_by_key(|p| p.components().count())
+        .cloned()
+        .ok_or_else(|| CgroupError::Own("no usable cgroup controller".into()))?;
+    if let Some(other) = paths.iter().find(|p| !deepest.starts_with(p)) {
+        return Err(CgroupError::Own(format!(
+            "the agent's cgroups {} and {} are not nested; set --cgroup-root",
+            deepest.display(),
+            other.display()
+        )));
+    }
+    Ok(deepest)
+}
+
+/// Berth's default cgroup root: `berth` below the agent's own cgroup.
+pub fn default_root() -> Result<PathBuf, CgroupError> {
+    Ok(own_cgroup()?.join("berth"))
+}
+
+/// libcgroups' manager for an absolute cgroup path.
+pub fn manager(path: &Path) -> Result<AnyCgroupManager, CgroupError> {
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: path.to_path_buf(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| manager_err(path)(e.to_string()))
+}
+
+/// Usage of a container, as `berth stats` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time in nanoseconds (user + system).
+    pub cpu_usage_ns: u64,
+    /// User CPU time in nanoseconds.
+    pub cpu_user_ns: u64,
+    /// System CPU time in nanoseconds.
+    pub cpu_system_ns: u64,
+    /// Enforcement periods elapsed.
+    pub cpu_periods: u64,
+    /// Periods in which the cgroup was throttled.
+    pub cpu_throttled_periods: u64,
+    /// Total time throttled, nanoseconds.
+    pub cpu_throttled_ns: u64,
+    /// Memory in use, bytes (including page cache).
+    pub memory_usage: u64,
+    /// Memory limit, bytes (the kernel's "unlimited" is a huge number).
+    pub memory_limit: u64,
+    /// Page cache, bytes.
+    pub memory_cache: u64,
+    /// Peak usage, bytes (v1 only; 0 where unknown).
+    pub memory_max_usage: u64,
+    /// Tasks in the cgroup.
+    pub pids_current: u64,
+    /// Task limit (0 = none).
+    pub pids_limit: u64,
+    /// OOM kills inside the cgroup.
+    pub oom_kills: u64,
+}
+
+/// Reads usage through libcgroups.
+pub fn usage(manager: &AnyCgroupManager, path: &Path) -> Result<Usage, CgroupError> {
+    let s = manager
+        .stats()
+        .map_err(|e| manager_err(path)(e.to_string()))?;
+    let cache = s
+        .memory
+        .stats
+        .get("cache")
+        .or_else(|| s.memory.stats.get("file"))
+        .copied()
+        .unwrap_or(s.memory.cache);
+    Ok(Usage {
+        cpu_usage_ns: s.cpu.usage.usage_total,
+        cpu_user_ns: s.cpu.usage.usage_user,
+        cpu_system_ns: s.cpu.usage.usage_kernel,
+        cpu_periods: s.cpu.throttling.periods,
+        cpu_throttled_periods: s.cpu.throttling.throttled_periods,
+        cpu_throttled_ns: s.cpu.throttling.throttled_time,
+        memory_usage: s.memory.memory.usage,
+        memory_limit: s.memory.memory.limit,
+        memory_cache: cache,
+        memory_max_usage: s.memory.memory.max_usage,
+        pids_current: s.pids.current,
+        pids_limit: s.pids.limit,
+        oom_kills: oom_kills(path),
+    })
+}
+
+/// OOM kills recorded by the kernel for the cgroup (v1 `memory.oom_control`, v2
+/// `memory.events`); 0 if unreadable.
+pub fn oom_kills(path: &Path) -> u64 {
+    oom_kills_in(Path::new(MOUNT), path, is_v2())
+}
+
+/// [`oom_kills`] below a given cgroupfs mount (tests use a fake tree).
+pub fn oom_kills_in(mount: &Path, path: &Path, v2: bool) -> u64 {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let (file, key) = if v2 {
+        (mount.join(rel).join("memory.events"), "oom_kill")
+    } else {
+        (mount.join("memory").join(rel).join("memory.oom_control"), "oom_kill")
+    };
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    parse_flat_keyed(&text).get(key).copied().unwrap_or(0)
+}
+
+fn parse_flat_keyed(text: &str) -> BTreeMap<&str, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k, v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Processes in the cgroup.
+pub fn pids(manager: &AnyCgroupManager, path: &Path) -> Result<Vec<i32>, CgroupError> {
+    Ok(manager
+        .get_all_pids()
+        .map_err(|e| manager_err(path)(e.to_string()))?
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect())
+}
+
+/// SIGKILLs every process in the cgroup until it is empty: processes that fork while being
+/// killed are caught by the next pass (the cgroup is frozen meanwhile where possible).
+pub fn kill_all(path: &Path) -> Result<(), CgroupError> {
+    let Ok(m) = manager(path) else {
+        return Ok(());
+    };
+    let _ = m.freeze(libcgroups::common::FreezerState::Frozen);
+    for _ in 0..100 {
+        let pids = match pids(&m, path) {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = m.freeze(libcgroups::common::FreezerState::Thawed);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = m.freeze(libcgroups::common::FreezerState::Thawed);
+    Ok(())
+}
+
+/// Kills what is left and removes the cgroup in every hierarchy (no error if already gone).
+pub fn remove(path: &Path) -> Result<(), CgroupError> {
+    kill_all(path)?;
+    let m = manager(path)?;
+    m.remove().map_err(|e| manager_err(path)(e.to_string()))
+}
+
+/// Removes empty cgroup directories from `path` up to (and including) `top`, in every
+/// hierarchy; stops at the first one still in use. For the cgroup root of a test agent.
+pub fn remove_empty_up_to(path: &Path, top: &Path) {
+    let mounts: Vec<PathBuf> = if is_v2() {
+        vec![PathBuf::from(MOUNT)]
+    } else {
+        std::fs::read_dir(MOUNT)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for mount in mounts {
+        let mut p = path.to_path_buf();
+        while p.starts_with(top) {
+            let full = mount.join(p.strip_prefix("/").unwrap_or(&p));
+            if full.is_dir() && std::fs::remove_dir(&full).is_err() {
+                break;
+            }
+            if !p.pop() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn own_cgroup_picks_the_deepest_nested_path() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n2:cpuacct:/\n0::/\n";
+        assert_eq!(own_cgroup_from(v1, false).unwrap(), Path::new("/process_api/abc"));
+        let v2 = "0::/system.slice/berth.service\n";
+        assert_eq!(
+            own_cgroup_from(v2, true).unwrap(),
+            Path::new("/system.slice/berth.service")
+        );
+        let split = "4:memory:/a/b\n1:cpu:/c\n";
+        assert!(own_cgroup_from(split, false).is_err());
+    }
+
+    #[test]
+    fn oom_kills_from_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = root.path().join("berth/c1");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("memory.events"), "low 0\nhigh 3\nmax 9\noom 2\noom_kill 2\n")
+            .unwrap();
+        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), true), 2);
+        let v1 = root.path().join("memory/berth/c1");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::write(
+            v1.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), false), 1);
+        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/none"), false), 0);
+    }
+
+    #[test]
+    fn v2_stats_from_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let cg = root.path().join("berth/c1");
+        std::fs::create_dir_all(&cg).unwrap();
+        for (f, v) in [
+            ("cgroup.controllers", "cpu memory pids\n"),
+            ("cpu.stat", "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 10\nnr_throttled 4\nthrottled_usec 300\n"),
+            ("memory.current", "4096\n"),
+            ("memory.max", "8192\n"),
+            ("memory.stat", "file 1024\nanon 3072\n"),
+            ("pids.current", "3\n"),
+            ("pids.max", "max\n"),
+        ] {
+            std::fs::write(cg.join(f), v).unwrap();
+        }
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let m = libcgroups::v2::manager::Manager::new(root.path().to_path_buf(), "/berth/c1".into())
+            .unwrap()
+            .any();
+        let u = usage(&m, Path::new("/berth/c1")).unwrap();
+        assert_eq!(u.cpu_usage_ns, 2_000_000);
+        assert_eq!(u.cpu_throttled_periods, 4);
+        assert_eq!(u.memory_usage, 4096);
+        assert_eq!(u.memory_cache, 1024);
+        assert_eq!(u.pids_current, 3);
+    }
+}

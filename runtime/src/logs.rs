@@ -1,0 +1,343 @@
+//! Container logs in the kubelet's CRI format, size-rotated.
+//!
+//! `logs/container.log` (newest), `container.log.1`, … `container.log.<N-1>` (oldest). Each
+//! line: `<RFC 3339 nanosecond time> <stdout|stderr> <F|P> <content>\n`; `P` marks a partial
+//! line (output without a newline yet, or longer than [`MAX_LINE`]) continued by the next
+//! record of the same stream. Written only by the container's supervisor; the file is renamed
+//! away before a new one is opened, so a reader holding the old file reads it to its end.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest record content; longer output is split into partial records.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Name of the current log file.
+pub const LOG_FILE: &str = "container.log";
+
+/// Rotation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// Bytes per file before it is rotated.
+    pub max_bytes: u64,
+    /// Files kept, the current one included.
+    pub max_files: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 10 << 20,
+            max_files: 3,
+        }
+    }
+}
+
+/// Which output stream a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output (and a tty's output).
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Appends records and rotates.
+#[derive(Debug)]
+pub struct LogWriter {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    rotation: Rotation,
+}
+
+impl LogWriter {
+    /// Opens (appending to) `dir/container.log`.
+    pub fn open(dir: &Path, rotation: Rotation) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG_FILE))?;
+        let size = file.metadata()?.len();
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            file,
+            size,
+            rotation,
+        })
+    }
+
+    /// Writes one chunk of output: complete lines as `F` records, the rest as `P`.
+    pub fn write(&mut self, stream: Stream, mut data: &[u8]) -> std::io::Result<()> {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        while !data.is_empty() {
+            let (content, tag, rest) = match data.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= MAX_LINE => (&data[..i], 'F', &data[i + 1..]),
+                _ if data.len() > MAX_LINE => (&data[..MAX_LINE], 'P', &data[MAX_LINE..]),
+                _ => (data, 'P', &data[data.len()..]),
+            };
+            let mut record = Vec::with_capacity(content.len() + 48);
+            record.extend_from_slice(time.as_bytes());
+            record.push(b' ');
+            record.extend_from_slice(stream.as_str().as_bytes());
+            record.extend_from_slice(if tag == 'F' { b" F " } else { b" P " });
+            record.extend_from_slice(content);
+            record.push(b'\n');
+            self.append(&record)?;
+            data = rest;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + record.len() as u64 > self.rotation.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(record)?;
+        self.size += record.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let keep = self.rotation.max_files.max(1);
+        let name = |i: u32| self.dir.join(format!("{LOG_FILE}.{i}"));
+        if keep == 1 {
+            std::fs::remove_file(self.dir.join(LOG_FILE))?;
+        } else {
+            let _ = std::fs::remove_file(name(keep - 1));
+            for i in (1..keep - 1).rev() {
+                if name(i).exists() {
+                    std::fs::rename(name(i), name(i + 1))?;
+                }
+            }
+            std::fs::rename(self.dir.join(LOG_FILE), name(1))?;
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// One parsed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// RFC 3339 time.
+    pub time: String,
+    /// Stream.
+    pub stream: Stream,
+    /// Continued by the next record.
+    pub partial: bool,
+    /// Content without the newline.
+    pub content: Vec<u8>,
+}
+
+/// Parses one log line (without its newline); `None` for a malformed line.
+pub fn parse_record(line: &[u8]) -> Option<Record> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let time = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let stream = match parts.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let partial = match parts.next()? {
+        b"F" => false,
+        b"P" => true,
+        _ => return None,
+    };
+    Some(Record {
+        time,
+        stream,
+        partial,
+        content: parts.next().unwrap_or_default().to_vec(),
+    })
+}
+
+/// The log files oldest first.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut numbered: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let n = name.strip_prefix(&format!("{LOG_FILE}."))?.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    let current = dir.join(LOG_FILE);
+    if current.exists() {
+        out.push(current);
+    }
+    out
+}
+
+/// The raw records of all files, the last `tail` lines (complete records) only if given.
+pub fn read_all(dir: &Path, tail: Option<usize>) -> std::io::Result<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for f in files(dir) {
+        let reader = BufReader::new(File::open(&f)?);
+        for line in reader.split(b'\n') {
+            lines.push(line?);
+        }
+    }
+    let start = match tail {
+        None => 0,
+        Some(n) => {
+            // Count complete lines from the end, so a tail never starts mid-line.
+            let mut seen = 0;
+            let mut start = lines.len();
+            for (i, l) in lines.iter().enumerate().rev() {
+                let complete = parse_record(l).is_some_and(|r| !r.partial);
+                if complete {
+                    if seen == n {
+                        break;
+                    }
+                    seen += 1;
+                }
+                start = i;
+            }
+            start
+        }
+    };
+    let mut out = Vec::new();
+    for l in &lines[start..] {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Follows `container.log` across rotations: each call returns the whole records appended
+/// since the last one.
+#[derive(Debug)]
+pub struct LogFollower {
+    dir: PathBuf,
+    file: Option<File>,
+    inode: u64,
+    pending: Vec<u8>,
+}
+
+impl LogFollower {
+    /// Starts at the current end of the log (what [`read_all`] returned is not repeated).
+    pub fn at_end(dir: &Path) -> Self {
+        let mut f = LogFollower {
+            dir: dir.to_path_buf(),
+            file: None,
+            inode: 0,
+            pending: Vec::new(),
+        };
+        if let Ok(mut file) = File::open(dir.join(LOG_FILE)) {
+            if let (Ok(m), Ok(_)) = (file.metadata(), file.seek(SeekFrom::End(0))) {
+                f.inode = m.ino();
+                f.file = Some(file);
+            }
+        }
+        f
+    }
+
+    /// New complete records.
+    pub fn poll(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        if let Some(file) = self.file.as_mut() {
+            file.read_to_end(&mut buf)?;
+        }
+        // Rotated (or created): the old file is complete now; continue with the new one.
+        if let Ok(m) = std::fs::metadata(self.dir.join(LOG_FILE)) {
+            if m.ino() != self.inode || self.file.is_none() {
+                if let Ok(mut file) = File::open(self.dir.join(LOG_FILE)) {
+                    if let Some(old) = self.file.as_mut() {
+                        old.read_to_end(&mut buf)?;
+                    }
+                    file.read_to_end(&mut buf)?;
+                    self.inode = file.metadata()?.ino();
+                    self.file = Some(file);
+                }
+            }
+        }
+        self.pending.extend_from_slice(&buf);
+        let cut = self
+            .pending
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        Ok(self.pending.drain(..cut).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn contents(raw: &[u8]) -> Vec<String> {
+        raw.split(|&b| b == b'\n')
+            .filter_map(parse_record)
+            .map(|r| String::from_utf8(r.content).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lines_partials_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::open(dir.path(), Rotation::default()).unwrap();
+        w.write(Stream::Stdout, b"one\ntwo\nthr").unwrap();
+        w.write(Stream::Stderr, b"err\n").unwrap();
+        let all = read_all(dir.path(), None).unwrap();
+        assert_eq!(contents(&all), ["one", "two", "thr", "err"]);
+        let recs: Vec<Record> = all.split(|&b| b == b'\n').filter_map(parse_record).collect();
+        assert!(recs[2].partial);
+        assert_eq!(recs[3].stream, Stream::Stderr);
+        assert_eq!(contents(&read_all(dir.path(), Some(1)).unwrap()), ["err"]);
+        assert_eq!(contents(&read_all(dir.path(), Some(2)).unwrap()), ["thr", "err"]);
+    }
+
+    #[test]
+    fn rotation_keeps_n_files_and_follower_sees_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 200,
+            max_files: 3,
+        };
+        let mut w = LogWriter::open(dir.path(), rotation).unwrap();
+        let mut follower = LogFollower::at_end(dir.path());
+        let mut followed = Vec::new();
+        for i in 0..40 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+            if i % 3 == 0 {
+                followed.extend(follower.poll().unwrap());
+            }
+        }
+        followed.extend(follower.poll().unwrap());
+        let expect: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+        assert_eq!(contents(&followed), expect);
+        assert_eq!(files(dir.path()).len(), 3);
+        for f in files(dir.path()) {
+            assert!(std::fs::metadata(f).unwrap().len() <= 200);
+        }
+        let kept = contents(&read_all(dir.path(), None).unwrap());
+        assert_eq!(kept.last().unwrap(), "line 39");
+        assert!(kept.len() < 40);
+    }
+}

@@ -1,0 +1,379 @@
+//! The OCI runtime spec (`config.json`) of a container: the image config (Entrypoint, Cmd,
+//! Env, WorkingDir, User) merged with the task options, on Docker's defaults (namespaces,
+//! capabilities, seccomp, masked paths, standard mounts and devices).
+
+pub mod defaults;
+pub mod seccomp;
+pub mod user;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+
+use crate::task::{NetworkMode, TaskSpec};
+pub use user::{resolve_user, ResolvedUser};
+
+/// Why a spec could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// A builder refused a value (a bug or an out-of-range option).
+    #[error("building the runtime spec: {0}")]
+    Build(String),
+    /// Reading from the rootfs failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `-u`/`USER` names something the image does not have.
+    #[error("unable to find user {user}: {reason}")]
+    User {
+        /// As given.
+        user: String,
+        /// Why.
+        reason: String,
+    },
+    /// Neither the image nor the task gives a command.
+    #[error("no command specified")]
+    NoCommand,
+    /// The command is not in the image (Docker exits 127 for this).
+    #[error("exec: {command:?}: executable file not found in $PATH")]
+    CommandNotFound {
+        /// The command.
+        command: String,
+    },
+}
+
+impl SpecError {
+    pub(crate) fn build(e: impl std::fmt::Display) -> Self {
+        SpecError::Build(e.to_string())
+    }
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything `build` needs beside the task.
+#[derive(Debug)]
+pub struct SpecInputs<'a> {
+    /// Container id.
+    pub id: &'a str,
+    /// The image's config blob.
+    pub image: &'a ImageConfiguration,
+    /// The mounted rootfs (read for `/etc/passwd` and to find the command).
+    pub rootfs: &'a Path,
+    /// Absolute cgroup path (same below every hierarchy).
+    pub cgroup_path: PathBuf,
+    /// Host files bound to `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
+    pub etc_files: [PathBuf; 3],
+}
+
+/// The process arguments Docker would run: entrypoint + cmd, with `--entrypoint` dropping the
+/// image's Cmd.
+pub fn process_args(image: &ImageConfiguration, task: &TaskSpec) -> Vec<String> {
+    let config = image.config().as_ref();
+    let (entrypoint, image_cmd) = match &task.entrypoint {
+        Some(e) => (e.clone(), Vec::new()),
+        None => (
+            config.and_then(|c| c.entrypoint().clone()).unwrap_or_default(),
+            config.and_then(|c| c.cmd().clone()).unwrap_or_default(),
+        ),
+    };
+    let cmd = if task.command.is_empty() {
+        image_cmd
+    } else {
+        task.command.clone()
+    };
+    entrypoint
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .chain(cmd)
+        .collect()
+}
+
+/// Image env, then task env by key (later wins), with PATH and HOSTNAME/HOME defaults.
+pub fn process_env(
+    image: &ImageConfiguration,
+    task: &TaskSpec,
+    hostname: &str,
+    home: &str,
+) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order = Vec::new();
+    let put = |env: &mut BTreeMap<String, String>, order: &mut Vec<String>, kv: &str| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if env.insert(k.to_string(), v.to_string()).is_none() {
+            order.push(k.to_string());
+        }
+    };
+    put(&mut env, &mut order, DEFAULT_PATH);
+    put(&mut env, &mut order, &format!("HOSTNAME={hostname}"));
+    if task.tty {
+        put(&mut env, &mut order, "TERM=xterm");
+    }
+    let image_env = image
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    for kv in image_env.iter().chain(&task.env) {
+        put(&mut env, &mut order, kv);
+    }
+    if !env.contains_key("HOME") {
+        put(&mut env, &mut order, &format!("HOME={home}"));
+    }
+    order
+        .into_iter()
+        .map(|k| format!("{k}={}", env[&k]))
+        .collect()
+}
+
+/// Looks `command` up in the rootfs like execvp would (`$PATH` of `env` when it has no `/`).
+pub fn find_executable(rootfs: &Path, command: &str, env: &[String]) -> bool {
+    let is_exec = |p: &str| -> bool {
+        let Ok(dir) = std::fs::File::open(rootfs) else {
+            return false;
+        };
+        let how = nix::fcntl::OpenHow::new()
+            .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
+            .resolve(nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT);
+        let Ok(fd) = nix::fcntl::openat2(dir.as_raw_fd(), p.trim_start_matches('/'), how) else {
+            return false;
+        };
+        // SAFETY: `fd` was just returned by a successful openat2 and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        match nix::sys::stat::fstat(fd.as_raw_fd()) {
+            Ok(st) => st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0,
+            Err(_) => false,
+        }
+    };
+    if command.contains('/') {
+        return is_exec(command);
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(&DEFAULT_PATH[5..]);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| is_exec(&format!("{d}/{command}")))
+}
+
+/// The hostname a container gets: `--hostname`, the host's for `--network host`, else the
+/// short id.
+pub fn hostname(task: &TaskSpec, id: &str) -> String {
+    if let Some(h) = &task.hostname {
+        return h.clone();
+    }
+    if task.network == NetworkMode::Host {
+        if let Ok(h) = nix::unistd::gethostname() {
+            return h.to_string_lossy().into_owned();
+        }
+    }
+    id.chars().take(12).collect()
+}
+
+/// The capability set after Docker's defaults, `--cap-add` and `--cap-drop` (`ALL` works in
+/// both, drop applied after add as Docker does).
+pub fn capabilities(task: &TaskSpec) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = defaults::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let canon = |c: &String| crate::task::parse_capability("capability", c).ok();
+    for c in task.cap_add.iter().filter_map(canon) {
+        if c == "ALL" {
+            set.extend(caps::all().iter().map(|c| c.to_string()));
+        } else {
+            set.insert(c);
+        }
+    }
+    for c in task.cap_drop.iter().filter_map(canon) {
+        if c == "ALL" {
+            set.clear();
+        } else {
+            set.remove(&c);
+        }
+    }
+    set
+}
+
+/// Builds the spec; the rootfs must already be mounted at `inputs.rootfs`.
+pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
+    let image_config = inputs.image.config().as_ref();
+    let user_text = task
+        .user
+        .clone()
+        .or_else(|| image_config.and_then(|c| c.user().clone()))
+        .unwrap_or_default();
+    let user = resolve_user(inputs.rootfs, &user_text)?;
+    let hostname = hostname(task, inputs.id);
+    let args = process_args(inputs.image, task);
+    let Some(command) = args.first() else {
+        return Err(SpecError::NoCommand);
+    };
+    let env = process_env(inputs.image, task, &hostname, &user.home);
+    if !find_executable(inputs.rootfs, command, &env) {
+        return Err(SpecError::CommandNotFound {
+            command: command.clone(),
+        });
+    }
+    let cwd = task
+        .workdir
+        .clone()
+        .or_else(|| image_config.and_then(|c| c.working_dir().clone()))
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+
+    let cap_names = capabilities(task);
+    let caps: oci_spec::runtime::Capabilities = cap_names
+        .iter()
+        .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
+        .collect();
+    let process = ProcessBuilder::default()
+        .terminal(task.tty)
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.additional_gids.clone())
+                .build()
+                .map_err(SpecError::build)?,
+        )
+        .args(args.clone())
+        .env(env)
+        .cwd(PathBuf::from(cwd))
+        .no_new_privileges(task.no_new_privileges)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .build()
+                .map_err(SpecError::build)?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1_048_576u64)
+            .soft(1_048_576u64)
+            .build()
+            .map_err(SpecError::build)?])
+        .build()
+        .map_err(SpecError::build)?;
+
+    let mut mounts = defaults::standard_mounts();
+    let [hosts, hostname_file, resolv] = inputs.etc_files.clone();
+    mounts.push(defaults::bind(hosts, "/etc/hosts".into(), false));
+    mounts.push(defaults::bind(hostname_file, "/etc/hostname".into(), false));
+    mounts.push(defaults::bind(resolv, "/etc/resolv.conf".into(), false));
+    for v in &task.volumes {
+        mounts.push(defaults::bind(v.source.clone(), v.target.clone(), v.read_only));
+    }
+    for t in &task.tmpfs {
+        mounts.push(defaults::tmpfs(t.target.clone(), &t.options));
+    }
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+    ];
+    if task.network == NetworkMode::None {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SpecError::build)?;
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(inputs.cgroup_path.clone())
+        .resources(resources(task)?)
+        .masked_paths(defaults::MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(
+            defaults::READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        );
+    if !task.seccomp_unconfined {
+        linux = linux.seccomp(seccomp::default_profile(&cap_names)?);
+    }
+    let linux = linux.build().map_err(SpecError::build)?;
+
+    let mut annotations: std::collections::HashMap<String, String> = task
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert("org.opencontainers.image.ref.name".into(), task.image.clone());
+    SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(
+            RootBuilder::default()
+                .path(inputs.rootfs.to_path_buf())
+                .readonly(task.read_only)
+                .build()
+                .map_err(SpecError::build)?,
+        )
+        .hostname(hostname)
+        .mounts(mounts)
+        .linux(linux)
+        .annotations(annotations)
+        .build()
+        .map_err(SpecError::build)
+}
+
+/// `--cpus`, `--cpu-shares`, memory and pids limits plus the device rules. libcontainer maps
+/// shares to v2 weight and reservation to `memory.low`; `memory.high` is v2 only.
+fn resources(task: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    let r = &task.resources;
+    let mut b = LinuxResourcesBuilder::default().devices(defaults::device_rules()?);
+    let mut cpu = LinuxCpuBuilder::default();
+    if let Some(cpus) = r.cpus {
+        const PERIOD: u64 = 100_000;
+        cpu = cpu.period(PERIOD).quota((cpus * PERIOD as f64).round() as i64);
+    }
+    if let Some(s) = r.cpu_shares {
+        cpu = cpu.shares(s);
+    }
+    if r.cpus.is_some() || r.cpu_shares.is_some() {
+        b = b.cpu(cpu.build().map_err(SpecError::build)?);
+    }
+    if r.memory.is_some() || r.memory_reservation.is_some() {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(limit) = r.memory {
+            // No extra swap: the limit is what the container gets, so OOM is predictable.
+            m = m.limit(limit).swap(limit);
+        }
+        if let Some(res) = r.memory_reservation {
+            m = m.reservation(res);
+        }
+        b = b.memory(m.build().map_err(SpecError::build)?);
+    }
+    if let Some(p) = r.pids_limit {
+        b = b.pids(LinuxPidsBuilder::default().limit(p).build().map_err(SpecError::build)?);
+    }
+    if let Some(high) = r.memory_high {
+        if crate::cgroups::is_v2() {
+            b = b.unified(std::collections::HashMap::from([(
+                "memory.high".to_string(),
+                high.to_string(),
+            )]));
+        }
+    }
+    b.build().map_err(SpecError::build)
+}

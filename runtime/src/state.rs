@@ -1,0 +1,284 @@
+//! On-disk state of one container, in `containers/<id>/` below the data root:
+//!
+//! ```text
+//! container.json   ContainerRecord, written by the agent (version 1)
+//! exit.json        ExitRecord, written by the supervisor when the init exits (version 1)
+//! config.json      the OCI runtime spec (the bundle is this directory)
+//! rootfs/          overlay mount point (or the copied rootfs)
+//! fs/upper fs/work overlay upper and work dirs
+//! etc/             hosts, hostname, resolv.conf bound into the container
+//! logs/            container.log[.N] (CRI format, see `logs`)
+//! shim.sock        the supervisor's attach/control socket
+//! shim.log         the supervisor's own diagnostics
+//! lc/              libcontainer's state (state.json, notify socket)
+//! exec/<id>.json   ExitRecord of each finished exec
+//! ```
+//!
+//! Every file is written atomically (temp, fsync, rename, fsync dir). A record with another
+//! `version` is refused, not guessed at.
+
+use std::path::{Path, PathBuf};
+
+use berth_images::store::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+
+use crate::rootfs::RootfsKind;
+use crate::task::TaskSpec;
+
+/// Version of [`ContainerRecord`] and [`ExitRecord`] files.
+pub const STATE_VERSION: u32 = 1;
+
+/// Reading or writing a state file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// I/O.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Unparseable or from another version.
+    #[error("{path}: corrupt state file: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A process identified beyond its pid: pid numbers are reused, start times are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessId {
+    /// Host pid.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    /// Identifies a live process; `None` if it does not exist.
+    pub fn of(pid: i32) -> Option<Self> {
+        Some(ProcessId {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// True while this very process exists and is not a zombie.
+    pub fn is_alive(&self) -> bool {
+        match stat(self.pid) {
+            Some((state, start)) => start == self.start_time && state != 'Z' && state != 'X',
+            None => false,
+        }
+    }
+}
+
+fn stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// `/proc/PID/stat` start time of a process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|(_, s)| s)
+}
+
+/// Lifecycle state as `runc state` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, not started.
+    Created,
+    /// The init process runs.
+    Running,
+    /// It exited (or was never started and its supervisor died).
+    Stopped,
+}
+
+/// What the agent records about a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// File version.
+    pub version: u32,
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The request.
+    pub task: TaskSpec,
+    /// Canonical image reference.
+    pub image: String,
+    /// Image config digest (the image id).
+    pub image_id: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Absolute cgroup path.
+    pub cgroup_path: PathBuf,
+    /// How the rootfs was made.
+    pub rootfs: RootfsKind,
+    /// The supervisor.
+    pub shim: Option<ProcessId>,
+    /// The container's init once created.
+    pub init: Option<ProcessId>,
+    /// RFC 3339, when started.
+    #[serde(default)]
+    pub started: Option<String>,
+}
+
+/// How a process ended, written by its supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// File version.
+    pub version: u32,
+    /// Exit code as a shell reports it: the status, or 128 + signal.
+    pub exit_code: i32,
+    /// Signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// Killed by the kernel's OOM killer (the cgroup's oom_kill count went up).
+    pub oom_killed: bool,
+    /// `exited`, `signaled`, `oom-killed`, `start-failed`, `not-found`.
+    pub reason: String,
+    /// RFC 3339.
+    pub finished: String,
+    /// Set when the process could not be started.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl ExitRecord {
+    /// Exit of a process that never ran, with Docker's codes (127: command not found, 126:
+    /// cannot be executed, 125: anything else).
+    pub fn failed(code: i32, reason: &str, error: String) -> Self {
+        ExitRecord {
+            version: STATE_VERSION,
+            exit_code: code,
+            signal: None,
+            oom_killed: false,
+            reason: reason.to_string(),
+            finished: now(),
+            error: Some(error),
+        }
+    }
+}
+
+/// Current time, RFC 3339 with nanoseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Paths of one container's state dir.
+#[derive(Debug, Clone)]
+pub struct ContainerDir(pub PathBuf);
+
+impl ContainerDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    /// `container.json`.
+    pub fn record(&self) -> PathBuf {
+        self.0.join("container.json")
+    }
+    /// `exit.json`.
+    pub fn exit(&self) -> PathBuf {
+        self.0.join("exit.json")
+    }
+    /// `logs/`.
+    pub fn logs(&self) -> PathBuf {
+        self.0.join("logs")
+    }
+    /// `shim.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.0.join("shim.sock")
+    }
+    /// `lc/` (libcontainer's root).
+    pub fn libcontainer(&self) -> PathBuf {
+        self.0.join("lc")
+    }
+    /// `exec/`.
+    pub fn execs(&self) -> PathBuf {
+        self.0.join("exec")
+    }
+    /// `etc/`.
+    pub fn etc(&self) -> PathBuf {
+        self.0.join("etc")
+    }
+}
+
+/// Writes any versioned record atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &bytes, 0o600).map_err(|e| StateError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    version: u32,
+}
+
+/// Reads a versioned record; `Ok(None)` if the file does not exist.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let v: Versioned = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if v.version != STATE_VERSION {
+        return Err(corrupt(format!("unsupported version {}", v.version)));
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_versions_are_checked() {
+        let me = ProcessId::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        let reused = ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!reused.is_alive());
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("exit.json");
+        let rec = ExitRecord::failed(127, "not-found", "x".into());
+        write_json(&p, &rec).unwrap();
+        assert_eq!(read_json::<ExitRecord>(&p).unwrap().unwrap(), rec);
+        std::fs::write(&p, br#"{"version": 9}"#).unwrap();
+        assert!(read_json::<ExitRecord>(&p).is_err());
+        std::fs::write(&p, b"{half").unwrap();
+        assert!(read_json::<ExitRecord>(&p).is_err());
+        assert!(read_json::<ExitRecord>(&dir.path().join("none")).unwrap().is_none());
+    }
+}

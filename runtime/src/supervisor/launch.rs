@@ -1,0 +1,181 @@
+//! The libcontainer calls, made only in the single-threaded supervisor: create the init,
+//! start it, run an exec process inside it; receive a pty master from the console socket;
+//! bring up `lo` in a new network namespace (libcontainer leaves it down).
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use super::SupervisorError;
+
+/// Where the process's standard streams go.
+#[derive(Debug)]
+pub enum Stdio {
+    /// A terminal: libcontainer creates it and sends the master to this socket.
+    Tty {
+        /// Listener bound at `path` before the build.
+        listener: UnixListener,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Pipes (the container's ends); stdin is `/dev/null` when `None`.
+    Pipes {
+        /// Read end for the container's stdin.
+        stdin: Option<OwnedFd>,
+        /// Write end of stdout.
+        stdout: OwnedFd,
+        /// Write end of stderr.
+        stderr: OwnedFd,
+    },
+}
+
+fn lc_err(what: &str) -> impl Fn(libcontainer::error::LibcontainerError) -> SupervisorError + '_ {
+    move |e| SupervisorError::Libcontainer {
+        what: what.to_string(),
+        reason: format!("{e:#}"),
+    }
+}
+
+fn builder(id: &str, lc_root: &Path, stdio: &mut Stdio) -> Result<ContainerBuilder, SupervisorError> {
+    let mut b = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_root_path(lc_root)
+        .map_err(lc_err("setting the state root"))?;
+    match stdio {
+        Stdio::Tty { path, .. } => {
+            b = b.with_console_socket(Some(path.clone()));
+        }
+        Stdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let null = std::fs::File::open("/dev/null").map_err(|e| SupervisorError::Io {
+                what: "opening /dev/null".into(),
+                source: e,
+            })?;
+            let dup = |fd: &OwnedFd| fd.try_clone();
+            let io = |e| SupervisorError::Io {
+                what: "duplicating stdio".into(),
+                source: e,
+            };
+            b = b
+                .with_stdin(match stdin {
+                    Some(fd) => dup(fd).map_err(io)?,
+                    None => OwnedFd::from(null),
+                })
+                .with_stdout(dup(stdout).map_err(io)?)
+                .with_stderr(dup(stderr).map_err(io)?);
+        }
+    }
+    Ok(b)
+}
+
+/// Creates the container from the bundle (its init waits for [`start`]).
+pub fn create(
+    id: &str,
+    bundle: &Path,
+    lc_root: &Path,
+    stdio: &mut Stdio,
+) -> Result<Container, SupervisorError> {
+    builder(id, lc_root, stdio)?
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(lc_err("creating the container"))
+}
+
+/// Lets the created init exec the user's process.
+pub fn start(container: &mut Container) -> Result<(), SupervisorError> {
+    container.start().map_err(lc_err("starting the container"))
+}
+
+/// Runs `process.json` inside the running container; returns the process's pid.
+pub fn exec(
+    id: &str,
+    lc_root: &Path,
+    process: &Path,
+    stdio: &mut Stdio,
+) -> Result<i32, SupervisorError> {
+    let pid = builder(id, lc_root, stdio)?
+        .as_tenant()
+        .with_process(Some(process))
+        .with_detach(true)
+        .build()
+        .map_err(lc_err("running the exec process"))?;
+    Ok(pid.as_raw())
+}
+
+/// Accepts libcontainer's connection on the console socket and takes the pty master.
+pub fn receive_pty(listener: &UnixListener) -> Result<OwnedFd, SupervisorError> {
+    let io = |e: std::io::Error| SupervisorError::Io {
+        what: "receiving the terminal".into(),
+        source: e,
+    };
+    listener.set_nonblocking(false).map_err(io)?;
+    let (conn, _) = listener.accept().map_err(io)?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| io(e.into()))?;
+    for cmsg in msg.cmsgs().map_err(|e| io(e.into()))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor in our table for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io(std::io::Error::other("no descriptor received")))
+}
+
+/// Sets `lo` up in the network namespace of `pid`, then returns to our own namespace. The
+/// supervisor is single-threaded, so switching its namespace affects nothing else.
+pub fn loopback_up(pid: i32) -> Result<(), SupervisorError> {
+    let io = |e: std::io::Error| SupervisorError::Io {
+        what: "bringing up lo".into(),
+        source: e,
+    };
+    let own = std::fs::File::open("/proc/self/ns/net").map_err(io)?;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(io)?;
+    nix::sched::setns(&theirs, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| io(e.into()))?;
+    let result = set_lo_up();
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| io(e.into()))?;
+    result.map_err(io)
+}
+
+fn set_lo_up() -> std::io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags of the named interface into `req`, which is a
+    // valid, properly sized ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the flags member is the active one after SIOCGIFFLAGS.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS takes the same valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

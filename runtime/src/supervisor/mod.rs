@@ -1,0 +1,377 @@
+//! The per-container supervisor ("shim"): the `berth` binary re-executed as
+//! `berth shim init|exec`, single-threaded, one per container (and one per exec).
+//!
+//! It creates and starts the container with libcontainer (never called in the threaded
+//! agent), is the subreaper of everything the container leaves behind, copies
+//! stdout/stderr to the rotated log and to attached clients, forwards termination signals to
+//! the init, waits, and records the exit (code, signal, OOM) atomically in `exit.json`. It
+//! runs in its own session and does not depend on the agent or any client staying alive.
+//!
+//! Start-up handshake: the supervisor writes one JSON line to its stdout — `{"pid": N}` once
+//! the container is created (its init waits for `START`), or `{"error": "...", "exit_code":
+//! N}` — and closes it. The agent reads that line to answer the create request.
+
+mod event_loop;
+pub mod launch;
+pub mod protocol;
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{LogWriter, Rotation};
+use crate::state::{write_json, ContainerDir, ExitRecord};
+use event_loop::{EventLoop, Managed};
+use launch::Stdio;
+
+/// A supervisor step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// libcontainer refused.
+    #[error("{what}: {reason}")]
+    Libcontainer {
+        /// What was being done.
+        what: String,
+        /// libcontainer's error chain.
+        reason: String,
+    },
+}
+
+impl SupervisorError {
+    /// Docker's exit code for a process that could not be started: 127 when the command does
+    /// not exist, 126 when it cannot be executed, 125 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        let text = self.to_string();
+        if text.contains("not found") || text.contains("No such file") {
+            127
+        } else if text.contains("Permission denied") || text.contains("permission denied") {
+            126
+        } else {
+            125
+        }
+    }
+}
+
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> SupervisorError + '_ {
+    move |e| SupervisorError::Io {
+        what: what.to_string(),
+        source: e,
+    }
+}
+
+/// Options of `berth shim init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Container id.
+    pub id: String,
+    /// The container's state dir (also the bundle).
+    pub dir: PathBuf,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open for attached clients.
+    pub stdin: bool,
+    /// New network namespace: bring `lo` up.
+    pub network_none: bool,
+    /// The container's cgroup (OOM count, final kill).
+    pub cgroup_path: PathBuf,
+    /// Log rotation.
+    pub rotation: Rotation,
+}
+
+/// Options of `berth shim exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Container id.
+    pub id: String,
+    /// The container's state dir.
+    pub dir: PathBuf,
+    /// Exec id (names `exec/<id>.json` and `exec/<id>.sock`).
+    pub exec_id: String,
+    /// The OCI process description.
+    pub process: PathBuf,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+}
+
+/// The start-up line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ready {
+    /// Init pid (0 for an exec supervisor before START).
+    #[serde(default)]
+    pub pid: i32,
+    /// Why creation failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Exit code of the failure (Docker's 125/126/127).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+fn report(ready_out: &mut Option<std::fs::File>, ready: &Ready) {
+    if let Some(mut out) = ready_out.take() {
+        let mut line = serde_json::to_vec(ready).unwrap_or_default();
+        line.push(b'\n');
+        let _ = out.write_all(&line);
+    }
+}
+
+/// Detaches from the caller: own session, subreaper of the container's orphans.
+fn detach() {
+    let _ = nix::unistd::setsid();
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes an integer flag and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Restores SIGPIPE's default for children about to be forked (Rust ignores it, and an
+/// ignored disposition survives exec), or ignores it again for ourselves.
+fn sigpipe(default: bool) {
+    let handler = if default {
+        libc::SIG_DFL
+    } else {
+        libc::SIG_IGN
+    };
+    // SAFETY: installing SIG_DFL/SIG_IGN runs no code of ours in signal context.
+    unsafe {
+        libc::signal(libc::SIGPIPE, handler);
+    }
+}
+
+fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(io_err("binding the supervisor socket"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod of the supervisor socket"))?;
+    Ok(l)
+}
+
+/// Prepares stdio: a console socket for a tty, else pipes. Returns the container's side and
+/// our side (outputs, stdin writer).
+type StdioParts = (Stdio, Vec<(OwnedFd, u8)>, Option<OwnedFd>);
+
+fn stdio(tty: bool, stdin: bool, console: &str) -> Result<StdioParts, SupervisorError> {
+    if tty {
+        let path = PathBuf::from(console);
+        let listener = bind(&path)?;
+        let abs = std::env::current_dir()
+            .map_err(io_err("cwd"))?
+            .join(path);
+        return Ok((Stdio::Tty { listener, path: abs }, Vec::new(), None));
+    }
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (stdin_r, stdin_w) = if stdin {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    Ok((
+        Stdio::Pipes {
+            stdin: stdin_r,
+            stdout: out_w,
+            stderr: err_w,
+        },
+        vec![(out_r, protocol::STDOUT), (err_r, protocol::STDERR)],
+        stdin_w,
+    ))
+}
+
+/// `berth shim init`: create, report, wait for START, supervise, record the exit. Returns
+/// the supervisor's own exit code.
+pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
+    let mut ready_out = Some(ready_out);
+    let dir = ContainerDir(opts.dir.clone());
+    detach();
+    let fail = |ready_out: &mut Option<std::fs::File>, e: SupervisorError| {
+        let code = e.exit_code();
+        tracing::error!(error = %e, "container failed");
+        let _ = write_json(
+            &dir.exit(),
+            &ExitRecord::failed(code, "start-failed", e.to_string()),
+        );
+        report(
+            ready_out,
+            &Ready {
+                pid: 0,
+                error: Some(e.to_string()),
+                exit_code: Some(code),
+            },
+        );
+        1
+    };
+    if let Err(e) = std::env::set_current_dir(&opts.dir) {
+        return fail(&mut ready_out, io_err("entering the container dir")(e));
+    }
+    let listener = match bind(Path::new("shim.sock")) {
+        Ok(l) => l,
+        Err(e) => return fail(&mut ready_out, e),
+    };
+    let (mut container_stdio, outputs, stdin_w) = match stdio(opts.tty, opts.stdin, "console.sock") {
+        Ok(s) => s,
+        Err(e) => return fail(&mut ready_out, e),
+    };
+    let log = match LogWriter::open(&dir.logs(), opts.rotation) {
+        Ok(l) => l,
+        Err(e) => return fail(&mut ready_out, io_err("opening the log")(e)),
+    };
+    sigpipe(true);
+    let created = launch::create(&opts.id, &opts.dir, &dir.libcontainer(), &mut container_stdio);
+    sigpipe(false);
+    let mut container = match created {
+        Ok(c) => c,
+        Err(e) => {
+            crate::cgroups::remove(&opts.cgroup_path).ok();
+            return fail(&mut ready_out, e);
+        }
+    };
+    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    let (outputs, stdin_w, tty_master) = match container_stdio {
+        Stdio::Tty { listener: console, .. } => {
+            let master = match launch::receive_pty(&console) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = container.delete(true);
+                    return fail(&mut ready_out, e);
+                }
+            };
+            let _ = std::fs::remove_file("console.sock");
+            let writer = master.try_clone().ok();
+            let tty = master.try_clone().ok();
+            (vec![(master, protocol::STDOUT)], writer, tty)
+        }
+        Stdio::Pipes { .. } => (outputs, stdin_w, None),
+    };
+    if opts.network_none {
+        if let Err(e) = launch::loopback_up(pid) {
+            let _ = container.delete(true);
+            return fail(&mut ready_out, e);
+        }
+    }
+    report(
+        &mut ready_out,
+        &Ready {
+            pid,
+            error: None,
+            exit_code: None,
+        },
+    );
+    let mut lp = match EventLoop::new(listener, outputs, stdin_w, tty_master, Some(log)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = container.delete(true);
+            tracing::error!(error = %e, "supervisor set-up failed");
+            return 1;
+        }
+    };
+    let status = lp.run(Managed::Init {
+        container: &mut container,
+        pid,
+    });
+    let oom = crate::cgroups::oom_kills(&opts.cgroup_path) > 0;
+    let _ = crate::cgroups::kill_all(&opts.cgroup_path);
+    if let Err(e) = container.delete(true) {
+        tracing::warn!(error = %e, "libcontainer delete failed; removing the cgroup directly");
+        let _ = crate::cgroups::remove(&opts.cgroup_path);
+    }
+    let record = event_loop::exit_record(status, oom);
+    if let Err(e) = write_json(&dir.exit(), &record) {
+        tracing::error!(error = %e, "recording the exit failed");
+    }
+    lp.finish(&record);
+    0
+}
+
+/// `berth shim exec`: wait for an attached START, run the process, relay its I/O, record
+/// its exit in `exec/<id>.json`.
+pub fn run_exec(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
+    let mut ready_out = Some(ready_out);
+    let dir = ContainerDir(opts.dir.clone());
+    detach();
+    let record_path = dir.execs().join(format!("{}.json", opts.exec_id));
+    let console = format!("{}.console", opts.exec_id);
+    let setup = || -> Result<_, SupervisorError> {
+        std::env::set_current_dir(dir.execs()).map_err(io_err("entering the exec dir"))?;
+        let listener = bind(Path::new(&format!("{}.sock", opts.exec_id)))?;
+        let (stdio, outputs, stdin_w) = stdio(opts.tty, opts.stdin, &console)?;
+        Ok((listener, stdio, outputs, stdin_w))
+    };
+    let (listener, mut container_stdio, outputs, stdin_w) = match setup() {
+        Ok(s) => s,
+        Err(e) => {
+            report(
+                &mut ready_out,
+                &Ready {
+                    pid: 0,
+                    error: Some(e.to_string()),
+                    exit_code: Some(125),
+                },
+            );
+            return 1;
+        }
+    };
+    report(
+        &mut ready_out,
+        &Ready {
+            pid: 0,
+            error: None,
+            exit_code: None,
+        },
+    );
+    let mut lp = match EventLoop::new(listener, outputs, stdin_w, None, None) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "supervisor set-up failed");
+            return 1;
+        }
+    };
+    let lc_root = dir.libcontainer();
+    let mut launch = |lp: &mut EventLoop| -> Result<i32, SupervisorError> {
+        sigpipe(true);
+        let r = launch::exec(&opts.id, &lc_root, &opts.process, &mut container_stdio);
+        sigpipe(false);
+        let pid = r?;
+        if let Stdio::Tty { listener, .. } = &container_stdio {
+            let master = launch::receive_pty(listener)?;
+            let _ = std::fs::remove_file(&console);
+            lp.attach_tty(master);
+        }
+        // The container's ends of the pipes belong to the process now.
+        container_stdio = Stdio::Pipes {
+            stdin: None,
+            stdout: dev_null()?,
+            stderr: dev_null()?,
+        };
+        Ok(pid)
+    };
+    let status = lp.run(Managed::Exec {
+        launch: &mut launch,
+    });
+    let record = event_loop::exit_record(status, false);
+    let _ = write_json(&record_path, &record);
+    lp.finish(&record);
+    let _ = std::fs::remove_file(dir.execs().join(format!("{}.sock", opts.exec_id)));
+    0
+}
+
+fn dev_null() -> Result<OwnedFd, SupervisorError> {
+    std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(io_err("opening /dev/null"))
+}

@@ -1,0 +1,429 @@
+//! What a caller asks to run: the task spec carried by the API (`POST /v1/containers`) and
+//! stored in `container.json`, with Docker's option names and their parsers and checks.
+//!
+//! Parsing lives here, not in the CLI, so the agent refuses a bad request from any client
+//! with the same message the CLI would print.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A bad task option; `field` names the option as the user typed it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {field} {value:?}: {reason}")]
+pub struct TaskError {
+    /// Option name, e.g. `--memory`.
+    pub field: &'static str,
+    /// The rejected value.
+    pub value: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn bad(field: &'static str, value: &str, reason: impl Into<String>) -> TaskError {
+    TaskError {
+        field,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Network mode of a single container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A new network namespace with only `lo` (up).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl FromStr for NetworkMode {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, TaskError> {
+        match s {
+            "none" => Ok(Self::None),
+            "host" => Ok(Self::Host),
+            other => Err(bad("--network", other, "expected none or host")),
+        }
+    }
+}
+
+/// A bind mount from the host (`-v host:ctr[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Absolute host path; must exist.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl FromStr for Volume {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, TaskError> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, false),
+            [src, dst, "ro"] => (*src, *dst, true),
+            [src, dst, "rw"] => (*src, *dst, false),
+            [_, _, mode] => return Err(bad("--volume", s, format!("unknown mode {mode:?}"))),
+            _ => return Err(bad("--volume", s, "expected HOST:CONTAINER[:ro]")),
+        };
+        if !source.starts_with('/') || !target.starts_with('/') {
+            return Err(bad("--volume", s, "both paths must be absolute"));
+        }
+        Ok(Volume {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        })
+    }
+}
+
+/// A tmpfs mount (`--tmpfs /path[:size=64m,mode=1777]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    /// Absolute path in the container.
+    pub target: PathBuf,
+    /// Extra mount options (size, mode, ...), comma separated.
+    pub options: Vec<String>,
+}
+
+impl FromStr for Tmpfs {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, TaskError> {
+        let (target, opts) = s.split_once(':').unwrap_or((s, ""));
+        if !target.starts_with('/') {
+            return Err(bad("--tmpfs", s, "path must be absolute"));
+        }
+        let options: Vec<String> = opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        for o in &options {
+            let key = o.split('=').next().unwrap_or_default();
+            let allowed = [
+                "size", "mode", "nr_inodes", "uid", "gid", "ro", "rw", "exec", "noexec", "suid",
+                "nosuid", "dev", "nodev",
+            ];
+            if !allowed.contains(&key) {
+                return Err(bad("--tmpfs", s, format!("unknown option {key:?}")));
+            }
+        }
+        Ok(Tmpfs {
+            target: target.into(),
+            options,
+        })
+    }
+}
+
+/// Resource limits; `None` = unlimited / kernel default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs of quota (`--cpus 1.5`).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Relative weight, cgroup v1 shares scale (`--cpu-shares`, 2..262144).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// Hard memory limit in bytes (`-m`).
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// Soft limit in bytes (`--memory-reservation`; v2: `memory.low`).
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
+    /// Throttling point in bytes (v2 `memory.high`; v1: soft limit).
+    #[serde(default)]
+    pub memory_high: Option<i64>,
+    /// Maximum number of tasks (`--pids-limit`).
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+}
+
+/// Everything needed to create one container, beside the image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Image reference as given.
+    pub image: String,
+    /// `--name`; a generated one if absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Arguments after the image (replace the image's Cmd).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `--entrypoint` (replaces the image's Entrypoint; `""` clears it).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// `-e KEY=VALUE` (or `KEY` taken from the caller's environment by the CLI).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `-w`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `-u uid[:gid]|name[:group]`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `--hostname`; default: the short container id.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `-v`.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// `--tmpfs`.
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// `--cap-add` (canonical `CAP_*` names, or `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--security-opt no-new-privileges`.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// `--security-opt seccomp=unconfined`.
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    /// `--network`.
+    #[serde(default)]
+    pub network: NetworkMode,
+    /// `-t`.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: keep stdin open for an attached client.
+    #[serde(default)]
+    pub stdin: bool,
+    /// `--rm`: remove when it exits.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Extra annotations (shown by `berth state`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Parses `12`, `12b`, `64k`, `512m`, `2g` (binary units, like Docker) into bytes.
+pub fn parse_bytes(field: &'static str, s: &str) -> Result<i64, TaskError> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| bad(field, s, "expected a size like 512m or 2g"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad(field, s, "must be positive"));
+    }
+    let bytes = value * mult as f64;
+    if bytes >= i64::MAX as f64 {
+        return Err(bad(field, s, "too large"));
+    }
+    Ok(bytes as i64)
+}
+
+/// Parses `--cpus` (a positive decimal, at most the host's CPU count is not enforced: the
+/// kernel accepts any quota, as Docker does only on older versions).
+pub fn parse_cpus(s: &str) -> Result<f64, TaskError> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| bad("--cpus", s, "expected a number like 0.5 or 2"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(bad("--cpus", s, "must be greater than 0"));
+    }
+    if v < 0.01 {
+        return Err(bad("--cpus", s, "minimum is 0.01"));
+    }
+    Ok(v)
+}
+
+/// Canonical `CAP_*` name of a capability as Docker accepts it (`net_admin`, `CAP_NET_ADMIN`,
+/// `ALL`).
+pub fn parse_capability(field: &'static str, s: &str) -> Result<String, TaskError> {
+    let upper = s.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let name = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    caps::Capability::from_str(&name).map_err(|_| bad(field, s, "unknown capability"))?;
+    Ok(name)
+}
+
+impl TaskSpec {
+    /// Checks every option, the way the agent does before anything is created.
+    pub fn validate(&self) -> Result<(), TaskError> {
+        if self.image.trim().is_empty() {
+            return Err(bad("image", &self.image, "must not be empty"));
+        }
+        if let Some(name) = &self.name {
+            check_name(name)?;
+        }
+        if let Some(h) = &self.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 63
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(bad("--hostname", h, "not a valid host name"));
+            }
+        }
+        for e in &self.env {
+            let key = e.split('=').next().unwrap_or_default();
+            if key.is_empty() || e.contains('\0') {
+                return Err(bad("--env", e, "expected KEY=VALUE"));
+            }
+        }
+        if let Some(w) = &self.workdir {
+            if !w.starts_with('/') {
+                return Err(bad("--workdir", w, "must be an absolute path"));
+            }
+        }
+        if let Some(u) = &self.user {
+            if u.is_empty() || u.contains('\0') || u.split(':').count() > 2 {
+                return Err(bad("--user", u, "expected uid[:gid] or name[:group]"));
+            }
+        }
+        for v in &self.volumes {
+            if !v.source.is_absolute() || !v.target.is_absolute() {
+                return Err(bad("--volume", &v.source.display().to_string(), "paths must be absolute"));
+            }
+            if !v.source.exists() {
+                return Err(bad(
+                    "--volume",
+                    &v.source.display().to_string(),
+                    "source does not exist on the host",
+                ));
+            }
+        }
+        let r = &self.resources;
+        if let Some(c) = r.cpus {
+            parse_cpus(&c.to_string())?;
+        }
+        if let Some(s) = r.cpu_shares {
+            if !(2..=262_144).contains(&s) {
+                return Err(bad("--cpu-shares", &s.to_string(), "must be 2..262144"));
+            }
+        }
+        for (field, v) in [
+            ("--memory", r.memory),
+            ("--memory-reservation", r.memory_reservation),
+        ] {
+            if let Some(v) = v {
+                if v < 6 << 20 {
+                    return Err(bad(field, &v.to_string(), "minimum is 6m"));
+                }
+            }
+        }
+        if let (Some(m), Some(res)) = (r.memory, r.memory_reservation) {
+            if res > m {
+                return Err(bad(
+                    "--memory-reservation",
+                    &res.to_string(),
+                    "must be below --memory",
+                ));
+            }
+        }
+        if let Some(p) = r.pids_limit {
+            if p == 0 || p < -1 {
+                return Err(bad("--pids-limit", &p.to_string(), "must be positive (or -1)"));
+            }
+        }
+        for c in &self.cap_add {
+            parse_capability("--cap-add", c)?;
+        }
+        for c in &self.cap_drop {
+            parse_capability("--cap-drop", c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Container names as Docker allows them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 bytes.
+pub fn check_name(name: &str) -> Result<(), TaskError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("--name", name, "expected [a-zA-Z0-9][a-zA-Z0-9_.-]*"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("-m", "512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("-m", "2G").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("-m", "1.5k").unwrap(), 1536);
+        assert_eq!(parse_bytes("-m", "4096").unwrap(), 4096);
+        assert!(parse_bytes("-m", "12x").is_err());
+        assert!(parse_bytes("-m", "-1m").is_err());
+        assert!(parse_bytes("-m", "").is_err());
+    }
+
+    #[test]
+    fn cpus_and_caps() {
+        assert_eq!(parse_cpus("1.5").unwrap(), 1.5);
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("nan").is_err());
+        assert_eq!(parse_capability("c", "net_admin").unwrap(), "CAP_NET_ADMIN");
+        assert_eq!(parse_capability("c", "CAP_CHOWN").unwrap(), "CAP_CHOWN");
+        assert!(parse_capability("c", "CAP_FLY").is_err());
+    }
+
+    #[test]
+    fn volumes_and_tmpfs() {
+        let v: Volume = "/a:/b:ro".parse().unwrap();
+        assert!(v.read_only);
+        assert!("a:/b".parse::<Volume>().is_err());
+        assert!("/a:/b:xx".parse::<Volume>().is_err());
+        let t: Tmpfs = "/run:size=64m,mode=1777".parse().unwrap();
+        assert_eq!(t.options, ["size=64m", "mode=1777"]);
+        assert!("/run:bogus=1".parse::<Tmpfs>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut t = TaskSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        t.validate().unwrap();
+        t.volumes.push(Volume {
+            source: "/nonexistent/berth".into(),
+            target: "/x".into(),
+            read_only: false,
+        });
+        assert!(t.validate().unwrap_err().to_string().contains("--volume"));
+        t.volumes.clear();
+        t.name = Some("-bad".into());
+        assert!(t.validate().unwrap_err().to_string().contains("--name"));
+    }
+}
