@@ -144,13 +144,18 @@ pub fn usage(manager: &AnyCgroupManager, path: &Path) -> Result<Usage, CgroupErr
         .or_else(|| s.memory.stats.get("file"))
         .copied()
         .unwrap_or(s.memory.cache);
+    // libcgroups passes v2's microsecond counters through unconverted; v1 is nanoseconds.
+    let ns = match manager {
+        AnyCgroupManager::V2(_) => 1000,
+        _ => 1,
+    };
     Ok(Usage {
-        cpu_usage_ns: s.cpu.usage.usage_total,
-        cpu_user_ns: s.cpu.usage.usage_user,
-        cpu_system_ns: s.cpu.usage.usage_kernel,
+        cpu_usage_ns: s.cpu.usage.usage_total * ns,
+        cpu_user_ns: s.cpu.usage.usage_user * ns,
+        cpu_system_ns: s.cpu.usage.usage_kernel * ns,
         cpu_periods: s.cpu.throttling.periods,
         cpu_throttled_periods: s.cpu.throttling.throttled_periods,
-        cpu_throttled_ns: s.cpu.throttling.throttled_time,
+        cpu_throttled_ns: s.cpu.throttling.throttled_time * ns,
         memory_usage: s.memory.memory.usage,
         memory_limit: s.memory.memory.limit,
         memory_cache: cache,
@@ -301,14 +306,28 @@ mod tests {
         std::fs::create_dir_all(&cg).unwrap();
         for (f, v) in [
             ("cgroup.controllers", "cpu memory pids\n"),
+            ("cpu.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+            ("memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+            ("io.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+            ("io.stat", ""),
             ("cpu.stat", "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 10\nnr_throttled 4\nthrottled_usec 300\n"),
             ("memory.current", "4096\n"),
             ("memory.max", "8192\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"),
+            ("memory.swap.current", "0\n"),
+            ("memory.swap.max", "max\n"),
+            ("memory.swap.events", "max 0\nfail 0\n"),
             ("memory.stat", "file 1024\nanon 3072\n"),
             ("pids.current", "3\n"),
             ("pids.max", "max\n"),
         ] {
             std::fs::write(cg.join(f), v).unwrap();
+        }
+        // libcgroups reads hugetlb files for every page size the host has.
+        for size in ["2MB", "1GB"] {
+            for (f, v) in [("current", "0\n"), ("max", "max\n"), ("events", "max 0\n")] {
+                std::fs::write(cg.join(format!("hugetlb.{size}.{f}")), v).unwrap();
+            }
         }
         std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         let m = libcgroups::v2::manager::Manager::new(root.path().to_path_buf(), "/berth/c1".into())

@@ -193,7 +193,7 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The raw records of all files, the last `tail` lines (complete records) only if given.
+/// The raw records of all files, only the last `tail` records if given.
 pub fn read_all(dir: &Path, tail: Option<usize>) -> std::io::Result<Vec<u8>> {
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for f in files(dir) {
@@ -202,25 +202,8 @@ pub fn read_all(dir: &Path, tail: Option<usize>) -> std::io::Result<Vec<u8>> {
             lines.push(line?);
         }
     }
-    let start = match tail {
-        None => 0,
-        Some(n) => {
-            // Count complete lines from the end, so a tail never starts mid-line.
-            let mut seen = 0;
-            let mut start = lines.len();
-            for (i, l) in lines.iter().enumerate().rev() {
-                let complete = parse_record(l).is_some_and(|r| !r.partial);
-                if complete {
-                    if seen == n {
-                        break;
-                    }
-                    seen += 1;
-                }
-                start = i;
-            }
-            start
-        }
-    };
+    // Records, not logical lines: a partial record counts as one, as `tail -n` would.
+    let start = tail.map_or(0, |n| lines.len().saturating_sub(n));
     let mut out = Vec::new();
     for l in &lines[start..] {
         out.extend_from_slice(l);
