@@ -8,7 +8,16 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Data root: content store, snapshots, image records.
+    /// The agent's API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SOCKET",
+        default_value = "/run/berth/berth.sock"
+    )]
+    pub socket: PathBuf,
+
+    /// Data root of the agent: content store, snapshots, image records, containers.
     #[arg(
         long,
         global = true,
@@ -17,7 +26,7 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
-    /// Configuration file (JSON); missing means defaults.
+    /// Configuration file of the agent (JSON); missing means defaults.
     #[arg(
         long,
         global = true,
@@ -36,6 +45,38 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent (root daemon, owner of the node's state).
+    Agent(crate::cli_containers::AgentArgs),
+    /// Run a command in a new container.
+    Run(crate::cli_containers::RunArgs),
+    /// Create a container without starting it.
+    Create(crate::cli_containers::RunArgs),
+    /// Start a created container.
+    Start(crate::cli_containers::IdArgs),
+    /// List containers.
+    #[command(alias = "list")]
+    Ps(crate::cli_containers::PsArgs),
+    /// The runc-style state of a container (JSON).
+    State(crate::cli_containers::IdArgs),
+    /// Everything known about a container (JSON).
+    Inspect(crate::cli_containers::IdArgs),
+    /// A container's output.
+    Logs(crate::cli_containers::LogsArgs),
+    /// Send a signal to a container's init.
+    Kill(crate::cli_containers::KillArgs),
+    /// SIGTERM, then SIGKILL to every process after a grace period.
+    Stop(crate::cli_containers::StopArgs),
+    /// Remove containers.
+    #[command(alias = "delete")]
+    Rm(crate::cli_containers::RmArgs),
+    /// Run a command in a running container.
+    Exec(crate::cli_containers::ExecArgs),
+    /// The processes of a container.
+    Top(crate::cli_containers::IdArgs),
+    /// Resource usage of a container, from its cgroup.
+    Stats(crate::cli_containers::StatsArgs),
+    /// Wait for a container to exit; prints its exit code.
+    Wait(crate::cli_containers::IdArgs),
     /// Pull an image from a registry and unpack its layers.
     Pull(PullArgs),
     /// Import a `docker save` archive or an OCI image layout (directory or tar).
@@ -48,6 +89,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The per-container supervisor (started by the agent, not by hand).
+    #[command(hide = true)]
+    Shim(crate::cli_containers::ShimArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,11 +1,16 @@
-//! `berth`: the node agent's binary. Today it drives the image store directly; the agent
-//! daemon and its API (issue "containers") will take over as the store's single owner.
+//! `berth`: the node agent's binary: the agent daemon (`berth agent`), its CLI clients, and
+//! the per-container supervisor (`berth shim`, single-threaded, no async runtime).
 
+mod agent;
+mod api;
 mod cli;
+mod cli_containers;
+mod client;
 mod commands;
 mod config;
 mod format;
 mod progress;
+mod shim;
 
 use std::process::ExitCode;
 
@@ -14,6 +19,14 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.log_level.as_deref());
+    // The supervisor must stay single-threaded: it forks through libcontainer.
+    if let cli::Command::Shim(args) = cli.command {
+        return shim::run(args);
+    }
+    let default_code: u8 = match cli.command {
+        cli::Command::Run(_) | cli::Command::Create(_) | cli::Command::Exec(_) => 125,
+        _ => 1,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -25,11 +38,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // Do not wait for a stdin reader blocked in the blocking pool.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: error: {}", chain(&e));
-            ExitCode::FAILURE
+            let code = e
+                .downcast_ref::<client::ApiFailure>()
+                .and_then(|f| f.exit_code)
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(default_code);
+            ExitCode::from(code)
         }
     }
 }
@@ -39,6 +60,8 @@ fn init_tracing(level: Option<&str>) {
         .map(String::from)
         .or_else(|| std::env::var("BERTH_LOG").ok())
         .unwrap_or_else(|| "warn".into());
+    // libcgroups warns about every v1 controller the host lacks, on every call.
+    let filter = format!("{filter},libcgroups=error");
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -51,7 +74,7 @@ fn init_tracing(level: Option<&str>) {
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message
 /// already holds (library errors often embed their source's text in their own).
-fn chain(err: &anyhow::Error) -> String {
+pub fn chain(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = cause.to_string();

@@ -28,7 +28,7 @@ pub enum GcError {
 }
 
 /// What a collection removed.
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct GcReport {
     /// Blobs removed.
     pub blobs_removed: Vec<Digest>,

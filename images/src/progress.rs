@@ -3,8 +3,10 @@
 
 use crate::digest::Digest;
 
-/// One thing that happened during a pull or import.
-#[derive(Debug, Clone)]
+/// One thing that happened during a pull or import (serialized on the agent's API as
+/// `{"event": "layer_started", ...}`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The reference resolved to a manifest with this many layers.
     Resolved {

@@ -1,12 +1,14 @@
 use anyhow::Result;
 use berth_images::reference::ImageRef;
 
-use super::Env;
+use berth_images::store::metadata::ImageRecord;
+
 use crate::cli::ImagesArgs;
+use crate::client::Client;
 use crate::format;
 
-pub fn run(env: &Env, args: ImagesArgs) -> Result<()> {
-    let mut images = env.store.list_images()?;
+pub async fn run(client: &Client, args: ImagesArgs) -> Result<()> {
+    let mut images: Vec<ImageRecord> = client.get("/v1/images").await?;
     if let Some(filter) = &args.reference {
         // Like `docker images busybox`: a bare repository matches all its tags.
         let wanted = ImageRef::parse(filter)?;

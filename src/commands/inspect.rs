@@ -1,40 +1,13 @@
-use anyhow::{bail, Result};
-use serde_json::json;
+use anyhow::Result;
 
-use super::Env;
+use super::query;
 use crate::cli::InspectArgs;
+use crate::client::Client;
 
-pub fn run(env: &Env, args: InspectArgs) -> Result<()> {
-    let images = env.store.find_images(&args.image)?;
-    let mut out = Vec::new();
-    for image in images {
-        let config: serde_json::Value =
-            serde_json::from_slice(&env.store.read_blob(&image.config)?)?;
-        let diff_ids: Vec<_> = image.snapshots().cloned().collect();
-        let missing: Vec<String> = diff_ids
-            .iter()
-            .filter(|d| !env.store.snapshot_path(d).is_dir())
-            .map(|d| d.to_string())
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "image {} is missing snapshots {}; pull it again",
-                image.reference,
-                missing.join(", ")
-            );
-        }
-        out.push(json!({
-            "Id": image.config,
-            "RepoTags": [image.reference],
-            "RepoDigests": [image.digest],
-            "Record": image,
-            "Config": config,
-            "Rootfs": {
-                "LowerDirs": env.store.lowerdirs(&diff_ids),
-                "Mounts": env.store.rootfs_mounts(&diff_ids),
-            },
-        }));
-    }
+pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
+    let out: serde_json::Value = client
+        .get(&format!("/v1/images/inspect?{}", query(&[("name", args.image)])))
+        .await?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

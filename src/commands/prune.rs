@@ -1,12 +1,13 @@
 use anyhow::Result;
 
-use super::Env;
+use berth_images::gc::GcReport;
+
 use crate::cli::PruneArgs;
+use crate::client::Client;
 use crate::format;
 
-pub async fn run(env: &Env, args: PruneArgs) -> Result<()> {
-    let store = env.store.clone();
-    let report = tokio::task::spawn_blocking(move || berth_images::gc::collect(&store)).await??;
+pub async fn run(client: &Client, args: PruneArgs) -> Result<()> {
+    let report: GcReport = client.post("/v1/images/prune", &()).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

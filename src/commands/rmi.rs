@@ -1,35 +1,22 @@
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use super::Env;
+use crate::api::{RemoveImageRequest, RemoveImageResponse};
 use crate::cli::RmiArgs;
+use crate::client::Client;
 
-pub async fn run(env: &Env, args: RmiArgs) -> Result<()> {
+pub async fn run(client: &Client, args: RmiArgs) -> Result<()> {
     for name in &args.images {
-        let matched = env
-            .store
-            .find_images(name)
-            .with_context(|| format!("removing {name}"))?;
-        if matched.len() > 1 && !args.force {
-            let refs: Vec<&str> = matched.iter().map(|r| r.reference.as_str()).collect();
-            bail!(
-                "image {name} is referenced by {} references ({}): remove them by name, or use -f",
-                refs.len(),
-                refs.join(", ")
-            );
+        let req = RemoveImageRequest {
+            name: name.clone(),
+            force: args.force,
+        };
+        let resp: RemoveImageResponse = client.post("/v1/images/remove", &req).await?;
+        for r in resp.untagged {
+            println!("Untagged: {r}");
         }
-        let removed = env
-            .store
-            .remove_images(name)
-            .with_context(|| format!("removing {name}"))?;
-        for record in removed {
-            println!("Untagged: {}", record.reference);
+        for d in resp.deleted {
+            println!("Deleted: {d}");
         }
-    }
-    // Content only the removed images used goes now, as with `docker rmi`.
-    let store = env.store.clone();
-    let report = tokio::task::spawn_blocking(move || berth_images::gc::collect(&store)).await??;
-    for blob in &report.blobs_removed {
-        println!("Deleted: {blob}");
     }
     Ok(())
 }

@@ -234,12 +234,22 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
 
+    // Open files: the agent's own hard limit, as containers of Docker inherit the daemon's.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024);
     let cap_names = capabilities(task);
     let caps: oci_spec::runtime::Capabilities = cap_names
         .iter()
         .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
         .collect();
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default();
+    // libcontainer 0.7 loads seccomp early (while still privileged) only when
+    // `noNewPrivileges` is absent, not when it is false: leave it out unless it is set.
+    if task.no_new_privileges {
+        process = process.no_new_privileges(true);
+    }
+    let process = process
         .terminal(task.tty)
         .user(
             UserBuilder::default()
@@ -252,7 +262,6 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .args(args.clone())
         .env(env)
         .cwd(PathBuf::from(cwd))
-        .no_new_privileges(task.no_new_privileges)
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -263,8 +272,8 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         )
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
+            .hard(nofile)
+            .soft(nofile)
             .build()
             .map_err(SpecError::build)?])
         .build()

@@ -256,7 +256,15 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
             let tty = master.try_clone().ok();
             (vec![(master, protocol::STDOUT)], writer, tty)
         }
-        Stdio::Pipes { .. } => (outputs, stdin_w, None),
+        Stdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            // Only the container may hold the write ends now, or EOF never comes.
+            drop((stdin, stdout, stderr));
+            (outputs, stdin_w, None)
+        }
     };
     if opts.network_none {
         if let Err(e) = launch::loopback_up(pid) {

@@ -1,0 +1,312 @@
+//! Create: image → rootfs → spec → supervisor, or nothing at all (every step is undone when
+//! a later one fails).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_runtime::rootfs::{RootfsDirs, RootfsKind};
+use berth_runtime::state::{write_json, ContainerDir, ContainerRecord, STATE_VERSION};
+use berth_runtime::supervisor::Ready;
+use berth_runtime::task::{NetworkMode, TaskSpec};
+use oci_spec::image::ImageConfiguration;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+
+use super::error::ApiError;
+use super::node::{Action, Container, Node};
+use crate::api::Created;
+
+/// How long a supervisor may take to create a container.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A new random 64-hex-digit id.
+pub fn new_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(ApiError::internal)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError> {
+    task.validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
+    let settings = node.settings.clone();
+    let image = settings
+        .store
+        .find_images(&task.image)
+        .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no such image: {}", task.image)).with_exit_code(125)
+        })?;
+    let id = new_id()?;
+    let name = match &task.name {
+        Some(n) => {
+            if node.containers.values().any(|c| &c.record.name == n) {
+                return Err(ApiError::conflict(format!(
+                    "the container name {n:?} is already in use"
+                ))
+                .with_exit_code(125));
+            }
+            n.clone()
+        }
+        None => format!("berth-{}", &id[..12]),
+    };
+    let dir = ContainerDir(node.container_dir(&id));
+    let cgroup_path = settings.cgroup_root.join(&id);
+    let snapshots: Vec<_> = image.snapshots().cloned().collect();
+    let lowers = settings.store.lowerdirs(&snapshots);
+    let config: ImageConfiguration = settings
+        .store
+        .read_blob(&image.config)
+        .map_err(ApiError::internal)
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.reference)))
+        })?;
+    let mut record = ContainerRecord {
+        version: STATE_VERSION,
+        id: id.clone(),
+        name: name.clone(),
+        task: task.clone(),
+        image: image.reference.clone(),
+        image_id: image.config.to_string(),
+        created: berth_runtime::state::now(),
+        cgroup_path: cgroup_path.clone(),
+        rootfs: RootfsKind::Overlay,
+        shim: None,
+        init: None,
+        started: None,
+    };
+
+    // Filesystem work off the async threads; undone as a whole on failure.
+    let prepared = {
+        let (dir, settings, record_in, config) =
+            (dir.clone(), settings.clone(), record.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = prepare(&dir, &settings, record_in, &config, &lowers, &snapshots);
+            if r.is_err() {
+                rollback(&dir, &settings.store, &cgroup_path);
+            }
+            r
+        })
+        .await
+        .map_err(ApiError::internal)?
+    };
+    record = prepared?;
+
+    let ready = spawn_supervisor(node, &record, &dir).await;
+    let (pid, shim) = match ready {
+        Ok(r) => r,
+        Err(e) => {
+            let (dir2, settings2, cg) = (dir.clone(), settings.clone(), record.cgroup_path.clone());
+            let _ = tokio::task::spawn_blocking(move || rollback(&dir2, &settings2.store, &cg)).await;
+            return Err(e);
+        }
+    };
+    record.init = berth_runtime::state::ProcessId::of(pid);
+    record.shim = shim;
+    write_json(&dir.record(), &record).map_err(ApiError::internal)?;
+    let (exit, _) = watch::channel(None);
+    node.containers.insert(
+        id.clone(),
+        Container {
+            record,
+            dir,
+            exit,
+        },
+    );
+    tracing::info!(id, name, pid, "container created");
+    Ok(Created { id, name, pid })
+}
+
+/// Dir, lease, rootfs, /etc files, spec, first record.
+fn prepare(
+    dir: &ContainerDir,
+    settings: &super::Settings,
+    mut record: ContainerRecord,
+    config: &ImageConfiguration,
+    lowers: &[PathBuf],
+    snapshots: &[berth_images::digest::Digest],
+) -> Result<ContainerRecord, ApiError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.path())
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.path().display())))?;
+    for sub in [dir.logs(), dir.execs(), dir.etc()] {
+        std::fs::create_dir_all(&sub).map_err(ApiError::internal)?;
+    }
+    settings
+        .store
+        .put_lease(&lease_name(&record.id), snapshots)
+        .map_err(ApiError::internal)?;
+    let dirs = RootfsDirs::under(dir.path());
+    record.rootfs = berth_runtime::rootfs::prepare(&dirs, lowers, settings.rootfs_copy)
+        .map_err(ApiError::internal)?;
+    let hostname = berth_runtime::spec::hostname(&record.task, &record.id);
+    let etc = write_etc(dir, &record.task, &hostname)?;
+    let inputs = berth_runtime::spec::SpecInputs {
+        id: &record.id,
+        image: config,
+        rootfs: &dirs.rootfs,
+        cgroup_path: record.cgroup_path.clone(),
+        etc_files: etc,
+    };
+    let spec = berth_runtime::spec::build(&record.task, &inputs).map_err(|e| {
+        let code = match e {
+            berth_runtime::spec::SpecError::CommandNotFound { .. } => 127,
+            _ => 125,
+        };
+        ApiError::bad_request(e.to_string()).with_exit_code(code)
+    })?;
+    let bytes = serde_json::to_vec_pretty(&spec).map_err(ApiError::internal)?;
+    berth_images::store::fsutil::write_atomic(&dir.path().join("config.json"), &bytes, 0o600)
+        .map_err(ApiError::internal)?;
+    write_json(&dir.record(), &record).map_err(ApiError::internal)?;
+    Ok(record)
+}
+
+/// The lease that keeps a container's layers from GC.
+pub fn lease_name(id: &str) -> String {
+    format!("container-{id}")
+}
+
+/// Undoes [`prepare`] (and whatever a failed supervisor left).
+pub fn rollback(dir: &ContainerDir, store: &berth_images::store::Store, cgroup: &Path) {
+    let dirs = RootfsDirs::under(dir.path());
+    if let Err(e) = berth_runtime::rootfs::unmount(&dirs) {
+        tracing::error!(error = %e, "rollback: unmount failed; leaving the dir");
+        return;
+    }
+    let _ = berth_runtime::cgroups::remove(cgroup);
+    let id = dir
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _ = store.remove_lease(&lease_name(&id));
+    let _ = std::fs::remove_dir_all(dir.path());
+}
+
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the container, as Docker writes them.
+fn write_etc(dir: &ContainerDir, task: &TaskSpec, hostname: &str) -> Result<[PathBuf; 3], ApiError> {
+    let etc = dir.etc();
+    let hosts = match task.network {
+        NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        NetworkMode::None => format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        ),
+    };
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = match task.network {
+        NetworkMode::Host => host_resolv,
+        // A loopback resolver of the host is unreachable from another network namespace.
+        NetworkMode::None => host_resolv
+            .lines()
+            .filter(|l| !(l.starts_with("nameserver") && l.contains(" 127.")))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    };
+    let files = [
+        (etc.join("hosts"), hosts),
+        (etc.join("hostname"), format!("{hostname}\n")),
+        (etc.join("resolv.conf"), resolv),
+    ];
+    for (path, text) in &files {
+        std::fs::write(path, text)
+            .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+    }
+    let [(a, _), (b, _), (c, _)] = files;
+    Ok([a, b, c])
+}
+
+/// Starts `berth shim init` and waits for its start-up line.
+async fn spawn_supervisor(
+    node: &Node,
+    record: &ContainerRecord,
+    dir: &ContainerDir,
+) -> Result<(i32, Option<berth_runtime::state::ProcessId>), ApiError> {
+    let s = &node.settings;
+    let log = std::fs::File::create(dir.path().join("shim.log")).map_err(ApiError::internal)?;
+    let mut cmd = tokio::process::Command::new(&s.exe);
+    cmd.arg("shim")
+        .arg("init")
+        .arg("--id")
+        .arg(&record.id)
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--cgroup")
+        .arg(&record.cgroup_path)
+        .arg("--log-max-bytes")
+        .arg(s.rotation.max_bytes.to_string())
+        .arg("--log-max-files")
+        .arg(s.rotation.max_files.to_string());
+    if record.task.tty {
+        cmd.arg("--tty");
+    }
+    if record.task.stdin {
+        cmd.arg("--stdin");
+    }
+    if record.task.network == NetworkMode::None {
+        cmd.arg("--network-none");
+    }
+    cmd.env("BERTH_LOG", &s.log_level)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(false);
+    let (mut child, ready) = start_and_read_ready(cmd).await?;
+    if let Some(error) = ready.error {
+        let _ = child.wait().await;
+        let log = std::fs::read_to_string(dir.path().join("shim.log")).unwrap_or_default();
+        let tail = &log[log.len().saturating_sub(4096)..];
+        tracing::warn!(id = %record.id, shim_log = %tail, "container creation failed");
+        return Err(ApiError::bad_request(error).with_exit_code(ready.exit_code.unwrap_or(125)));
+    }
+    // The record must name the supervisor before anyone can look at the container.
+    let shim_pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let mut with_shim = record.clone();
+    with_shim.shim = berth_runtime::state::ProcessId::of(shim_pid);
+    write_json(&dir.record(), &with_shim).map_err(ApiError::internal)?;
+    let tx = node.tx.clone();
+    let id = record.id.clone();
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+        let _ = tx.send(Action::ShimExited(id)).await;
+    });
+    Ok((ready.pid, with_shim.shim))
+}
+
+/// Spawns a supervisor and reads its one-line start-up report.
+pub async fn start_and_read_ready(
+    mut cmd: tokio::process::Command,
+) -> Result<(tokio::process::Child, Ready), ApiError> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ApiError::internal(format!("starting the supervisor: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| ApiError::internal("supervisor without stdout"))?;
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let read = tokio::time::timeout(CREATE_TIMEOUT, reader.read_line(&mut line)).await;
+    match read {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(ApiError::internal(
+                "the supervisor ended or stalled before reporting; see shim.log",
+            ));
+        }
+    }
+    let ready: Ready = serde_json::from_str(line.trim())
+        .map_err(|e| ApiError::internal(format!("supervisor report {line:?}: {e}")))?;
+    Ok((child, ready))
+}

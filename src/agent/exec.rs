@@ -1,0 +1,96 @@
+//! Exec: a process in a running container, through its own supervisor (`berth shim exec`).
+//! The process starts when a client attaches (`.../exec/{exec_id}/attach`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use berth_runtime::state::Status;
+use oci_spec::runtime::{Process, Spec};
+
+use super::error::ApiError;
+use super::node::Node;
+use crate::api::ExecRequest;
+
+pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String, ApiError> {
+    let c = node.resolve(key)?;
+    if c.status() != Status::Running {
+        return Err(ApiError::conflict(format!("container {key} is not running")).with_exit_code(126));
+    }
+    let Some(command) = req.command.first() else {
+        return Err(ApiError::bad_request("no command given").with_exit_code(125));
+    };
+    let pid = c.record.init.map(|p| p.pid).unwrap_or(0);
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let spec_bytes = std::fs::read(c.dir.path().join("config.json")).map_err(ApiError::internal)?;
+    let spec: Spec = serde_json::from_slice(&spec_bytes).map_err(ApiError::internal)?;
+    let mut process: Process = spec.process().clone().unwrap_or_default();
+    let mut env = process.env().clone().unwrap_or_default();
+    for kv in &req.env {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    if !berth_runtime::spec::find_executable(&root, command, &env) {
+        return Err(ApiError::bad_request(format!(
+            "exec: {command:?}: executable file not found in $PATH"
+        ))
+        .with_exit_code(127));
+    }
+    if let Some(user) = &req.user {
+        let u = berth_runtime::spec::resolve_user(&root, user)
+            .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(126))?;
+        let mut ou = process.user().clone();
+        ou.set_uid(u.uid).set_gid(u.gid).set_additional_gids(Some(u.additional_gids));
+        process.set_user(ou);
+    }
+    if let Some(w) = &req.workdir {
+        process.set_cwd(PathBuf::from(w));
+    }
+    process
+        .set_args(Some(req.command.clone()))
+        .set_env(Some(env))
+        .set_terminal(Some(req.tty));
+    let exec_id = super::create::new_id()?[..16].to_string();
+    let process_path = c.dir.execs().join(format!("{exec_id}.process.json"));
+    let bytes = serde_json::to_vec(&process).map_err(ApiError::internal)?;
+    berth_images::store::fsutil::write_atomic(&process_path, &bytes, 0o600)
+        .map_err(ApiError::internal)?;
+    let log = std::fs::File::create(c.dir.execs().join(format!("{exec_id}.log")))
+        .map_err(ApiError::internal)?;
+
+    let s = &node.settings;
+    let mut cmd = tokio::process::Command::new(&s.exe);
+    cmd.arg("shim")
+        .arg("exec")
+        .arg("--id")
+        .arg(&c.record.id)
+        .arg("--dir")
+        .arg(c.dir.path())
+        .arg("--exec-id")
+        .arg(&exec_id)
+        .arg("--process")
+        .arg(&process_path);
+    if req.tty {
+        cmd.arg("--tty");
+    }
+    if req.stdin {
+        cmd.arg("--stdin");
+    }
+    cmd.env("BERTH_LOG", &s.log_level)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(false);
+    let (mut child, ready) = super::create::start_and_read_ready(cmd).await?;
+    if let Some(error) = ready.error {
+        let _ = child.wait().await;
+        return Err(ApiError::bad_request(error).with_exit_code(ready.exit_code.unwrap_or(126)));
+    }
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(exec_id)
+}

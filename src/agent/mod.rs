@@ -1,0 +1,163 @@
+//! `berth agent`: the root daemon, single owner of the node's state.
+//!
+//! Threads: the tokio runtime (2 workers) serves the API on a Unix socket and runs the
+//! owner task ([`node::Node`]); blocking filesystem work goes to tokio's blocking pool.
+//! Processes: one supervisor (`berth shim`) per container and per exec, each in its own
+//! session; they outlive the agent, so SIGTERM stops the agent and leaves containers running.
+
+mod create;
+mod error;
+mod exec;
+mod images;
+mod kill;
+mod probe;
+pub mod node;
+mod remove;
+mod routes;
+mod start;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_images::store::Store;
+use berth_runtime::logs::Rotation;
+use tokio::sync::mpsc;
+
+
+/// What the agent was started with.
+#[derive(Debug)]
+pub struct Settings {
+    /// Data root.
+    pub root: PathBuf,
+    /// The image store below it.
+    pub store: Store,
+    /// Cgroup root (absolute, below the agent's own cgroup by default).
+    pub cgroup_root: PathBuf,
+    /// The binary to run as supervisor (`/proc/self/exe` resolved at start).
+    pub exe: PathBuf,
+    /// Container log rotation.
+    pub rotation: Rotation,
+    /// Always copy the rootfs instead of mounting overlayfs.
+    pub rootfs_copy: bool,
+    /// The configuration file.
+    pub config: crate::config::Config,
+    /// Log filter handed to supervisors.
+    pub log_level: String,
+}
+
+impl Settings {
+    /// `containers/` below the data root.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+}
+
+/// Options of `berth agent`.
+#[derive(Debug)]
+pub struct AgentOptions {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Data root.
+    pub root: PathBuf,
+    /// Cgroup root; default `berth` below the agent's own cgroup.
+    pub cgroup_root: Option<PathBuf>,
+    /// Rotation.
+    pub rotation: Rotation,
+    /// Force the copy fallback.
+    pub rootfs_copy: bool,
+    /// Config file.
+    pub config: crate::config::Config,
+    /// Log filter for supervisors.
+    pub log_level: String,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(opts: AgentOptions) -> Result<()> {
+    let store = Store::open(&opts.root)
+        .with_context(|| format!("opening data root {}", opts.root.display()))?;
+    let cgroup_root = match opts.cgroup_root {
+        Some(p) => p,
+        None => berth_runtime::cgroups::default_root().context("finding the cgroup root")?,
+    };
+    let exe = std::fs::read_link("/proc/self/exe").context("resolving /proc/self/exe")?;
+    let settings = Arc::new(Settings {
+        root: opts.root.clone(),
+        store,
+        cgroup_root,
+        exe,
+        rotation: opts.rotation,
+        rootfs_copy: opts.rootfs_copy,
+        config: opts.config,
+        log_level: opts.log_level,
+    });
+    std::fs::create_dir_all(settings.containers_dir())
+        .with_context(|| format!("creating {}", settings.containers_dir().display()))?;
+
+    if let Some(parent) = opts.socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // A socket file left by a previous agent: refuse if one still answers on it.
+    if opts.socket.exists() {
+        if tokio::net::UnixStream::connect(&opts.socket).await.is_ok() {
+            anyhow::bail!("another agent is listening on {}", opts.socket.display());
+        }
+        std::fs::remove_file(&opts.socket)
+            .with_context(|| format!("removing stale socket {}", opts.socket.display()))?;
+    }
+    // Created 0600 from the start: no window in which another user could connect.
+    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = tokio::net::UnixListener::bind(&opts.socket);
+    nix::sys::stat::umask(old_umask);
+    let listener = listener.with_context(|| format!("listening on {}", opts.socket.display()))?;
+    std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
+
+    let (tx, rx) = mpsc::channel(256);
+    let node = node::Node::recover(settings.clone(), tx.clone());
+    let owner = tokio::spawn(node.run(rx));
+    let ticker = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                interval.tick().await;
+                if tx.send(node::Action::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), cgroup_root = %settings.cgroup_root.display(), "agent listening");
+    let app = routes::router(tx);
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopping_tx = stopping.clone();
+    let shutdown = async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down; containers keep running");
+        stopping_tx.notify_one();
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    // Streams (attach, logs -f, wait) would hold a graceful shutdown forever: 2 s at most.
+    tokio::select! {
+        r = serve => r.context("serving the API")?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => {}
+    }
+    ticker.abort();
+    owner.abort();
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}

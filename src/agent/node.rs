@@ -1,0 +1,370 @@
+//! The node's single owner: one task holds every container record and applies the actions
+//! the API sends it, one at a time. Slow image work runs in tasks it spawns; container
+//! creation runs inline (a mount and a supervisor start-up, tens of milliseconds).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_runtime::state::{
+    read_json, ContainerDir, ContainerRecord, ExitRecord, Status, STATE_VERSION,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::error::ApiError;
+use super::Settings;
+use crate::api::{ContainerInfo, Created, ExecRequest, PullRequest, ImportQuery, ProgressLine};
+
+/// Reply channel of an action.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// Everything the API can ask of the node.
+#[derive(Debug)]
+pub enum Action {
+    /// Pull an image; progress goes to `lines`.
+    Pull(PullRequest, mpsc::Sender<ProgressLine>),
+    /// Import an archive or layout.
+    Import(ImportQuery, mpsc::Sender<ProgressLine>),
+    /// Image list.
+    ListImages(Reply<Vec<berth_images::store::metadata::ImageRecord>>),
+    /// Image inspect.
+    InspectImage(String, Reply<serde_json::Value>),
+    /// Image removal.
+    RemoveImage(crate::api::RemoveImageRequest, Reply<crate::api::RemoveImageResponse>),
+    /// Image GC.
+    Prune(Reply<berth_images::gc::GcReport>),
+    /// Flattened rootfs copy.
+    Rootfs(crate::api::RootfsRequest, Reply<()>),
+    /// Create a container (its init waits for start).
+    Create(Box<berth_runtime::task::TaskSpec>, Reply<Created>),
+    /// Start a created container.
+    Start(String, Reply<i32>),
+    /// An attach client started the container.
+    MarkStarted(String),
+    /// Look a container up (id, name or unique prefix).
+    Resolve(String, Reply<Handle>),
+    /// All containers.
+    List(Reply<Vec<ContainerInfo>>),
+    /// Send a signal to the init (or, with `all`, to every process of the cgroup).
+    Kill {
+        /// Container.
+        id: String,
+        /// Signal.
+        signal: nix::sys::signal::Signal,
+        /// Whole cgroup.
+        all: bool,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Remove a stopped container (`force`: kill it first).
+    Remove(String, bool, Reply<()>),
+    /// Start an exec supervisor.
+    Exec(String, Box<ExecRequest>, Reply<String>),
+    /// A supervisor ended (or was found dead).
+    ShimExited(String),
+    /// Periodic check of supervisors the agent did not start itself.
+    Tick,
+}
+
+/// What the API needs to stream from or wait on a container without asking again.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// Full id.
+    pub id: String,
+    /// State dir.
+    pub dir: ContainerDir,
+    /// Current state.
+    pub info: ContainerInfo,
+    /// Becomes `Some` when it has exited.
+    pub exit: watch::Receiver<Option<ExitRecord>>,
+}
+
+/// One container as the owner tracks it.
+#[derive(Debug)]
+pub struct Container {
+    /// On-disk record.
+    pub record: ContainerRecord,
+    /// Its dir.
+    pub dir: ContainerDir,
+    /// Exit, once known.
+    pub exit: watch::Sender<Option<ExitRecord>>,
+}
+
+impl Container {
+    /// Status from the record, the exit and the processes' liveness.
+    pub fn status(&self) -> Status {
+        if self.exit.borrow().is_some() {
+            return Status::Stopped;
+        }
+        let init_alive = self.record.init.is_some_and(|p| p.is_alive());
+        if !init_alive {
+            return Status::Stopped;
+        }
+        if self.record.started.is_some() {
+            Status::Running
+        } else {
+            Status::Created
+        }
+    }
+
+    /// The API view.
+    pub fn info(&self) -> ContainerInfo {
+        let status = self.status();
+        ContainerInfo {
+            status,
+            pid: match status {
+                Status::Stopped => None,
+                _ => self.record.init.map(|p| p.pid),
+            },
+            bundle: self.dir.path().display().to_string(),
+            record: self.record.clone(),
+            exit: self.exit.borrow().clone(),
+        }
+    }
+}
+
+/// The owner's state.
+pub struct Node {
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Containers by id.
+    pub containers: HashMap<String, Container>,
+    /// Own sender, for tasks reporting back.
+    pub tx: mpsc::Sender<Action>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("containers", &self.containers.len())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Loads every container found on disk; corrupt records are reported and skipped.
+    pub fn recover(settings: Arc<Settings>, tx: mpsc::Sender<Action>) -> Self {
+        let mut node = Node {
+            settings,
+            containers: HashMap::new(),
+            tx,
+        };
+        let dir = node.settings.containers_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(_) => return node,
+        };
+        for entry in entries.flatten() {
+            let cdir = ContainerDir(entry.path());
+            let record: ContainerRecord = match read_json(&cdir.record()) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    tracing::warn!(dir = %cdir.path().display(), "container dir without a record; ignored");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a container whose state cannot be read");
+                    continue;
+                }
+            };
+            let exit = match read_json::<ExitRecord>(&cdir.exit()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable exit record");
+                    None
+                }
+            };
+            let id = record.id.clone();
+            let (exit, _) = watch::channel(exit);
+            node.containers.insert(
+                id.clone(),
+                Container {
+                    record,
+                    dir: cdir,
+                    exit,
+                },
+            );
+            node.check_supervisor(&id);
+        }
+        tracing::info!(containers = node.containers.len(), "state recovered");
+        node
+    }
+
+    /// Applies actions until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Action>) {
+        while let Some(action) = rx.recv().await {
+            self.apply(action).await;
+        }
+    }
+
+    async fn apply(&mut self, action: Action) {
+        match action {
+            Action::Pull(req, lines) => super::images::pull(self, req, lines),
+            Action::Import(q, lines) => super::images::import(self, q, lines),
+            Action::ListImages(r) => {
+                let _ = r.send(self.settings.store.list_images().map_err(ApiError::internal));
+            }
+            Action::InspectImage(name, r) => {
+                let _ = r.send(super::images::inspect(self, &name));
+            }
+            Action::RemoveImage(req, r) => super::images::remove(self, req, r),
+            Action::Prune(r) => super::images::prune(self, r),
+            Action::Rootfs(req, r) => super::images::rootfs(self, req, r),
+            Action::Create(task, r) => {
+                let result = super::create::create(self, *task).await;
+                let _ = r.send(result);
+            }
+            Action::Start(id, r) => {
+                let result = super::start::start(self, &id).await;
+                let _ = r.send(result);
+            }
+            Action::MarkStarted(id) => super::start::mark_started(self, &id),
+            Action::Resolve(id, r) => {
+                let _ = r.send(self.resolve(&id).map(|c| Handle {
+                    id: c.record.id.clone(),
+                    dir: c.dir.clone(),
+                    info: c.info(),
+                    exit: c.exit.subscribe(),
+                }));
+            }
+            Action::List(r) => {
+                let mut all: Vec<ContainerInfo> =
+                    self.containers.values().map(Container::info).collect();
+                all.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+                let _ = r.send(Ok(all));
+            }
+            Action::Kill {
+                id,
+                signal,
+                all,
+                reply,
+            } => {
+                let _ = reply.send(super::kill::kill(self, &id, signal, all));
+            }
+            Action::Remove(id, force, r) => {
+                let result = super::remove::remove(self, &id, force).await;
+                let _ = r.send(result);
+            }
+            Action::Exec(id, req, r) => {
+                let result = super::exec::exec(self, &id, *req).await;
+                let _ = r.send(result);
+            }
+            Action::ShimExited(id) => self.on_shim_exit(&id).await,
+            Action::Tick => {
+                let ids: Vec<String> = self
+                    .containers
+                    .iter()
+                    .filter(|(_, c)| c.exit.borrow().is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in ids {
+                    self.check_supervisor(&id);
+                }
+            }
+        }
+    }
+
+    /// Finds a container by full id, name, or unique id prefix.
+    pub fn resolve(&self, key: &str) -> Result<&Container, ApiError> {
+        let id = self.resolve_id(key)?;
+        self.containers
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(format!("no such container: {key}")))
+    }
+
+    /// [`Node::resolve`], giving the full id.
+    pub fn resolve_id(&self, key: &str) -> Result<String, ApiError> {
+        if self.containers.contains_key(key) {
+            return Ok(key.to_string());
+        }
+        if let Some(c) = self.containers.values().find(|c| c.record.name == key) {
+            return Ok(c.record.id.clone());
+        }
+        let matches: Vec<&String> = self
+            .containers
+            .keys()
+            .filter(|id| !key.is_empty() && id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError::not_found(format!("no such container: {key}"))),
+            _ => Err(ApiError::bad_request(format!(
+                "container id prefix {key} is ambiguous"
+            ))),
+        }
+    }
+
+    /// Notices a dead supervisor the agent is not the parent of.
+    fn check_supervisor(&mut self, id: &str) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        if c.exit.borrow().is_some() {
+            return;
+        }
+        let shim_alive = c.record.shim.is_some_and(|p| p.is_alive());
+        if !shim_alive {
+            let tx = self.tx.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let _ = tx.send(Action::ShimExited(id)).await;
+            });
+        }
+    }
+
+    /// A supervisor is gone: take its exit record, release the rootfs, honour `--rm`.
+    async fn on_shim_exit(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if c.exit.borrow().is_some() {
+            return;
+        }
+        // A report from a stale check: the supervisor still works and will record the exit.
+        if c.record.shim.is_some_and(|p| p.is_alive()) {
+            return;
+        }
+        let exit = match read_json::<ExitRecord>(&c.dir.exit()) {
+            Ok(Some(e)) => e,
+            other => {
+                if let Err(e) = other {
+                    tracing::error!(error = %e, "unreadable exit record");
+                }
+                if c.record.init.is_some_and(|p| p.is_alive()) {
+                    // The supervisor was killed but the container runs on, unsupervised;
+                    // `rm -f` still kills and cleans it through its cgroup.
+                    tracing::warn!(id, "supervisor died; the container runs unsupervised");
+                    return;
+                }
+                ExitRecord {
+                    version: STATE_VERSION,
+                    exit_code: 255,
+                    signal: None,
+                    oom_killed: berth_runtime::cgroups::oom_kills(&c.record.cgroup_path) > 0,
+                    reason: "supervisor-lost".into(),
+                    finished: berth_runtime::state::now(),
+                    error: Some("the supervisor died before recording the exit".into()),
+                }
+            }
+        };
+        tracing::info!(id, code = exit.exit_code, reason = %exit.reason, "container exited");
+        let record = c.record.clone();
+        let dir = c.dir.clone();
+        c.exit.send_replace(Some(exit));
+        let _ = tokio::task::spawn_blocking(move || super::remove::release(&record, &dir)).await;
+        if self
+            .containers
+            .get(id)
+            .is_some_and(|c| c.record.task.auto_remove)
+        {
+            if let Err(e) = super::remove::remove(self, id, true).await {
+                tracing::warn!(id, error = %e.message, "auto-remove failed");
+            }
+        }
+    }
+
+    /// The state dir of a new container.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.settings.containers_dir().join(id)
+    }
+}

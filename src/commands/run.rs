@@ -1,0 +1,192 @@
+//! `berth run` and `berth create`: options → task spec → create (pulling a missing image)
+//! → attach and start (foreground) or start (detached).
+
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use berth_runtime::task::{self, NetworkMode, Resources, TaskSpec, Tmpfs, Volume};
+
+use crate::api::Created;
+use crate::cli_containers::RunArgs;
+use crate::client::{ApiFailure, Client};
+
+fn env_entry(kv: &str) -> Option<String> {
+    if kv.contains('=') {
+        Some(kv.to_string())
+    } else {
+        // `-e KEY`: the value of this shell, or nothing (as Docker).
+        std::env::var(kv).ok().map(|v| format!("{kv}={v}"))
+    }
+}
+
+/// The task spec for the options (parse errors name the option).
+pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--env-file {}", file.display()))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            env.extend(env_entry(line));
+        }
+    }
+    env.extend(args.env.iter().filter_map(|e| env_entry(e)));
+    let mut no_new_privileges = false;
+    let mut seccomp_unconfined = false;
+    for opt in &args.security_opt {
+        match opt.as_str() {
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
+                no_new_privileges = true
+            }
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
+            other => bail!("invalid --security-opt {other:?}: expected no-new-privileges or seccomp=unconfined"),
+        }
+    }
+    let resources = Resources {
+        cpus: args.cpus.as_deref().map(task::parse_cpus).transpose()?,
+        cpu_shares: args.cpu_shares,
+        memory: args
+            .memory
+            .as_deref()
+            .map(|m| task::parse_bytes("--memory", m))
+            .transpose()?,
+        memory_reservation: args
+            .memory_reservation
+            .as_deref()
+            .map(|m| task::parse_bytes("--memory-reservation", m))
+            .transpose()?,
+        memory_high: None,
+        pids_limit: args.pids_limit,
+    };
+    let spec = TaskSpec {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        volumes: args
+            .volumes
+            .iter()
+            .map(|v| Volume::from_str(v))
+            .collect::<Result<_, _>>()?,
+        tmpfs: args
+            .tmpfs
+            .iter()
+            .map(|t| Tmpfs::from_str(t))
+            .collect::<Result<_, _>>()?,
+        read_only: args.read_only,
+        resources,
+        cap_add: args
+            .cap_add
+            .iter()
+            .map(|c| task::parse_capability("--cap-add", c))
+            .collect::<Result<_, _>>()?,
+        cap_drop: args
+            .cap_drop
+            .iter()
+            .map(|c| task::parse_capability("--cap-drop", c))
+            .collect::<Result<_, _>>()?,
+        no_new_privileges,
+        seccomp_unconfined,
+        network: NetworkMode::from_str(&args.network)?,
+        tty: args.tty,
+        stdin: args.interactive,
+        auto_remove: args.rm,
+        annotations: Default::default(),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Creates the container, pulling its image first if the agent does not have it.
+pub async fn create(client: &Client, args: &RunArgs) -> Result<Created> {
+    let spec = task_spec(args)?;
+    match client.post::<_, Created>("/v1/containers", &spec).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let missing = e.downcast_ref::<ApiFailure>().is_some_and(|f| {
+                f.status == hyper::StatusCode::NOT_FOUND && f.message.starts_with("no such image")
+            });
+            if !missing {
+                return Err(e);
+            }
+            eprintln!("Unable to find image '{}' locally", args.image);
+            let req = super::pull::request(&args.image, &args.registry, None)?;
+            super::pull::pull(client, &req, false).await?;
+            client.post("/v1/containers", &spec).await
+        }
+    }
+}
+
+/// Forwards SIGINT/SIGTERM/SIGHUP to the container, as `docker run` does.
+fn proxy_signals(client: Client, id: String) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (kind, name) in [
+        (SignalKind::interrupt(), "INT"),
+        (SignalKind::terminate(), "TERM"),
+        (SignalKind::hangup(), "HUP"),
+    ] {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            let Ok(mut s) = signal(kind) else {
+                return;
+            };
+            while s.recv().await.is_some() {
+                let _ = client
+                    .post_empty(&format!("/v1/containers/{id}/kill?signal={name}"))
+                    .await;
+            }
+        });
+    }
+}
+
+pub async fn run(client: &Client, args: RunArgs, start: bool) -> Result<ExitCode> {
+    let created = create(client, &args).await?;
+    let id = created.id.clone();
+    if !start {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.detach {
+        client.post_empty(&format!("/v1/containers/{id}/start")).await?;
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let conn = client
+        .upgrade(&format!("/v1/containers/{id}/attach?start=true"))
+        .await?;
+    if !args.tty {
+        proxy_signals(client.clone(), id.clone());
+    }
+    let exit = super::attach::relay(conn, args.interactive, args.tty).await?;
+    let exit = match exit {
+        Some(e) => e,
+        None => client.post(&format!("/v1/containers/{id}/wait"), &()).await?,
+    };
+    if let Some(error) = &exit.error {
+        eprintln!("berth: error: {error}");
+    }
+    if args.rm {
+        // The agent removes it too; this makes removal done by the time we return.
+        let _ = client.delete(&format!("/v1/containers/{id}?force=true")).await;
+    }
+    Ok(exit_code(exit.exit_code))
+}
+
+/// A process exit code as this process's own.
+pub fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
