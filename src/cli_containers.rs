@@ -54,13 +54,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub tmpfs: Vec<String>,
     /// CPUs of quota (e.g. 0.5).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpus: Option<String>,
     /// Relative CPU weight (2..262144, default 1024).
     #[arg(long)]
     pub cpu_shares: Option<u64>,
     /// Memory limit (e.g. 64m).
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// Memory soft limit.
     #[arg(long)]

@@ -48,7 +48,13 @@ impl Client {
         Client { socket }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, upgrade: bool) -> Result<Response<Incoming>> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.with_context(|| {
             format!(
                 "cannot reach the berth agent at {} (is `berth agent` running? set --socket or BERTH_SOCKET)",
@@ -74,7 +80,10 @@ impl Client {
                 .header(header::UPGRADE, "berth-attach");
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = sender.send_request(req).await.context("talking to the agent")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("talking to the agent")?;
         check(resp).await
     }
 
@@ -145,7 +154,11 @@ async fn check(resp: Response<Incoming>) -> Result<Response<Incoming>> {
 
 async fn json<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<T> {
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"null")
+    } else {
+        bytes
+    };
     serde_json::from_slice(&bytes).context("reading the agent's answer")
 }
 

@@ -316,7 +316,7 @@ fn transient_blob_failures_are_retried() {
 #[test]
 fn killed_pull_loses_nothing_and_gc_cleans_up() {
     let reg = FakeRegistry::start(None).unwrap();
-    let root = Root::new();
+    let mut root = Root::new();
     // An image stored before the crash.
     let small = tempfile::tempdir().unwrap();
     let tar = small_tar();
@@ -331,7 +331,7 @@ fn killed_pull_loses_nothing_and_gc_cleans_up() {
     root.ok(&["pull", &format!("{}/small", reg.host())]);
     let before = root.images_json();
 
-    // The busybox layer stalls half way; the pull is killed with SIGKILL meanwhile.
+    // The busybox layer stalls half way; the agent doing the pull is killed with SIGKILL.
     let layout_dir = fixtures().join("busybox-oci");
     reg.serve_layout(&layout_dir, "bb").unwrap();
     let (blob, bytes) = std::fs::read_dir(layout_dir.join("blobs/sha256"))
@@ -363,8 +363,12 @@ fn killed_pull_loses_nothing_and_gc_cleans_up() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    root.stop_agent(libc::SIGKILL);
+    assert!(
+        !child.wait().unwrap().success(),
+        "the client sees the pull fail"
+    );
+    root.start_agent(&[]);
     assert_eq!(
         root.images_json(),
         before,

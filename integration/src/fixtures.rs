@@ -69,6 +69,23 @@ pub fn busybox_image() -> Result<Image> {
     Ok(Image::new(vec![busybox_layer()?], busybox_config()))
 }
 
+/// busybox with an application-style config: Entrypoint, Cmd, Env, a non-root User and a
+/// WorkingDir, an exposed port — what `berth run` must honour.
+pub fn app_image() -> Result<Image> {
+    let config = json!({
+        "Env": [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "APP_MODE=fixture"
+        ],
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo default-cmd; id -u; id -g; pwd; echo $APP_MODE"],
+        "User": "berth",
+        "WorkingDir": "/home/berth",
+        "ExposedPorts": {"8080/tcp": {}},
+    });
+    Ok(Image::new(vec![busybox_layer()?], config))
+}
+
 /// Layer 2 of the multi-layer image: files, a hard link, relative and absolute symlinks,
 /// a fifo, a character device, setuid and owned files, an xattr, and directories that
 /// layer 3 deletes or makes opaque.
@@ -143,6 +160,11 @@ pub fn write_all(out: &Path) -> Result<()> {
         Compression::Gzip,
     )?;
     tar_directory(&out.join("busybox-oci"), &out.join("busybox-oci.tar"))?;
+    write_oci_layout(
+        &out.join("app-oci"),
+        &[("latest", &app_image()?)],
+        Compression::Gzip,
+    )?;
     write_docker_archive(
         &out.join("busybox-docker.tar"),
         &[("berth.test/busybox:latest", &busybox)],

@@ -178,7 +178,10 @@ pub fn oom_kills_in(mount: &Path, path: &Path, v2: bool) -> u64 {
     let (file, key) = if v2 {
         (mount.join(rel).join("memory.events"), "oom_kill")
     } else {
-        (mount.join("memory").join(rel).join("memory.oom_control"), "oom_kill")
+        (
+            mount.join("memory").join(rel).join("memory.oom_control"),
+            "oom_kill",
+        )
     };
     let text = std::fs::read_to_string(file).unwrap_or_default();
     parse_flat_keyed(&text).get(key).copied().unwrap_or(0)
@@ -270,7 +273,10 @@ mod tests {
     #[test]
     fn own_cgroup_picks_the_deepest_nested_path() {
         let v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n2:cpuacct:/\n0::/\n";
-        assert_eq!(own_cgroup_from(v1, false).unwrap(), Path::new("/process_api/abc"));
+        assert_eq!(
+            own_cgroup_from(v1, false).unwrap(),
+            Path::new("/process_api/abc")
+        );
         let v2 = "0::/system.slice/berth.service\n";
         assert_eq!(
             own_cgroup_from(v2, true).unwrap(),
@@ -285,8 +291,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let v2 = root.path().join("berth/c1");
         std::fs::create_dir_all(&v2).unwrap();
-        std::fs::write(v2.join("memory.events"), "low 0\nhigh 3\nmax 9\noom 2\noom_kill 2\n")
-            .unwrap();
+        std::fs::write(
+            v2.join("memory.events"),
+            "low 0\nhigh 3\nmax 9\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
         assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), true), 2);
         let v1 = root.path().join("memory/berth/c1");
         std::fs::create_dir_all(&v1).unwrap();
@@ -296,7 +305,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), false), 1);
-        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/none"), false), 0);
+        assert_eq!(
+            oom_kills_in(root.path(), Path::new("/berth/none"), false),
+            0
+        );
     }
 
     #[test]
@@ -330,9 +342,10 @@ mod tests {
             }
         }
         std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        let m = libcgroups::v2::manager::Manager::new(root.path().to_path_buf(), "/berth/c1".into())
-            .unwrap()
-            .any();
+        let m =
+            libcgroups::v2::manager::Manager::new(root.path().to_path_buf(), "/berth/c1".into())
+                .unwrap()
+                .any();
         let u = usage(&m, Path::new("/berth/c1")).unwrap();
         assert_eq!(u.cpu_usage_ns, 2_000_000);
         assert_eq!(u.cpu_throttled_periods, 4);

@@ -184,7 +184,7 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut out: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
     let current = dir.join(LOG_FILE);
     if current.exists() {
@@ -289,11 +289,17 @@ mod tests {
         w.write(Stream::Stderr, b"err\n").unwrap();
         let all = read_all(dir.path(), None).unwrap();
         assert_eq!(contents(&all), ["one", "two", "thr", "err"]);
-        let recs: Vec<Record> = all.split(|&b| b == b'\n').filter_map(parse_record).collect();
+        let recs: Vec<Record> = all
+            .split(|&b| b == b'\n')
+            .filter_map(parse_record)
+            .collect();
         assert!(recs[2].partial);
         assert_eq!(recs[3].stream, Stream::Stderr);
         assert_eq!(contents(&read_all(dir.path(), Some(1)).unwrap()), ["err"]);
-        assert_eq!(contents(&read_all(dir.path(), Some(2)).unwrap()), ["thr", "err"]);
+        assert_eq!(
+            contents(&read_all(dir.path(), Some(2)).unwrap()),
+            ["thr", "err"]
+        );
     }
 
     #[test]
@@ -307,7 +313,8 @@ mod tests {
         let mut follower = LogFollower::at_end(dir.path());
         let mut followed = Vec::new();
         for i in 0..40 {
-            w.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
             if i % 3 == 0 {
                 followed.extend(follower.poll().unwrap());
             }

@@ -279,6 +279,8 @@ mod tests {
         assert!(read_json::<ExitRecord>(&p).is_err());
         std::fs::write(&p, b"{half").unwrap();
         assert!(read_json::<ExitRecord>(&p).is_err());
-        assert!(read_json::<ExitRecord>(&dir.path().join("none")).unwrap().is_none());
+        assert!(read_json::<ExitRecord>(&dir.path().join("none"))
+            .unwrap()
+            .is_none());
     }
 }

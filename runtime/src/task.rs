@@ -109,8 +109,19 @@ impl FromStr for Tmpfs {
         for o in &options {
             let key = o.split('=').next().unwrap_or_default();
             let allowed = [
-                "size", "mode", "nr_inodes", "uid", "gid", "ro", "rw", "exec", "noexec", "suid",
-                "nosuid", "dev", "nodev",
+                "size",
+                "mode",
+                "nr_inodes",
+                "uid",
+                "gid",
+                "ro",
+                "rw",
+                "exec",
+                "noexec",
+                "suid",
+                "nosuid",
+                "dev",
+                "nodev",
             ];
             if !allowed.contains(&key) {
                 return Err(bad("--tmpfs", s, format!("unknown option {key:?}")));
@@ -281,7 +292,8 @@ impl TaskSpec {
         if let Some(h) = &self.hostname {
             let ok = !h.is_empty()
                 && h.len() <= 63
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
             if !ok {
                 return Err(bad("--hostname", h, "not a valid host name"));
             }
@@ -304,7 +316,11 @@ impl TaskSpec {
         }
         for v in &self.volumes {
             if !v.source.is_absolute() || !v.target.is_absolute() {
-                return Err(bad("--volume", &v.source.display().to_string(), "paths must be absolute"));
+                return Err(bad(
+                    "--volume",
+                    &v.source.display().to_string(),
+                    "paths must be absolute",
+                ));
             }
             if !v.source.exists() {
                 return Err(bad(
@@ -344,7 +360,11 @@ impl TaskSpec {
         }
         if let Some(p) = r.pids_limit {
             if p == 0 || p < -1 {
-                return Err(bad("--pids-limit", &p.to_string(), "must be positive (or -1)"));
+                return Err(bad(
+                    "--pids-limit",
+                    &p.to_string(),
+                    "must be positive (or -1)",
+                ));
             }
         }
         for c in &self.cap_add {

@@ -65,8 +65,9 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         .read_blob(&image.config)
         .map_err(ApiError::internal)
         .and_then(|b| {
-            serde_json::from_slice(&b)
-                .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.reference)))
+            serde_json::from_slice(&b).map_err(|e| {
+                ApiError::internal(format!("image config of {}: {e}", image.reference))
+            })
         })?;
     let mut record = ContainerRecord {
         version: STATE_VERSION,
@@ -85,8 +86,12 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
 
     // Filesystem work off the async threads; undone as a whole on failure.
     let prepared = {
-        let (dir, settings, record_in, config) =
-            (dir.clone(), settings.clone(), record.clone(), config.clone());
+        let (dir, settings, record_in, config) = (
+            dir.clone(),
+            settings.clone(),
+            record.clone(),
+            config.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let r = prepare(&dir, &settings, record_in, &config, &lowers, &snapshots);
             if r.is_err() {
@@ -104,7 +109,8 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         Ok(r) => r,
         Err(e) => {
             let (dir2, settings2, cg) = (dir.clone(), settings.clone(), record.cgroup_path.clone());
-            let _ = tokio::task::spawn_blocking(move || rollback(&dir2, &settings2.store, &cg)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || rollback(&dir2, &settings2.store, &cg)).await;
             return Err(e);
         }
     };
@@ -112,14 +118,8 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
     record.shim = shim;
     write_json(&dir.record(), &record).map_err(ApiError::internal)?;
     let (exit, _) = watch::channel(None);
-    node.containers.insert(
-        id.clone(),
-        Container {
-            record,
-            dir,
-            exit,
-        },
-    );
+    node.containers
+        .insert(id.clone(), Container { record, dir, exit });
     tracing::info!(id, name, pid, "container created");
     Ok(Created { id, name, pid })
 }
@@ -194,7 +194,11 @@ pub fn rollback(dir: &ContainerDir, store: &berth_images::store::Store, cgroup: 
 }
 
 /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the container, as Docker writes them.
-fn write_etc(dir: &ContainerDir, task: &TaskSpec, hostname: &str) -> Result<[PathBuf; 3], ApiError> {
+fn write_etc(
+    dir: &ContainerDir,
+    task: &TaskSpec,
+    hostname: &str,
+) -> Result<[PathBuf; 3], ApiError> {
     let etc = dir.etc();
     let hosts = match task.network {
         NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),

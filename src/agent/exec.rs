@@ -14,7 +14,9 @@ use crate::api::ExecRequest;
 pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String, ApiError> {
     let c = node.resolve(key)?;
     if c.status() != Status::Running {
-        return Err(ApiError::conflict(format!("container {key} is not running")).with_exit_code(126));
+        return Err(
+            ApiError::conflict(format!("container {key} is not running")).with_exit_code(126),
+        );
     }
     let Some(command) = req.command.first() else {
         return Err(ApiError::bad_request("no command given").with_exit_code(125));
@@ -43,7 +45,9 @@ pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String
         let u = berth_runtime::spec::resolve_user(&root, user)
             .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(126))?;
         let mut ou = process.user().clone();
-        ou.set_uid(u.uid).set_gid(u.gid).set_additional_gids(Some(u.additional_gids));
+        ou.set_uid(u.uid)
+            .set_gid(u.gid)
+            .set_additional_gids(Some(u.additional_gids));
         process.set_user(ou);
     }
     if let Some(w) = &req.workdir {

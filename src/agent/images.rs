@@ -59,9 +59,7 @@ pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
             insecure.extend(req.insecure_registries.iter().cloned());
             let credentials = match &req.creds {
                 Some(text) => {
-                    let (u, p) = text
-                        .split_once(':')
-                        .ok_or("--creds wants USER:PASSWORD")?;
+                    let (u, p) = text.split_once(':').ok_or("--creds wants USER:PASSWORD")?;
                     Some((u.to_string(), p.to_string()))
                 }
                 None => None,
@@ -107,9 +105,14 @@ pub fn import(node: &Node, q: ImportQuery, lines: mpsc::Sender<ProgressLine>) {
                 platform: platform(q.platform.as_deref())?,
             };
             let progress: Arc<dyn Progress> = Arc::new(Forward(lines.clone()));
-            import_images(&settings.store, std::path::Path::new(&path), &options, progress)
-                .await
-                .map_err(|e| format!("importing {path}: {}", crate::chain(&e.into())))
+            import_images(
+                &settings.store,
+                std::path::Path::new(&path),
+                &options,
+                progress,
+            )
+            .await
+            .map_err(|e| format!("importing {path}: {}", crate::chain(&e.into())))
         }
         .await;
         match result {

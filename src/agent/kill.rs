@@ -10,7 +10,9 @@ use super::node::Node;
 pub fn kill(node: &mut Node, key: &str, signal: Signal, all: bool) -> Result<(), ApiError> {
     let c = node.resolve(key)?;
     if c.status() == Status::Stopped {
-        return Err(ApiError::conflict(format!("container {key} is not running")));
+        return Err(ApiError::conflict(format!(
+            "container {key} is not running"
+        )));
     }
     if all {
         berth_runtime::cgroups::kill_all(&c.record.cgroup_path).map_err(ApiError::internal)?;
@@ -20,6 +22,8 @@ pub fn kill(node: &mut Node, key: &str, signal: Signal, all: bool) -> Result<(),
     match c.record.init {
         Some(p) if p.is_alive() => nix::sys::signal::kill(Pid::from_raw(p.pid), signal)
             .map_err(|e| ApiError::internal(format!("kill {}: {e}", p.pid))),
-        _ => Err(ApiError::conflict(format!("container {key} is not running"))),
+        _ => Err(ApiError::conflict(format!(
+            "container {key} is not running"
+        ))),
     }
 }

@@ -10,8 +10,8 @@ mod error;
 mod exec;
 mod images;
 mod kill;
-mod probe;
 pub mod node;
+mod probe;
 mod remove;
 mod routes;
 mod start;
@@ -25,7 +25,6 @@ use anyhow::{Context, Result};
 use berth_images::store::Store;
 use berth_runtime::logs::Rotation;
 use tokio::sync::mpsc;
-
 
 /// What the agent was started with.
 #[derive(Debug)]
@@ -135,11 +134,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_tx = stopping.clone();
     let shutdown = async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

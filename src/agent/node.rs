@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::ApiError;
 use super::Settings;
-use crate::api::{ContainerInfo, Created, ExecRequest, PullRequest, ImportQuery, ProgressLine};
+use crate::api::{ContainerInfo, Created, ExecRequest, ImportQuery, ProgressLine, PullRequest};
 
 /// Reply channel of an action.
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -30,7 +30,10 @@ pub enum Action {
     /// Image inspect.
     InspectImage(String, Reply<serde_json::Value>),
     /// Image removal.
-    RemoveImage(crate::api::RemoveImageRequest, Reply<crate::api::RemoveImageResponse>),
+    RemoveImage(
+        crate::api::RemoveImageRequest,
+        Reply<crate::api::RemoveImageResponse>,
+    ),
     /// Image GC.
     Prune(Reply<berth_images::gc::GcReport>),
     /// Flattened rootfs copy.
@@ -202,7 +205,12 @@ impl Node {
             Action::Pull(req, lines) => super::images::pull(self, req, lines),
             Action::Import(q, lines) => super::images::import(self, q, lines),
             Action::ListImages(r) => {
-                let _ = r.send(self.settings.store.list_images().map_err(ApiError::internal));
+                let _ = r.send(
+                    self.settings
+                        .store
+                        .list_images()
+                        .map_err(ApiError::internal),
+                );
             }
             Action::InspectImage(name, r) => {
                 let _ = r.send(super::images::inspect(self, &name));

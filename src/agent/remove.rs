@@ -55,11 +55,12 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
     if let Some(c) = node.containers.remove(&id) {
         // Wake waiters of a container removed while running.
         if c.exit.borrow().is_none() {
-            c.exit.send_replace(Some(berth_runtime::state::ExitRecord::failed(
-                137,
-                "removed",
-                "the container was removed".into(),
-            )));
+            c.exit
+                .send_replace(Some(berth_runtime::state::ExitRecord::failed(
+                    137,
+                    "removed",
+                    "the container was removed".into(),
+                )));
         }
     }
     tracing::info!(id, "container removed");

@@ -44,12 +44,18 @@ pub fn router(tx: Tx) -> Router {
         .route("/v1/containers/{id}/top", get(top))
         .route("/v1/containers/{id}/stats", get(stats))
         .route("/v1/containers/{id}/exec", post(exec))
-        .route("/v1/containers/{id}/exec/{exec_id}/attach", post(exec_attach))
+        .route(
+            "/v1/containers/{id}/exec/{exec_id}/attach",
+            post(exec_attach),
+        )
         .with_state(tx)
 }
 
 /// Sends an action built around a reply channel and awaits the answer.
-async fn ask<T>(tx: &Tx, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Action) -> Result<T, ApiError> {
+async fn ask<T>(
+    tx: &Tx,
+    make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Action,
+) -> Result<T, ApiError> {
     let (reply, rx) = oneshot::channel();
     tx.send(make(reply))
         .await
@@ -110,11 +116,17 @@ struct NameQuery {
     name: String,
 }
 
-async fn inspect_image(State(tx): State<Tx>, Query(q): Query<NameQuery>) -> Result<impl IntoResponse, ApiError> {
+async fn inspect_image(
+    State(tx): State<Tx>,
+    Query(q): Query<NameQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(ask(&tx, |r| Action::InspectImage(q.name, r)).await?))
 }
 
-async fn remove_image(State(tx): State<Tx>, Json(req): Json<RemoveImageRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn remove_image(
+    State(tx): State<Tx>,
+    Json(req): Json<RemoveImageRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(ask(&tx, |r| Action::RemoveImage(req, r)).await?))
 }
 
@@ -122,7 +134,10 @@ async fn prune(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(ask(&tx, Action::Prune).await?))
 }
 
-async fn rootfs(State(tx): State<Tx>, Json(req): Json<RootfsRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn rootfs(
+    State(tx): State<Tx>,
+    Json(req): Json<RootfsRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     ask(&tx, |r| Action::Rootfs(req, r)).await?;
     Ok(Json(serde_json::json!({})))
 }
@@ -139,11 +154,17 @@ async fn list(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(ask(&tx, Action::List).await?))
 }
 
-async fn inspect(State(tx): State<Tx>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn inspect(
+    State(tx): State<Tx>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(resolve(&tx, id).await?.info))
 }
 
-async fn start(State(tx): State<Tx>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn start(
+    State(tx): State<Tx>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let pid = ask(&tx, |r| Action::Start(id, r)).await?;
     Ok(Json(serde_json::json!({ "pid": pid })))
 }
@@ -156,7 +177,11 @@ struct AttachQuery {
 
 /// Upgrades the connection and splices it to the supervisor's socket: the client then
 /// speaks the supervisor protocol (`runtime::supervisor::protocol`) directly.
-async fn splice(socket: std::path::PathBuf, start: bool, req: Request) -> Result<Response, ApiError> {
+async fn splice(
+    socket: std::path::PathBuf,
+    start: bool,
+    req: Request,
+) -> Result<Response, ApiError> {
     let mut stream = super::start::connect(&socket).await?;
     if start {
         stream
@@ -233,8 +258,15 @@ async fn kill(
     Query(q): Query<KillQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let text = q.signal.unwrap_or_else(|| "TERM".into());
-    let signal = parse_signal(&text).ok_or_else(|| ApiError::bad_request(format!("unknown signal {text:?}")))?;
-    ask(&tx, |reply| Action::Kill { id, signal, all: false, reply }).await?;
+    let signal = parse_signal(&text)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown signal {text:?}")))?;
+    ask(&tx, |reply| Action::Kill {
+        id,
+        signal,
+        all: false,
+        reply,
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -251,9 +283,21 @@ async fn stop(
     }
     let grace = Duration::from_secs(q.timeout.unwrap_or(10));
     let id = h.id.clone();
-    let _ = ask(&tx, |reply| Action::Kill { id: id.clone(), signal: nix::sys::signal::Signal::SIGTERM, all: false, reply }).await;
+    let _ = ask(&tx, |reply| Action::Kill {
+        id: id.clone(),
+        signal: nix::sys::signal::Signal::SIGTERM,
+        all: false,
+        reply,
+    })
+    .await;
     if wait_exit(&mut h, Some(grace)).await.is_none() {
-        let _ = ask(&tx, |reply| Action::Kill { id, signal: nix::sys::signal::Signal::SIGKILL, all: true, reply }).await;
+        let _ = ask(&tx, |reply| Action::Kill {
+            id,
+            signal: nix::sys::signal::Signal::SIGKILL,
+            all: true,
+            reply,
+        })
+        .await;
         wait_exit(&mut h, Some(Duration::from_secs(10)))
             .await
             .ok_or_else(|| ApiError::internal("the container did not stop after SIGKILL"))?;
@@ -269,7 +313,13 @@ async fn remove(
     let mut h = resolve(&tx, id).await?;
     if q.force && h.exit.borrow().is_none() {
         let id = h.id.clone();
-        let _ = ask(&tx, |reply| Action::Kill { id, signal: nix::sys::signal::Signal::SIGKILL, all: true, reply }).await;
+        let _ = ask(&tx, |reply| Action::Kill {
+            id,
+            signal: nix::sys::signal::Signal::SIGKILL,
+            all: true,
+            reply,
+        })
+        .await;
         // Let the supervisor record the exit; removal below copes if it does not.
         let _ = wait_exit(&mut h, Some(Duration::from_secs(5))).await;
     }
@@ -347,10 +397,16 @@ async fn top(State(tx): State<Tx>, Path(id): Path<String>) -> Result<impl IntoRe
     Ok(Json(top))
 }
 
-async fn stats(State(tx): State<Tx>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn stats(
+    State(tx): State<Tx>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let h = resolve(&tx, id).await?;
     if h.exit.borrow().is_some() {
-        return Err(ApiError::conflict(format!("container {} is not running", h.id)));
+        return Err(ApiError::conflict(format!(
+            "container {} is not running",
+            h.id
+        )));
     }
     let path = h.info.record.cgroup_path.clone();
     let usage = tokio::task::spawn_blocking(move || {

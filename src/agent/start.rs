@@ -55,8 +55,7 @@ pub async fn send_start(stream: &mut UnixStream) -> Result<i32, ApiError> {
             stream.read_exact(&mut payload).await?;
             match head[0] {
                 protocol::STARTED => {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&payload).unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
                     return Ok(Ok(v["pid"].as_i64().unwrap_or(0) as i32));
                 }
                 protocol::ERROR => {
@@ -70,7 +69,9 @@ pub async fn send_start(stream: &mut UnixStream) -> Result<i32, ApiError> {
     match tokio::time::timeout(Duration::from_secs(60), read).await {
         Ok(Ok(Ok(pid))) => Ok(pid),
         Ok(Ok(Err(msg))) => Err(ApiError::bad_request(msg).with_exit_code(125)),
-        Ok(Err(e)) => Err(ApiError::internal(format!("talking to the supervisor: {e}"))),
+        Ok(Err(e)) => Err(ApiError::internal(format!(
+            "talking to the supervisor: {e}"
+        ))),
         Err(_) => Err(ApiError::internal("the supervisor did not answer START")),
     }
 }
@@ -83,7 +84,9 @@ pub async fn start(node: &mut Node, key: &str) -> Result<i32, ApiError> {
     match c.status() {
         Status::Created => {}
         Status::Running => {
-            return Err(ApiError::conflict(format!("container {key} is already running")))
+            return Err(ApiError::conflict(format!(
+                "container {key} is already running"
+            )))
         }
         Status::Stopped => {
             return Err(ApiError::conflict(format!(

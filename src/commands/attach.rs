@@ -82,7 +82,11 @@ pub async fn relay(conn: Attached, stdin: bool, tty: bool) -> Result<Option<Exit
             };
             while winch.recv().await.is_some() {
                 if let Some(size) = window_size() {
-                    if tx.send(protocol::encode(protocol::RESIZE, &size)).await.is_err() {
+                    if tx
+                        .send(protocol::encode(protocol::RESIZE, &size))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -101,7 +105,11 @@ pub async fn relay(conn: Attached, stdin: bool, tty: bool) -> Result<Option<Exit
                         break;
                     }
                     Ok(n) => {
-                        if tx.send(protocol::encode(protocol::STDIN, &buf[..n])).await.is_err() {
+                        if tx
+                            .send(protocol::encode(protocol::STDIN, &buf[..n]))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }

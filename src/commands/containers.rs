@@ -71,7 +71,10 @@ async fn info(client: &Client, id: &str) -> Result<ContainerInfo> {
 pub async fn state(client: &Client, id: &str) -> Result<()> {
     let c = info(client, id).await?;
     let mut annotations = c.record.task.annotations.clone();
-    annotations.insert("org.opencontainers.image.ref.name".into(), c.record.image.clone());
+    annotations.insert(
+        "org.opencontainers.image.ref.name".into(),
+        c.record.image.clone(),
+    );
     let mut out = serde_json::json!({
         "ociVersion": "1.0.2",
         "id": c.record.id,
@@ -223,9 +226,16 @@ fn print_usage(u: &Usage, json: bool) -> Result<()> {
         format::size(u.memory_limit)
     };
     let rows = vec![
-        ["CPU TIME", "THROTTLED", "MEM USAGE / LIMIT", "CACHE", "PIDS", "OOM KILLS"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "CPU TIME",
+            "THROTTLED",
+            "MEM USAGE / LIMIT",
+            "CACHE",
+            "PIDS",
+            "OOM KILLS",
+        ]
+        .map(String::from)
+        .to_vec(),
         vec![
             format!("{:.3}s", u.cpu_usage_ns as f64 / 1e9),
             format!(
@@ -250,7 +260,9 @@ fn print_usage(u: &Usage, json: bool) -> Result<()> {
 
 pub async fn stats(client: &Client, args: StatsArgs) -> Result<()> {
     loop {
-        let u: Usage = client.get(&format!("/v1/containers/{}/stats", args.id)).await?;
+        let u: Usage = client
+            .get(&format!("/v1/containers/{}/stats", args.id))
+            .await?;
         print_usage(&u, args.json)?;
         match args.interval {
             Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s.max(1))).await,
@@ -260,13 +272,17 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<()> {
 }
 
 pub async fn wait(client: &Client, id: &str) -> Result<ExitCode> {
-    let exit: ExitRecord = client.post(&format!("/v1/containers/{id}/wait"), &()).await?;
+    let exit: ExitRecord = client
+        .post(&format!("/v1/containers/{id}/wait"), &())
+        .await?;
     println!("{}", exit.exit_code);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn start(client: &Client, id: &str) -> Result<()> {
-    client.post_empty(&format!("/v1/containers/{id}/start")).await?;
+    client
+        .post_empty(&format!("/v1/containers/{id}/start"))
+        .await?;
     println!("{id}");
     Ok(())
 }

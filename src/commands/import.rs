@@ -19,7 +19,8 @@ pub async fn run(client: &Client, args: ImportArgs) -> Result<()> {
     let mut _spool = None;
     let path = if args.path.as_os_str() == "-" {
         // The agent reads archives by path: stdin is spooled to a private temporary file.
-        let path = std::env::temp_dir().join(berth_images::store::fsutil::unique_name("berth-import"));
+        let path =
+            std::env::temp_dir().join(berth_images::store::fsutil::unique_name("berth-import"));
         let spool = Spool(path.clone());
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -49,9 +50,14 @@ pub async fn run(client: &Client, args: ImportArgs) -> Result<()> {
     if let Some(m) = max {
         q.push(("max_layer_bytes", m.to_string()));
     }
-    let records = super::pull::follow(client, &format!("/v1/images/import?{}", query(&q)), None, args.quiet)
-        .await
-        .with_context(|| format!("importing {}", args.path.display()))?;
+    let records = super::pull::follow(
+        client,
+        &format!("/v1/images/import?{}", query(&q)),
+        None,
+        args.quiet,
+    )
+    .await
+    .with_context(|| format!("importing {}", args.path.display()))?;
     for record in records {
         if !args.quiet {
             println!("Loaded image: {} ({})", record.reference, record.config);

@@ -19,7 +19,11 @@ fn authfile(args: &RegistryArgs) -> Option<std::path::PathBuf> {
     path.exists().then_some(path)
 }
 
-pub fn request(reference: &str, registry: &RegistryArgs, unpack: Option<&UnpackArgs>) -> Result<PullRequest> {
+pub fn request(
+    reference: &str,
+    registry: &RegistryArgs,
+    unpack: Option<&UnpackArgs>,
+) -> Result<PullRequest> {
     Ok(PullRequest {
         reference: reference.to_string(),
         platform: unpack.and_then(|u| u.platform.clone()),
@@ -54,7 +58,13 @@ pub async fn follow(
 }
 
 pub async fn pull(client: &Client, req: &PullRequest, quiet: bool) -> Result<ImageRecord> {
-    let images = follow(client, "/v1/images/pull", Some(serde_json::to_vec(req)?), quiet).await?;
+    let images = follow(
+        client,
+        "/v1/images/pull",
+        Some(serde_json::to_vec(req)?),
+        quiet,
+    )
+    .await?;
     images
         .into_iter()
         .next()

@@ -161,7 +161,9 @@ pub async fn run(client: &Client, args: RunArgs, start: bool) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     if args.detach {
-        client.post_empty(&format!("/v1/containers/{id}/start")).await?;
+        client
+            .post_empty(&format!("/v1/containers/{id}/start"))
+            .await?;
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -174,14 +176,20 @@ pub async fn run(client: &Client, args: RunArgs, start: bool) -> Result<ExitCode
     let exit = super::attach::relay(conn, args.interactive, args.tty).await?;
     let exit = match exit {
         Some(e) => e,
-        None => client.post(&format!("/v1/containers/{id}/wait"), &()).await?,
+        None => {
+            client
+                .post(&format!("/v1/containers/{id}/wait"), &())
+                .await?
+        }
     };
     if let Some(error) = &exit.error {
         eprintln!("berth: error: {error}");
     }
     if args.rm {
         // The agent removes it too; this makes removal done by the time we return.
-        let _ = client.delete(&format!("/v1/containers/{id}?force=true")).await;
+        let _ = client
+            .delete(&format!("/v1/containers/{id}?force=true"))
+            .await;
     }
     Ok(exit_code(exit.exit_code))
 }

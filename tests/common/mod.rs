@@ -4,42 +4,164 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub use berth_integration::require_root;
 
-/// A private data root; removed at drop.
+/// A private agent: its own data root, socket and cgroup root (below this test process's
+/// own cgroup). At drop every container is removed, the agent stopped, its cgroups removed,
+/// and the test fails if a mount or cgroup of it is left.
 pub struct Root {
     pub dir: tempfile::TempDir,
+    pub agent: Option<Child>,
+    pub cgroup_root: PathBuf,
+}
+
+/// The test process's own cgroup (the deepest of its v1 controller paths, or the v2 one).
+pub fn own_cgroup() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(PathBuf::from)
+        .max_by_key(|p| p.components().count())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Every cgroupfs directory of `path` (one per mounted hierarchy that has it).
+pub fn cgroup_dirs(path: &Path) -> Vec<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut out = Vec::new();
+    let mounts: Vec<PathBuf> = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        vec![PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for m in mounts {
+        let p = m.join(rel);
+        if p.is_dir() {
+            out.push(p);
+        }
+    }
+    out
 }
 
 impl Root {
     pub fn new() -> Self {
+        Self::with_agent_args(&[])
+    }
+
+    pub fn with_agent_args(extra: &[&str]) -> Self {
         require_root();
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("berth-test-root-")
-                .tempdir()
-                .expect("temp dir"),
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-root-")
+            .tempdir()
+            .expect("temp dir");
+        let name = dir
+            .path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let cgroup_root = own_cgroup().join(name);
+        let mut root = Self {
+            dir,
+            agent: None,
+            cgroup_root,
+        };
+        root.start_agent(extra);
+        root
+    }
+
+    /// Starts (or restarts) the agent and waits for its socket.
+    pub fn start_agent(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("agent.log"))
+            .expect("agent log");
+        let child = self
+            .cmd(&["agent", "--cgroup-root"])
+            .arg(&self.cgroup_root)
+            .args(extra)
+            .env("BERTH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the agent");
+        self.agent = Some(child);
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        panic!("the agent did not listen: {}", self.agent_log());
+    }
+
+    /// Stops the agent with `signal` (SIGTERM or SIGKILL) and reaps it.
+    pub fn stop_agent(&mut self, signal: i32) {
+        if let Some(mut child) = self.agent.take() {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("agent.sock")
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// `berth --root <root> --config <none> ARGS…`, with no docker auth file and no tty.
+    /// `berth --root <root> --socket <sock> --config <none> ARGS…`, with no docker auth file
+    /// and no tty.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.arg("--root")
             .arg(self.path())
+            .arg("--socket")
+            .arg(self.socket())
             .arg("--config")
             .arg(self.path().join("no-config.json"))
             .env("DOCKER_CONFIG", self.path().join("no-docker-config"))
             .env_remove("BERTH_REGISTRY_CREDS")
+            .env_remove("BERTH_SOCKET")
+            .env_remove("BERTH_ROOT")
             .args(args);
         cmd
+    }
+
+    /// Mount points below the data root.
+    pub fn mounts(&self) -> Vec<String> {
+        let want = self.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&want))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Container cgroups left below the agent's cgroup root.
+    pub fn container_cgroups(&self) -> Vec<PathBuf> {
+        cgroup_dirs(&self.cgroup_root)
+            .into_iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -116,12 +238,81 @@ impl Root {
     }
 }
 
+/// Removes the empty directories above `path` that lie strictly below this process's own
+/// cgroup of each hierarchy: libcontainer creates them (one path serves all v1 hierarchies)
+/// in hierarchies where this process sits higher up.
+fn remove_created_parents(path: &Path) {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, own) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, Path::new(c)),
+            _ => continue,
+        };
+        let mount = if ctrls.is_empty() {
+            if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                PathBuf::from("/sys/fs/cgroup")
+            } else {
+                PathBuf::from("/sys/fs/cgroup/unified")
+            }
+        } else {
+            Path::new("/sys/fs/cgroup").join(ctrls.trim_start_matches("name="))
+        };
+        let mut p = path.to_path_buf();
+        while p.pop() && p.starts_with(own) && p != own {
+            let full = mount.join(p.strip_prefix("/").unwrap_or(&p));
+            if full.is_dir() && std::fs::remove_dir(&full).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if self.agent.is_some() {
+            if let Ok(out) = self.cmd(&["ps", "-q", "--no-trunc"]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = self.cmd(&["rm", "-f", id]).output();
+                }
+            }
+        }
+        self.stop_agent(libc::SIGTERM);
+        let leftover_mounts = self.mounts();
+        for m in &leftover_mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+        let leftover_cgroups = self.container_cgroups();
+        // Remove our cgroup root (children first) in every hierarchy; then its parents
+        // that are empty and below our own cgroup (other tests may still use them).
+        for d in cgroup_dirs(&self.cgroup_root) {
+            for c in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if c.path().is_dir() {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+        remove_created_parents(&self.cgroup_root);
+        if !std::thread::panicking() {
+            assert!(
+                leftover_mounts.is_empty(),
+                "mounts left behind: {leftover_mounts:?}"
+            );
+            assert!(
+                leftover_cgroups.is_empty(),
+                "cgroups left behind: {leftover_cgroups:?}"
+            );
+        }
+    }
+}
+
 /// The busybox fixtures (see `berth_integration::fixtures::write_all`), built once and
 /// kept in cargo's test scratch directory (inside `target/`, so nothing is left in /tmp).
 /// Keyed by the busybox binary and a format version; built in a private directory and
 /// renamed into place, so test binaries running at the same time never see half of it.
 pub fn fixtures() -> &'static Path {
-    const FORMAT: u32 = 2;
+    const FORMAT: u32 = 3;
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let busybox = std::fs::read(berth_integration::fixtures::BUSYBOX)

@@ -84,7 +84,9 @@ pub fn process_args(image: &ImageConfiguration, task: &TaskSpec) -> Vec<String> 
     let (entrypoint, image_cmd) = match &task.entrypoint {
         Some(e) => (e.clone(), Vec::new()),
         None => (
-            config.and_then(|c| c.entrypoint().clone()).unwrap_or_default(),
+            config
+                .and_then(|c| c.entrypoint().clone())
+                .unwrap_or_default(),
             config.and_then(|c| c.cmd().clone()).unwrap_or_default(),
         ),
     };
@@ -243,13 +245,7 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .iter()
         .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
         .collect();
-    let mut process = ProcessBuilder::default();
-    // libcontainer 0.7 loads seccomp early (while still privileged) only when
-    // `noNewPrivileges` is absent, not when it is false: leave it out unless it is set.
-    if task.no_new_privileges {
-        process = process.no_new_privileges(true);
-    }
-    let process = process
+    let mut process = ProcessBuilder::default()
         .terminal(task.tty)
         .user(
             UserBuilder::default()
@@ -278,6 +274,10 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
             .map_err(SpecError::build)?])
         .build()
         .map_err(SpecError::build)?;
+    // oci-spec defaults `noNewPrivileges` to true; Docker's default is off. And libcontainer
+    // 0.7 loads seccomp early (while still privileged) only when the field is absent, not
+    // when it is false: so it is absent unless asked for.
+    process.set_no_new_privileges(task.no_new_privileges.then_some(true));
 
     let mut mounts = defaults::standard_mounts();
     let [hosts, hostname_file, resolv] = inputs.etc_files.clone();
@@ -285,7 +285,11 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
     mounts.push(defaults::bind(hostname_file, "/etc/hostname".into(), false));
     mounts.push(defaults::bind(resolv, "/etc/resolv.conf".into(), false));
     for v in &task.volumes {
-        mounts.push(defaults::bind(v.source.clone(), v.target.clone(), v.read_only));
+        mounts.push(defaults::bind(
+            v.source.clone(),
+            v.target.clone(),
+            v.read_only,
+        ));
     }
     for t in &task.tmpfs {
         mounts.push(defaults::tmpfs(t.target.clone(), &t.options));
@@ -310,7 +314,12 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .namespaces(namespaces)
         .cgroups_path(inputs.cgroup_path.clone())
         .resources(resources(task)?)
-        .masked_paths(defaults::MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .masked_paths(
+            defaults::MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
         .readonly_paths(
             defaults::READONLY_PATHS
                 .iter()
@@ -327,7 +336,10 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    annotations.insert("org.opencontainers.image.ref.name".into(), task.image.clone());
+    annotations.insert(
+        "org.opencontainers.image.ref.name".into(),
+        task.image.clone(),
+    );
     SpecBuilder::default()
         .version("1.0.2")
         .process(process)
@@ -354,7 +366,9 @@ fn resources(task: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, SpecE
     let mut cpu = LinuxCpuBuilder::default();
     if let Some(cpus) = r.cpus {
         const PERIOD: u64 = 100_000;
-        cpu = cpu.period(PERIOD).quota((cpus * PERIOD as f64).round() as i64);
+        cpu = cpu
+            .period(PERIOD)
+            .quota((cpus * PERIOD as f64).round() as i64);
     }
     if let Some(s) = r.cpu_shares {
         cpu = cpu.shares(s);
@@ -374,7 +388,12 @@ fn resources(task: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, SpecE
         b = b.memory(m.build().map_err(SpecError::build)?);
     }
     if let Some(p) = r.pids_limit {
-        b = b.pids(LinuxPidsBuilder::default().limit(p).build().map_err(SpecError::build)?);
+        b = b.pids(
+            LinuxPidsBuilder::default()
+                .limit(p)
+                .build()
+                .map_err(SpecError::build)?,
+        );
     }
     if let Some(high) = r.memory_high {
         if crate::cgroups::is_v2() {

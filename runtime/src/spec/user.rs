@@ -108,7 +108,11 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, SpecError
     resolve_from(&passwd_text, &group_text, user)
 }
 
-fn resolve_from(passwd_text: &str, group_text: &str, user: &str) -> Result<ResolvedUser, SpecError> {
+fn resolve_from(
+    passwd_text: &str,
+    group_text: &str,
+    user: &str,
+) -> Result<ResolvedUser, SpecError> {
     let users = passwd(passwd_text);
     let all_groups = groups(group_text);
     let (user_part, group_part) = match user.split_once(':') {
@@ -175,7 +179,10 @@ mod tests {
         let r = resolve_from(PASSWD, GROUP, "").unwrap();
         assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
         let w = resolve_from(PASSWD, GROUP, "www").unwrap();
-        assert_eq!((w.uid, w.gid, w.additional_gids.clone()), (33, 33, vec![50]));
+        assert_eq!(
+            (w.uid, w.gid, w.additional_gids.clone()),
+            (33, 33, vec![50])
+        );
         let n = resolve_from(PASSWD, GROUP, "1234:5").unwrap();
         assert_eq!((n.uid, n.gid), (1234, 5));
         let g = resolve_from(PASSWD, GROUP, "33:staff").unwrap();

@@ -115,9 +115,9 @@ impl EventLoop {
         })?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| SupervisorError::Io {
-                what: "signalfd".into(),
-                source: e.into(),
-            })?;
+            what: "signalfd".into(),
+            source: e.into(),
+        })?;
         listener
             .set_nonblocking(true)
             .map_err(|e| SupervisorError::Io {
@@ -182,7 +182,9 @@ impl EventLoop {
                     break;
                 }
             }
-            if !started && matches!(managed, Managed::Exec { .. }) && begun.elapsed() > START_TIMEOUT
+            if !started
+                && matches!(managed, Managed::Exec { .. })
+                && begun.elapsed() > START_TIMEOUT
             {
                 end = Some(End::Failed {
                     code: 125,
@@ -246,7 +248,12 @@ impl EventLoop {
         })
     }
 
-    fn reap(&mut self, target: &mut Option<i32>, end: &mut Option<End>, drain: &mut Option<Instant>) {
+    fn reap(
+        &mut self,
+        target: &mut Option<i32>,
+        end: &mut Option<End>,
+        drain: &mut Option<Instant>,
+    ) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if Some(pid.as_raw()) == *target => {
@@ -367,12 +374,8 @@ impl EventLoop {
                                 let _ = write_all_fd(w, &payload);
                             }
                         }
-                        protocol::STDIN_CLOSE => {
-                            // A terminal has no end of input; keep it for other clients.
-                            if self.tty.is_none() {
-                                self.stdin = None;
-                            }
-                        }
+                        // A terminal has no end of input; keep it for other clients.
+                        protocol::STDIN_CLOSE if self.tty.is_none() => self.stdin = None,
                         protocol::RESIZE if payload.len() == 4 => {
                             if let Some(t) = &self.tty {
                                 resize(t, &payload);

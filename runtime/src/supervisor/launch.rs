@@ -42,7 +42,11 @@ fn lc_err(what: &str) -> impl Fn(libcontainer::error::LibcontainerError) -> Supe
     }
 }
 
-fn builder(id: &str, lc_root: &Path, stdio: &mut Stdio) -> Result<ContainerBuilder, SupervisorError> {
+fn builder(
+    id: &str,
+    lc_root: &Path,
+    stdio: &mut Stdio,
+) -> Result<ContainerBuilder, SupervisorError> {
     let mut b = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
         .with_root_path(lc_root)
         .map_err(lc_err("setting the state root"))?;
@@ -123,8 +127,13 @@ pub fn receive_pty(listener: &UnixListener) -> Result<OwnedFd, SupervisorError> 
     let mut buf = [0u8; 4096];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| io(e.into()))?;
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| io(e.into()))?;
     for cmsg in msg.cmsgs().map_err(|e| io(e.into()))? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(&fd) = fds.first() {

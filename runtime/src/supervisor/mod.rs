@@ -168,12 +168,18 @@ fn stdio(tty: bool, stdin: bool, console: &str) -> Result<StdioParts, Supervisor
     if tty {
         let path = PathBuf::from(console);
         let listener = bind(&path)?;
-        let abs = std::env::current_dir()
-            .map_err(io_err("cwd"))?
-            .join(path);
-        return Ok((Stdio::Tty { listener, path: abs }, Vec::new(), None));
+        let abs = std::env::current_dir().map_err(io_err("cwd"))?.join(path);
+        return Ok((
+            Stdio::Tty {
+                listener,
+                path: abs,
+            },
+            Vec::new(),
+            None,
+        ));
     }
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()));
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (stdin_r, stdin_w) = if stdin {
@@ -223,7 +229,8 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&mut ready_out, e),
     };
-    let (mut container_stdio, outputs, stdin_w) = match stdio(opts.tty, opts.stdin, "console.sock") {
+    let (mut container_stdio, outputs, stdin_w) = match stdio(opts.tty, opts.stdin, "console.sock")
+    {
         Ok(s) => s,
         Err(e) => return fail(&mut ready_out, e),
     };
@@ -232,7 +239,12 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
         Err(e) => return fail(&mut ready_out, io_err("opening the log")(e)),
     };
     sigpipe(true);
-    let created = launch::create(&opts.id, &opts.dir, &dir.libcontainer(), &mut container_stdio);
+    let created = launch::create(
+        &opts.id,
+        &opts.dir,
+        &dir.libcontainer(),
+        &mut container_stdio,
+    );
     sigpipe(false);
     let mut container = match created {
         Ok(c) => c,
@@ -243,7 +255,9 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
     };
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
     let (outputs, stdin_w, tty_master) = match container_stdio {
-        Stdio::Tty { listener: console, .. } => {
+        Stdio::Tty {
+            listener: console, ..
+        } => {
             let master = match launch::receive_pty(&console) {
                 Ok(m) => m,
                 Err(e) => {
