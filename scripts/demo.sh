@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo, offline and self-contained (root): builds Berth and busybox images from
-# Debian's busybox-static, starts a private docker-registry on 127.0.0.1, pushes the
-# images, and shows Berth pulling, listing, importing and removing them, then runs the
-# pulled busybox from an overlayfs of its layer snapshots. Leaves nothing behind.
+# Debian's busybox-static, starts a private docker-registry on 127.0.0.1 and a private
+# Berth agent (own socket, data root and cgroup root), then pulls, imports and runs
+# containers through it: foreground, detached, exec, logs, stats, limits, OOM, stop, rm.
+# Stops the agent and leaves nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -10,11 +11,29 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 
 WORK=$(mktemp -d /tmp/berth-demo-XXXXXX)
-REG_PID=""; MNT="$WORK/rootfs"
+REG_PID=""; AGENT_PID=""
+# Containers' cgroups go below the cgroup this script runs in (per controller, the
+# deepest path), in a directory of their own.
+OWN_CG=$(awk -F: '{print $3}' /proc/self/cgroup | awk '{print length, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
+CG_ROOT="${OWN_CG%/}/berth-demo-$$"
 cleanup() {
   set +e
-  mountpoint -q "$MNT" && umount "$MNT"
+  if [ -n "$AGENT_PID" ]; then
+    for id in $("$BIN/berth" ps -q --no-trunc 2>/dev/null); do "$BIN/berth" rm -f "$id" >/dev/null; done
+    kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
+  fi
   [ -n "$REG_PID" ] && kill "$REG_PID" && wait "$REG_PID" 2>/dev/null
+  # Our cgroup root, and the parents libcontainer created for it, in every hierarchy: only
+  # directories strictly below this script's own cgroup of that hierarchy.
+  while IFS=: read -r _ ctrls own; do
+    m=/sys/fs/cgroup/${ctrls#name=}; [ -z "$ctrls" ] && m=/sys/fs/cgroup/unified
+    [ -f /sys/fs/cgroup/cgroup.controllers ] && m=/sys/fs/cgroup
+    p=$CG_ROOT
+    while [ "${p#"${own%/}"/}" != "$p" ] || { [ "$own" = / ] && [ "$p" != / ]; }; do
+      [ -d "$m$p" ] && { rmdir "$m$p" 2>/dev/null || break; }
+      p=$(dirname "$p")
+    done
+  done < /proc/self/cgroup
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -23,7 +42,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 echo "== building berth"
 cargo build --release --quiet -p berth -p berth-integration
 BIN=$PWD/target/release
-export BERTH_ROOT="$WORK/data" BERTH_CONFIG=/nonexistent DOCKER_CONFIG="$WORK/docker"
+export BERTH_ROOT="$WORK/data" BERTH_SOCKET="$WORK/berth.sock" BERTH_CONFIG=/nonexistent DOCKER_CONFIG="$WORK/docker"
 
 echo "== building busybox images from /bin/busybox (busybox-static)"
 "$BIN/berth-fixture" all "$WORK/fixtures"
@@ -38,23 +57,39 @@ echo "== registry on $REG; pushing busybox (1 layer) and multilayer (3 layers, w
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/busybox-oci:latest" "docker://$REG/library/busybox:latest"
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/multilayer-oci:latest" "docker://$REG/demo/multilayer:1.0"
 
+echo "== starting a private agent (socket $BERTH_SOCKET, cgroup root $CG_ROOT)"
+"$BIN/berth" agent --cgroup-root "$CG_ROOT" 2>"$WORK/agent.log" &
+AGENT_PID=$!
+for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
+
 step "$BIN/berth" pull "$REG/library/busybox"
-step "$BIN/berth" pull "$REG/demo/multilayer:1.0"
 step "$BIN/berth" pull "$REG/demo/multilayer:1.0"
 step "$BIN/berth" import "$WORK/fixtures/multilayer-docker.tar"
 step "$BIN/berth" images
 
 echo
-echo "== the multilayer image as an overlayfs of its layer snapshots (read-only):"
-LOWER=$("$BIN/berth" image inspect "$REG/demo/multilayer:1.0" | python3 -c 'import json,sys; print(":".join(json.load(sys.stdin)[0]["Rootfs"]["LowerDirs"]))')
-mkdir -p "$MNT"
-mount -t overlay overlay -o "lowerdir=$LOWER,ro" "$MNT"
-step ls -l "$MNT/data"
-step chroot "$MNT" /bin/busybox sh -c 'echo "hello from $(cat /etc/motd | tr -d "\n") of the pulled image; b.txt deleted by a whiteout: $(ls /data/b.txt 2>&1 | head -1)"'
-umount "$MNT"
+echo "== containers"
+step "$BIN/berth" run --rm "$REG/library/busybox" sh -c 'echo "hello from $(hostname), pid $$, as $(id -un)"; ip -o link'
+step "$BIN/berth" run --rm -w /data "$REG/demo/multilayer:1.0" sh -c 'cat /etc/motd; ls; echo "b.txt was deleted by a whiteout: $(ls b.txt 2>&1)"'
+step "$BIN/berth" run -d --name web --cpus 0.5 -m 32m --pids-limit 50 "$REG/library/busybox" sh -c 'while true; do echo "tick $(date +%T)"; sleep 1; done'
+sleep 2
+step "$BIN/berth" ps
+step "$BIN/berth" exec web sh -c 'echo "exec in $(hostname): $(ps | wc -l) lines of ps"'
+step "$BIN/berth" top web
+step "$BIN/berth" stats web
+step "$BIN/berth" logs --tail 2 web
+step "$BIN/berth" stop -t 1 web
+step "$BIN/berth" state web
+step "$BIN/berth" rm web
+set +e
+step "$BIN/berth" run --name hog -m 16m "$REG/library/busybox" sh -c 'x=aaaaaaaa; while true; do x=$x$x; done'
+echo "(exit code $?)"
+set -e
+"$BIN/berth" state hog | grep -E '"(exitCode|reason|OOMKilled)"'
+step "$BIN/berth" rm hog
 
 step "$BIN/berth" rmi "$REG/demo/multilayer:1.0" berth.test/multilayer:latest
 step "$BIN/berth" image prune
 step "$BIN/berth" images
 echo
-echo "demo done; everything it made is removed on exit"
+echo "demo done; the agent is stopped and everything it made is removed on exit"

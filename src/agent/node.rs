@@ -94,13 +94,32 @@ pub struct Container {
 }
 
 impl Container {
+    /// The exit, once known: recorded by the owner, or already in `exit.json` (the
+    /// supervisor writes it before telling attached clients, and before the owner hears).
+    pub fn known_exit(&self) -> Option<ExitRecord> {
+        if let Some(e) = self.exit.borrow().clone() {
+            return Some(e);
+        }
+        if self.record.init.is_some_and(|p| p.is_alive()) {
+            return None;
+        }
+        read_json(&self.dir.exit()).ok().flatten()
+    }
+
     /// Status from the record, the exit and the processes' liveness.
     pub fn status(&self) -> Status {
-        if self.exit.borrow().is_some() {
+        self.status_with(self.known_exit().is_some())
+    }
+
+    fn status_with(&self, exited: bool) -> Status {
+        if exited {
             return Status::Stopped;
         }
         let init_alive = self.record.init.is_some_and(|p| p.is_alive());
-        if !init_alive {
+        // The init is gone but its supervisor is still recording the exit: not "stopped"
+        // until the exit is known, so a reader always finds its code.
+        let shim_alive = self.record.shim.is_some_and(|p| p.is_alive());
+        if !init_alive && !shim_alive {
             return Status::Stopped;
         }
         if self.record.started.is_some() {
@@ -112,7 +131,8 @@ impl Container {
 
     /// The API view.
     pub fn info(&self) -> ContainerInfo {
-        let status = self.status();
+        let exit = self.known_exit();
+        let status = self.status_with(exit.is_some());
         ContainerInfo {
             status,
             pid: match status {
@@ -121,7 +141,7 @@ impl Container {
             },
             bundle: self.dir.path().display().to_string(),
             record: self.record.clone(),
-            exit: self.exit.borrow().clone(),
+            exit,
         }
     }
 }
