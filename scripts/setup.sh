@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Installs what Berth's build, tests, demo and benchmarks need on a Debian machine (root).
 #   scripts/setup.sh           build + test + demo dependencies
-#   scripts/setup.sh --bench   also the benchmark's anchors (podman, hyperfine, umoci)
+#   scripts/setup.sh --bench   also the benchmarks' anchors (podman, runc, crun, hyperfine)
 # Idempotent: packages already present are skipped, apt-get runs only when needed.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root" >&2; exit 1; }
 
 # busybox-static: test images; docker-registry + skopeo: the real registry and pushes;
 # apache2-utils: htpasswd for the basic-auth registry; cmake + gcc + pkg-config: zlib-ng;
+# libseccomp-dev: libcontainer's seccomp filters;
 # umoci: OCI layout tooling; curl: readiness probes; time: peak RSS in benchmarks;
 # python3: small JSON/port helpers in the demo and benchmark; mount: overlayfs in tests.
 PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount)
 if [ "${1:-}" = "--bench" ]; then
-  PACKAGES+=(podman hyperfine e2fsprogs)
+  PACKAGES+=(podman runc crun hyperfine e2fsprogs)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -89,9 +89,6 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// The per-container supervisor (started by the agent, not by hand).
-    #[command(hide = true)]
-    Shim(crate::cli_containers::ShimArgs),
 }
 
 #[derive(Debug, Subcommand)]

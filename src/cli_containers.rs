@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -199,48 +199,4 @@ pub struct StatsArgs {
     pub json: bool,
     /// Container.
     pub id: String,
-}
-
-#[derive(Debug, Args)]
-pub struct ShimArgs {
-    #[command(subcommand)]
-    pub mode: ShimMode,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ShimMode {
-    /// Create, start on request, supervise.
-    Init {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        cgroup: PathBuf,
-        #[arg(long)]
-        log_max_bytes: u64,
-        #[arg(long)]
-        log_max_files: u32,
-        #[arg(long)]
-        tty: bool,
-        #[arg(long)]
-        stdin: bool,
-        #[arg(long)]
-        network_none: bool,
-    },
-    /// Run one exec process.
-    Exec {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        exec_id: String,
-        #[arg(long)]
-        process: PathBuf,
-        #[arg(long)]
-        tty: bool,
-        #[arg(long)]
-        stdin: bool,
-    },
 }

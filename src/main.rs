@@ -17,12 +17,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The supervisor (`berth shim …`, started by the agent) must stay single-threaded — it
+    // forks through libcontainer — and small: it skips clap and the async runtime.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "shim") {
+        init_tracing(None);
+        return shim::run(&argv[2..]);
+    }
     let cli = cli::Cli::parse();
     init_tracing(cli.log_level.as_deref());
-    // The supervisor must stay single-threaded: it forks through libcontainer.
-    if let cli::Command::Shim(args) = cli.command {
-        return shim::run(args);
-    }
     let default_code: u8 = match cli.command {
         cli::Command::Run(_) | cli::Command::Create(_) | cli::Command::Exec(_) => 125,
         _ => 1,
@@ -62,13 +65,21 @@ fn init_tracing(level: Option<&str>) {
         .unwrap_or_else(|| "warn".into());
     // libcgroups warns about every v1 controller the host lacks, on every call.
     let filter = format!("{filter},libcgroups=error");
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+    // `Targets` (level per target) rather than EnvFilter: no regex engine, which keeps every
+    // container's supervisor small.
+    let targets: tracing_subscriber::filter::Targets = filter.parse().unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .with(targets)
         .try_init();
 }
 

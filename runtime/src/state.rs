@@ -131,6 +131,9 @@ pub struct ContainerRecord {
     /// RFC 3339, when started.
     #[serde(default)]
     pub started: Option<String>,
+    /// The image's `ExposedPorts` (`8080/tcp`), recorded for port publishing.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
 }
 
 /// How a process ended, written by its supervisor.

@@ -82,6 +82,11 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         shim: None,
         init: None,
         started: None,
+        exposed_ports: config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default(),
     };
 
     // Filesystem work off the async threads; undone as a whole on failure.

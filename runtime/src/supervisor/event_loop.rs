@@ -74,6 +74,7 @@ pub struct EventLoop {
     tty: Option<OwnedFd>,
     log: Option<LogWriter>,
     clients: Vec<Client>,
+    buf: Vec<u8>,
 }
 
 fn nonblocking(fd: &impl AsRawFd) {
@@ -136,6 +137,7 @@ impl EventLoop {
             tty,
             log,
             clients: Vec::new(),
+            buf: Vec::new(),
         })
     }
 
@@ -201,6 +203,7 @@ impl EventLoop {
                     Managed::Init { container, pid } => match launch::start(container) {
                         Ok(()) => {
                             started = true;
+                            super::release_setup_memory();
                             let msg = format!("{{\"pid\":{pid}}}");
                             self.broadcast(protocol::STARTED, msg.as_bytes());
                         }
@@ -320,7 +323,9 @@ impl EventLoop {
             if !ready(revents[2 + i]) {
                 continue;
             }
-            let mut buf = vec![0u8; 32 * 1024];
+            // One buffer, allocated on first output, reused for the supervisor's life.
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(16 * 1024, 0);
             let (fd, kind) = &self.outputs[i];
             let kind = *kind;
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
@@ -342,6 +347,7 @@ impl EventLoop {
                 Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => dead_outputs.push(i),
             }
+            self.buf = buf;
         }
         let mut requests = Vec::new();
         for (ci, flags) in revents[2 + n_out..].iter().enumerate() {
@@ -358,7 +364,7 @@ impl EventLoop {
                 }
             }
             if flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                let mut buf = [0u8; 16 * 1024];
+                let mut buf = [0u8; 4096];
                 match c.stream.read(&mut buf) {
                     Ok(0) => c.closed = true,
                     Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),

@@ -16,7 +16,7 @@ pub mod launch;
 pub mod protocol;
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -135,6 +135,107 @@ fn detach() {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes an integer flag and touches no memory.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Gives back memory only the set-up needed: free heap pages (glibc keeps them otherwise)
+/// and the stack pages below the current frame that libcontainer's deep calls touched.
+/// There are 50-odd supervisors on a busy node; each keeps a few hundred KiB less.
+pub fn release_setup_memory() {
+    release_stack();
+    release_file_pages();
+    // Last, so the buffers used above are handed back too.
+    // SAFETY: malloc_trim only hands free heap memory back to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Unmaps from this process the pages of read-only file mappings (the binary's and the
+/// libraries' code and constants) that the set-up touched: they stay in the page cache and
+/// fault back in cheaply when used, but no longer count in every supervisor's PSS. Only
+/// mappings without a single private (copy-on-write) page are touched — dropping one of
+/// those would lose its relocations.
+fn release_file_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut ranges = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    let mut clean = true;
+    let flush =
+        |current: &mut Option<(usize, usize)>, clean: bool, ranges: &mut Vec<(usize, usize)>| {
+            if let (Some(r), true) = (current.take(), clean) {
+                ranges.push(r);
+            }
+        };
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                flush(&mut current, clean, &mut ranges);
+                let perms = fields.next().unwrap_or_default();
+                let path = fields.nth(3).unwrap_or_default();
+                let read_only_file =
+                    perms.starts_with('r') && !perms.contains('w') && path.starts_with('/');
+                current = read_only_file.then_some((start, end));
+                clean = true;
+                continue;
+            }
+        }
+        if matches!(first, "Private_Dirty:" | "Anonymous:" | "Shared_Dirty:")
+            && fields.next().is_some_and(|v| v != "0")
+        {
+            clean = false;
+        }
+    }
+    flush(&mut current, clean, &mut ranges);
+    for (start, end) in ranges {
+        // SAFETY: a read-only, file-backed private mapping with no copy-on-write page: every
+        // page equals the file's, so dropping it only means the next access faults it back
+        // in from the page cache.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+fn release_stack() {
+    let marker = 0u8;
+    let sp = std::ptr::addr_of!(marker) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(range) = maps.lines().find(|l| l.ends_with("[stack]")) else {
+        return;
+    };
+    let Some((start, _)) = range
+        .split(' ')
+        .next()
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+    else {
+        return;
+    };
+    // Keep 16 KiB below this frame for the madvise call itself; everything lower is unused
+    // (the stack grows down, no signal handler runs on it: signals come via signalfd).
+    let page = 4096;
+    let end = (sp.saturating_sub(16 * 1024)) & !(page - 1);
+    if end > start {
+        // SAFETY: [start, end) lies in our stack mapping strictly below the live frames
+        // (16 KiB under the current one); MADV_DONTNEED there only drops unused pages,
+        // which read back as zeros if touched again.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
     }
 }
 
@@ -302,6 +403,7 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
             return 1;
         }
     };
+    release_setup_memory();
     let status = lp.run(Managed::Init {
         container: &mut container,
         pid,
@@ -396,4 +498,50 @@ fn dev_null() -> Result<OwnedFd, SupervisorError> {
     std::fs::File::open("/dev/null")
         .map(OwnedFd::from)
         .map_err(io_err("opening /dev/null"))
+}
+
+/// `berth shim run`: create, start, wait for and delete the container of a prepared bundle
+/// (stdio inherited), like `runc run`. Returns the container's exit code.
+pub fn run_bundle(id: &str, bundle: &Path, state_root: &Path) -> i32 {
+    detach();
+    let mut stdio = Stdio::Pipes {
+        stdin: None,
+        stdout: match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(_) => return 125,
+        },
+        stderr: match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(_) => return 125,
+        },
+    };
+    sigpipe(true);
+    let created = launch::create(id, bundle, state_root, &mut stdio);
+    sigpipe(false);
+    drop(stdio);
+    let mut container = match created {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return e.exit_code();
+        }
+    };
+    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    if let Err(e) = launch::start(&mut container) {
+        eprintln!("berth: {e}");
+        let _ = container.delete(true);
+        return e.exit_code();
+    }
+    let code = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(p, c)) if p.as_raw() == pid => break c,
+            Ok(nix::sys::wait::WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => {
+                break 128 + s as i32
+            }
+            Ok(_) => {}
+            Err(_) => break 255,
+        }
+    };
+    let _ = container.delete(true);
+    code
 }
