@@ -206,9 +206,36 @@ pub fn pids(manager: &AnyCgroupManager, path: &Path) -> Result<Vec<i32>, CgroupE
         .collect())
 }
 
+/// `cgroup.procs` of the cgroup in one hierarchy that Berth always uses; `None` if the
+/// cgroup does not exist. A cheap look before building a manager (which parses
+/// `/proc/self/mountinfo` once per v1 controller).
+fn procs_file(path: &Path) -> Option<String> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let dir = if is_v2() {
+        Path::new(MOUNT).join(rel)
+    } else {
+        Path::new(MOUNT).join("pids").join(rel)
+    };
+    std::fs::read_to_string(dir.join("cgroup.procs")).ok()
+}
+
+/// True if the cgroup exists in any hierarchy (a failed creation may have made only some).
+pub fn exists(path: &Path) -> bool {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if is_v2() {
+        return Path::new(MOUNT).join(rel).is_dir();
+    }
+    std::fs::read_dir(MOUNT)
+        .map(|d| d.flatten().any(|e| e.path().join(rel).is_dir()))
+        .unwrap_or(false)
+}
+
 /// SIGKILLs every process in the cgroup until it is empty: processes that fork while being
 /// killed are caught by the next pass (the cgroup is frozen meanwhile where possible).
 pub fn kill_all(path: &Path) -> Result<(), CgroupError> {
+    if procs_file(path).is_none_or(|p| p.trim().is_empty()) {
+        return Ok(());
+    }
     let Ok(m) = manager(path) else {
         return Ok(());
     };
@@ -236,6 +263,9 @@ pub fn kill_all(path: &Path) -> Result<(), CgroupError> {
 
 /// Kills what is left and removes the cgroup in every hierarchy (no error if already gone).
 pub fn remove(path: &Path) -> Result<(), CgroupError> {
+    if !exists(path) {
+        return Ok(());
+    }
     kill_all(path)?;
     let m = manager(path)?;
     m.remove().map_err(|e| manager_err(path)(e.to_string()))

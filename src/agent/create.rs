@@ -31,6 +31,7 @@ pub fn new_id() -> Result<String, ApiError> {
 }
 
 pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError> {
+    let began = std::time::Instant::now();
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
     let settings = node.settings.clone();
@@ -108,6 +109,7 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         .map_err(ApiError::internal)?
     };
     record = prepared?;
+    tracing::debug!(elapsed = ?began.elapsed(), "rootfs and spec ready");
 
     let ready = spawn_supervisor(node, &record, &dir).await;
     let (pid, shim) = match ready {
@@ -119,6 +121,7 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
             return Err(e);
         }
     };
+    tracing::debug!(elapsed = ?began.elapsed(), "supervisor reported");
     record.init = berth_runtime::state::ProcessId::of(pid);
     record.shim = shim;
     write_json(&dir.record(), &record).map_err(ApiError::internal)?;

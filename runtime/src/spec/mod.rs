@@ -327,7 +327,8 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
                 .collect::<Vec<_>>(),
         );
     if !task.seccomp_unconfined {
-        linux = linux.seccomp(seccomp::default_profile(&cap_names)?);
+        let arch = inputs.image.architecture().to_string();
+        linux = linux.seccomp(seccomp::default_profile(&cap_names, &arch)?);
     }
     let linux = linux.build().map_err(SpecError::build)?;
 

@@ -403,7 +403,6 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
             return 1;
         }
     };
-    release_setup_memory();
     let status = lp.run(Managed::Init {
         container: &mut container,
         pid,
