@@ -40,7 +40,11 @@ cleanup() {
     kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
   fi
   "${P[@]}" rm -af -t 0 >/dev/null 2>&1
-  grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  # podman's storage bind-mounts its overlay dir onto itself; two passes catch mounts that
+  # appear while the first one runs.
+  for _ in 1 2; do
+    grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  done
   # Cgroups we made: ours, and the parents created for it, below our own cgroup.
   while IFS=: read -r _ ctrls own; do
     m=/sys/fs/cgroup/${ctrls#name=}; [ -z "$ctrls" ] && m=/sys/fs/cgroup/unified
