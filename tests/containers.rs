@@ -731,10 +731,42 @@ fn terminal_and_interactive_stdin() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
 }
 
+/// The layers stack in order: layer 3's whiteouts hide layer 2's files, its opaque dir hides
+/// the older content, its motd replaces layer 2's — with overlayfs and with the copy.
+fn check_multilayer(root: &Root) {
+    let fx = fixtures();
+    root.ok(&[
+        "import",
+        "--tag",
+        "multi",
+        fx.join("multilayer-oci").to_str().unwrap(),
+    ]);
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "multi",
+        "sh",
+        "-c",
+        "cat /etc/motd; ls /data; ls /data/opaque; cat /data/c.txt; echo $BERTH_FIXTURE; pwd",
+    ]);
+    assert_eq!(
+        out,
+        "layer three\na.txt\nabs.link\nc.txt\nd.link\nfifo\nkeep\nnew.txt\nnull\nopaque\n\
+         setuid\nxattr.txt\nnew1\nalpha\nmultilayer\n/data\n"
+    );
+}
+
+#[test]
+fn multilayer_image_stacks_in_order() {
+    let root = Root::new();
+    check_multilayer(&root);
+}
+
 #[test]
 fn copy_fallback_rootfs() {
     let root = Root::with_agent_args(&["--rootfs-copy"]);
     import(&root);
+    check_multilayer(&root);
     let id = root
         .ok(&["run", "-d", "busybox", "sleep", "1000"])
         .trim()

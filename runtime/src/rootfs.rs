@@ -74,7 +74,8 @@ fn mkdir(path: &Path) -> Result<(), RootfsError> {
     })
 }
 
-/// Mounts overlayfs over `lowers` (bottom layer first); falls back to a copy when the kernel
+/// Mounts overlayfs over `lowers` (given bottom layer first, as an image lists them); falls
+/// back to a copy when the kernel
 /// refuses overlayfs (e.g. the state dir itself is on overlayfs without support for it) or
 /// when `force_copy` is set.
 pub fn prepare(

@@ -60,7 +60,11 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
     let dir = ContainerDir(node.container_dir(&id));
     let cgroup_path = settings.cgroup_root.join(&id);
     let snapshots: Vec<_> = image.snapshots().cloned().collect();
-    let lowers = settings.store.lowerdirs(&snapshots);
+    // Bottom layer first (`rootfs::prepare` orders them for overlayfs itself).
+    let lowers: Vec<PathBuf> = snapshots
+        .iter()
+        .map(|d| settings.store.snapshot_path(d))
+        .collect();
     let config: ImageConfiguration = settings
         .store
         .read_blob(&image.config)
