@@ -14,7 +14,8 @@ WORK=$(mktemp -d /tmp/berth-demo-XXXXXX)
 REG_PID=""; AGENT_PID=""
 # Containers' cgroups go below the cgroup this script runs in (per controller, the
 # deepest path), in a directory of their own.
-OWN_CG=$(awk -F: '{print $3}' /proc/self/cgroup | awk '{print length, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
+. scripts/cgroups.sh
+OWN_CG=$(own_cgroup)
 CG_ROOT="${OWN_CG%/}/berth-demo-$$"
 cleanup() {
   set +e
@@ -23,17 +24,7 @@ cleanup() {
     kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
   fi
   [ -n "$REG_PID" ] && kill "$REG_PID" && wait "$REG_PID" 2>/dev/null
-  # Our cgroup root, and the parents libcontainer created for it, in every hierarchy: only
-  # directories strictly below this script's own cgroup of that hierarchy.
-  while IFS=: read -r _ ctrls own; do
-    m=/sys/fs/cgroup/${ctrls#name=}; [ -z "$ctrls" ] && m=/sys/fs/cgroup/unified
-    [ -f /sys/fs/cgroup/cgroup.controllers ] && m=/sys/fs/cgroup
-    p=$CG_ROOT
-    while [ "${p#"${own%/}"/}" != "$p" ] || { [ "$own" = / ] && [ "$p" != / ]; }; do
-      [ -d "$m$p" ] && { rmdir "$m$p" 2>/dev/null || break; }
-      p=$(dirname "$p")
-    done
-  done < /proc/self/cgroup
+  remove_cgroup_tree "$CG_ROOT"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

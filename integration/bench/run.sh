@@ -24,7 +24,8 @@ for tool in hyperfine podman runc crun python3 unshare; do
 done
 
 WORK=$(mktemp -d /tmp/berth-runbench-XXXXXX)
-OWN_CG=$(awk -F: '{print $3}' /proc/self/cgroup | awk '{print length, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
+. "$REPO/scripts/cgroups.sh"
+OWN_CG=$(own_cgroup)
 CG="${OWN_CG%/}/berth-bench-$$"
 AGENT_PID=""
 export BERTH_SOCKET="$WORK/b.sock"
@@ -45,16 +46,7 @@ cleanup() {
   for _ in 1 2; do
     grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   done
-  # Cgroups we made: ours, and the parents created for it, below our own cgroup.
-  while IFS=: read -r _ ctrls own; do
-    m=/sys/fs/cgroup/${ctrls#name=}; [ -z "$ctrls" ] && m=/sys/fs/cgroup/unified
-    [ -d "$m$CG" ] && find "$m$CG" -depth -type d -exec rmdir {} \; 2>/dev/null
-    p=$(dirname "$CG")
-    while [ "${p#"${own%/}"/}" != "$p" ] && [ "$p" != / ]; do
-      [ -d "$m$p" ] && { rmdir "$m$p" 2>/dev/null || break; }
-      p=$(dirname "$p")
-    done
-  done < /proc/self/cgroup
+  remove_cgroup_tree "$CG"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use berth_runtime::state::ExitRecord;
 use berth_runtime::supervisor::protocol;
+use nix::sys::signal::Signal;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +67,17 @@ async fn ask<T>(
 
 async fn resolve(tx: &Tx, id: String) -> Result<Handle, ApiError> {
     ask(tx, |r| Action::Resolve(id, r)).await
+}
+
+/// A signal to the init, or (`all`) SIGKILL to every process of the cgroup.
+async fn signal(tx: &Tx, id: String, signal: Signal, all: bool) -> Result<(), ApiError> {
+    ask(tx, |reply| Action::Kill {
+        id,
+        signal,
+        all,
+        reply,
+    })
+    .await
 }
 
 async fn version() -> Json<serde_json::Value> {
@@ -258,15 +270,9 @@ async fn kill(
     Query(q): Query<KillQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let text = q.signal.unwrap_or_else(|| "TERM".into());
-    let signal = parse_signal(&text)
+    let sig = parse_signal(&text)
         .ok_or_else(|| ApiError::bad_request(format!("unknown signal {text:?}")))?;
-    ask(&tx, |reply| Action::Kill {
-        id,
-        signal,
-        all: false,
-        reply,
-    })
-    .await?;
+    self::signal(&tx, id, sig, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -283,21 +289,9 @@ async fn stop(
     }
     let grace = Duration::from_secs(q.timeout.unwrap_or(10));
     let id = h.id.clone();
-    let _ = ask(&tx, |reply| Action::Kill {
-        id: id.clone(),
-        signal: nix::sys::signal::Signal::SIGTERM,
-        all: false,
-        reply,
-    })
-    .await;
+    let _ = signal(&tx, id.clone(), Signal::SIGTERM, false).await;
     if wait_exit(&mut h, Some(grace)).await.is_none() {
-        let _ = ask(&tx, |reply| Action::Kill {
-            id,
-            signal: nix::sys::signal::Signal::SIGKILL,
-            all: true,
-            reply,
-        })
-        .await;
+        let _ = signal(&tx, id, Signal::SIGKILL, true).await;
         wait_exit(&mut h, Some(Duration::from_secs(10)))
             .await
             .ok_or_else(|| ApiError::internal("the container did not stop after SIGKILL"))?;
@@ -312,14 +306,7 @@ async fn remove(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut h = resolve(&tx, id).await?;
     if q.force && h.exit.borrow().is_none() {
-        let id = h.id.clone();
-        let _ = ask(&tx, |reply| Action::Kill {
-            id,
-            signal: nix::sys::signal::Signal::SIGKILL,
-            all: true,
-            reply,
-        })
-        .await;
+        let _ = signal(&tx, h.id.clone(), Signal::SIGKILL, true).await;
         // Let the supervisor record the exit; removal below copes if it does not.
         let _ = wait_exit(&mut h, Some(Duration::from_secs(5))).await;
     }
