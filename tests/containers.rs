@@ -444,6 +444,18 @@ fn capabilities_seccomp_and_no_new_privileges() {
         "t",
         "/tmp",
     ]);
+    // ALL: everything the agent itself may grant (its bounding set).
+    let status = root.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "ALL",
+        "busybox",
+        "cat",
+        "/proc/self/status",
+    ]);
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(field(&status, "CapEff:"), field(&own, "CapBnd:"));
 }
 
 #[test]
@@ -501,6 +513,11 @@ fn exec_joins_the_running_container() {
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got:hello\n");
+    // The exec'd process is in the container's cgroup.
+    let cgroups = root.ok(&["exec", "svc", "cat", "/proc/self/cgroup"]);
+    let own = root.ok(&["exec", "svc", "cat", "/proc/1/cgroup"]);
+    assert_eq!(cgroups, own);
+    assert!(cgroups.contains(&id), "{cgroups}");
     let top = root.ok(&["top", "svc"]);
     assert!(top.contains("sleep 1000"), "{top}");
     root.ok(&["kill", "svc"]);

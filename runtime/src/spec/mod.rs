@@ -184,29 +184,31 @@ pub fn hostname(task: &TaskSpec, id: &str) -> String {
     id.chars().take(12).collect()
 }
 
-/// The capability set after Docker's defaults, `--cap-add` and `--cap-drop` (`ALL` works in
-/// both, drop applied after add as Docker does).
+/// The capability set from Docker's defaults, `--cap-add` and `--cap-drop`, with Docker's
+/// rules: `--cap-add ALL` gives everything but the dropped ones; `--cap-drop ALL` gives only
+/// the added ones; otherwise defaults minus drops plus adds.
 pub fn capabilities(task: &TaskSpec) -> BTreeSet<String> {
-    let mut set: BTreeSet<String> = defaults::DEFAULT_CAPABILITIES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     let canon = |c: &String| crate::task::parse_capability("capability", c).ok();
-    for c in task.cap_add.iter().filter_map(canon) {
-        if c == "ALL" {
-            set.extend(caps::all().iter().map(|c| c.to_string()));
-        } else {
-            set.insert(c);
-        }
+    let add: BTreeSet<String> = task.cap_add.iter().filter_map(canon).collect();
+    let drop: BTreeSet<String> = task.cap_drop.iter().filter_map(canon).collect();
+    if add.contains("ALL") {
+        // All the agent itself holds (its bounding set): more cannot be granted.
+        caps::read(None, caps::CapSet::Bounding)
+            .unwrap_or_else(|_| caps::runtime::thread_all_supported())
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    } else if drop.contains("ALL") {
+        add
+    } else {
+        defaults::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|c| !drop.contains(c))
+            .chain(add)
+            .collect()
     }
-    for c in task.cap_drop.iter().filter_map(canon) {
-        if c == "ALL" {
-            set.clear();
-        } else {
-            set.remove(&c);
-        }
-    }
-    set
 }
 
 /// Builds the spec; the rootfs must already be mounted at `inputs.rootfs`.
@@ -405,4 +407,104 @@ fn resources(task: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, SpecE
         }
     }
     b.build().map_err(SpecError::build)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn image(config: serde_json::Value) -> ImageConfiguration {
+        serde_json::from_value(serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }))
+        .unwrap()
+    }
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            image: "x".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn args_follow_docker_rules() {
+        let img = image(serde_json::json!({"Entrypoint": ["/bin/app"], "Cmd": ["--serve"]}));
+        assert_eq!(process_args(&img, &task()), ["/bin/app", "--serve"]);
+        let t = TaskSpec {
+            command: vec!["--once".into()],
+            ..task()
+        };
+        assert_eq!(process_args(&img, &t), ["/bin/app", "--once"]);
+        // --entrypoint drops the image's Cmd; "" clears the entrypoint.
+        let t = TaskSpec {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            ..task()
+        };
+        assert_eq!(process_args(&img, &t), ["/bin/sh"]);
+        let t = TaskSpec {
+            entrypoint: Some(vec![]),
+            command: vec!["ls".into()],
+            ..task()
+        };
+        assert_eq!(process_args(&img, &t), ["ls"]);
+    }
+
+    #[test]
+    fn env_merges_by_key() {
+        let img = image(serde_json::json!({"Env": ["PATH=/img/bin", "A=1", "B=2"]}));
+        let t = TaskSpec {
+            env: vec!["B=3".into(), "C=4".into()],
+            tty: true,
+            ..task()
+        };
+        let env = process_env(&img, &t, "h1", "/root");
+        assert_eq!(
+            env,
+            [
+                "PATH=/img/bin",
+                "HOSTNAME=h1",
+                "TERM=xterm",
+                "A=1",
+                "B=3",
+                "C=4",
+                "HOME=/root"
+            ]
+        );
+    }
+
+    #[test]
+    fn capability_sets() {
+        let base = capabilities(&task());
+        assert_eq!(base.len(), defaults::DEFAULT_CAPABILITIES.len());
+        let t = TaskSpec {
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["CHOWN".into()],
+            ..task()
+        };
+        let c = capabilities(&t);
+        assert!(c.contains("CAP_NET_ADMIN") && !c.contains("CAP_CHOWN"));
+        let t = TaskSpec {
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["KILL".into()],
+            ..task()
+        };
+        let only: Vec<String> = capabilities(&t).into_iter().collect();
+        assert_eq!(
+            only,
+            ["CAP_KILL"],
+            "drop ALL keeps only the added ones, as Docker"
+        );
+        let t = TaskSpec {
+            cap_add: vec!["ALL".into()],
+            cap_drop: vec!["SYS_ADMIN".into()],
+            ..task()
+        };
+        let c = capabilities(&t);
+        assert!(c.contains("CAP_SYS_MODULE") && !c.contains("CAP_SYS_ADMIN"));
+    }
 }
