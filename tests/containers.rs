@@ -707,7 +707,11 @@ fn agent_sigterm_leaves_containers_running() {
     let pid = state(&root, &id)["pid"].as_i64().unwrap();
     root.stop_agent(libc::SIGTERM);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // A create that died before writing its record leaves a bare dir: removed at start.
+    let half = root.path().join("containers").join("ab".repeat(32));
+    std::fs::create_dir_all(half.join("fs/upper")).unwrap();
     root.start_agent(&[]);
+    assert!(!half.exists(), "half-created container dir left");
     let s = state(&root, &id);
     assert_eq!(s["status"], "running");
     assert_eq!(s["pid"], pid);

@@ -182,7 +182,17 @@ impl Node {
             let record: ContainerRecord = match read_json(&cdir.record()) {
                 Ok(Some(r)) => r,
                 Ok(None) => {
-                    tracing::warn!(dir = %cdir.path().display(), "container dir without a record; ignored");
+                    // A create that died before its first record: nothing runs there (the
+                    // supervisor starts only after the record is written). Undo it.
+                    tracing::warn!(dir = %cdir.path().display(), "removing a half-created container");
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        super::create::rollback(
+                            &cdir,
+                            &node.settings.store,
+                            &node.settings.cgroup_root.join(&name),
+                        );
+                    }
                     continue;
                 }
                 Err(e) => {

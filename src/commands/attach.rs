@@ -60,7 +60,8 @@ fn window_size() -> Option<[u8; 4]> {
 pub async fn relay(conn: Attached, stdin: bool, tty: bool) -> Result<Option<ExitRecord>> {
     let (mut reader, mut writer) = tokio::io::split(conn);
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(16);
-    let local_tty = tty && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    // Raw mode only when keystrokes go to the container (`-it`), as the Docker CLI does.
+    let local_tty = tty && stdin && std::io::IsTerminal::is_terminal(&std::io::stdin());
     let _raw = local_tty.then(RawMode::enable);
     let writer_task = tokio::spawn(async move {
         while let Some(f) = outgoing.recv().await {

@@ -170,7 +170,10 @@ pub async fn run(client: &Client, args: RunArgs, start: bool) -> Result<ExitCode
     let conn = client
         .upgrade(&format!("/v1/containers/{id}/attach?start=true"))
         .await?;
-    if !args.tty {
+    // With a local terminal in raw mode, ^C is a byte for the container; otherwise signals
+    // to this process are forwarded to it, as `docker run` does.
+    let raw = args.tty && args.interactive;
+    if !raw {
         proxy_signals(client.clone(), id.clone());
     }
     let exit = super::attach::relay(conn, args.interactive, args.tty).await?;
