@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub use berth_integration::require_root;
 
@@ -400,4 +401,51 @@ pub fn listing(root: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+// ---- helpers of the container tests ----
+
+/// Imports the busybox and app fixtures as `busybox` and `app`.
+pub fn import(root: &Root) {
+    let fx = fixtures();
+    root.ok(&[
+        "import",
+        "--tag",
+        "busybox",
+        fx.join("busybox-oci.tar").to_str().unwrap(),
+    ]);
+    root.ok(&[
+        "import",
+        "--tag",
+        "app",
+        fx.join("app-oci").to_str().unwrap(),
+    ]);
+}
+
+/// (exit code, stdout, stderr)
+pub fn run_code(root: &Root, args: &[&str]) -> (i32, String, String) {
+    let out = root.run(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn state(root: &Root, id: &str) -> serde_json::Value {
+    serde_json::from_str(&root.ok(&["state", id])).unwrap()
+}
+
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn containers_dir_entries(root: &Root) -> usize {
+    std::fs::read_dir(root.path().join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
