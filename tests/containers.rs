@@ -10,7 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    cgroup_dirs, containers_dir_entries, fixtures, import, run_code as run, state, wait_for, Root,
+    cgroup_dirs, containers_dir_entries, fixtures, import, run_code as run, run_detached, state,
+    wait_for, Root,
 };
 
 #[test]
@@ -216,10 +217,9 @@ fn memory_limit_oom_is_reported() {
 fn limits_are_written_to_the_cgroup_and_enforced() {
     let root = Root::new();
     import(&root);
-    let id = root
-        .ok(&[
-            "run",
-            "-d",
+    let id = run_detached(
+        &root,
+        &[
             "--cpus",
             "0.1",
             "--cpu-shares",
@@ -234,9 +234,8 @@ fn limits_are_written_to_the_cgroup_and_enforced() {
             "sh",
             "-c",
             "while true; do :; done",
-        ])
-        .trim()
-        .to_string();
+        ],
+    );
     let cg = root.cgroup_root.join(&id);
     let dirs = cgroup_dirs(&cg);
     let read = |file: &str| -> String {
@@ -452,10 +451,7 @@ fn copy_fallback_rootfs() {
     let root = Root::with_agent_args(&["--rootfs-copy"]);
     import(&root);
     check_multilayer(&root);
-    let id = root
-        .ok(&["run", "-d", "busybox", "sleep", "1000"])
-        .trim()
-        .to_string();
+    let id = run_detached(&root, &["busybox", "sleep", "1000"]);
     assert!(root.mounts().is_empty(), "no overlay with --rootfs-copy");
     assert_eq!(
         root.ok(&["exec", &id, "cat", "/etc/group"]).lines().count(),

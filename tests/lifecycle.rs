@@ -8,16 +8,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{containers_dir_entries, import, run_code as run, state, wait_for, Root};
+use common::{
+    containers_dir_entries, import, run_code as run, run_detached, state, wait_for, Root,
+};
 
 #[test]
 fn exec_joins_the_running_container() {
     let root = Root::new();
     import(&root);
-    let id = root
-        .ok(&[
-            "run",
-            "-d",
+    let id = run_detached(
+        &root,
+        &[
             "--name",
             "svc",
             "--hostname",
@@ -25,9 +26,8 @@ fn exec_joins_the_running_container() {
             "busybox",
             "sleep",
             "1000",
-        ])
-        .trim()
-        .to_string();
+        ],
+    );
     assert_eq!(root.ok(&["exec", "svc", "hostname"]), "svc1\n");
     let (code, out, _) = run(
         &root,
@@ -82,17 +82,15 @@ fn exec_joins_the_running_container() {
 fn logs_rotate_tail_and_follow() {
     let root = Root::with_agent_args(&["--log-max-size", "2k", "--log-max-files", "2"]);
     import(&root);
-    let id = root
-        .ok(&[
-            "run",
-            "-d",
+    let id = run_detached(
+        &root,
+        &[
             "busybox",
             "sh",
             "-c",
             "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done; echo err-line >&2",
-        ])
-        .trim()
-        .to_string();
+        ],
+    );
     wait_for("exit", || state(&root, &id)["status"] == "stopped");
     let logdir = root.path().join("containers").join(&id).join("logs");
     let files: Vec<_> = std::fs::read_dir(&logdir).unwrap().flatten().collect();
@@ -108,17 +106,15 @@ fn logs_rotate_tail_and_follow() {
     root.ok(&["rm", &id]);
 
     // Follow a running container until it exits.
-    let id = root
-        .ok(&[
-            "run",
-            "-d",
+    let id = run_detached(
+        &root,
+        &[
             "busybox",
             "sh",
             "-c",
             "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
-        ])
-        .trim()
-        .to_string();
+        ],
+    );
     let out = root.ok(&["logs", "-f", &id]);
     assert_eq!(out, "tick1\ntick2\ntick3\n");
     root.ok(&["rm", &id]);
@@ -128,10 +124,7 @@ fn logs_rotate_tail_and_follow() {
 fn detach_then_inspect_kill_and_remove_from_other_processes() {
     let root = Root::new();
     import(&root);
-    let id = root
-        .ok(&["run", "-d", "--name", "bg", "busybox", "sleep", "1000"])
-        .trim()
-        .to_string();
+    let id = run_detached(&root, &["--name", "bg", "busybox", "sleep", "1000"]);
     assert_eq!(id.len(), 64);
     let s = state(&root, "bg");
     assert_eq!(s["ociVersion"], "1.0.2");
@@ -167,17 +160,15 @@ fn stop_escalates_and_kills_the_whole_cgroup() {
     let root = Root::new();
     import(&root);
     // sh as PID 1 ignores SIGTERM; its background children would outlive it.
-    let id = root
-        .ok(&[
-            "run",
-            "-d",
+    let id = run_detached(
+        &root,
+        &[
             "busybox",
             "sh",
             "-c",
             "sleep 1000 & sleep 1000 & sleep 1000",
-        ])
-        .trim()
-        .to_string();
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let top = root.ok(&["top", &id]);
     assert_eq!(top.matches("sleep 1000").count(), 3, "{top}");
@@ -204,10 +195,7 @@ fn stop_escalates_and_kills_the_whole_cgroup() {
 fn killed_supervisor_or_init_leave_nothing_after_rm() {
     let root = Root::new();
     import(&root);
-    let id = root
-        .ok(&["run", "-d", "busybox", "sleep", "1000"])
-        .trim()
-        .to_string();
+    let id = run_detached(&root, &["busybox", "sleep", "1000"]);
     let record: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             root.path()
@@ -232,10 +220,7 @@ fn killed_supervisor_or_init_leave_nothing_after_rm() {
     assert!(root.container_cgroups().is_empty());
     assert_eq!(containers_dir_entries(&root), 0);
 
-    let id = root
-        .ok(&["run", "-d", "busybox", "sleep", "1000"])
-        .trim()
-        .to_string();
+    let id = run_detached(&root, &["busybox", "sleep", "1000"]);
     let pid = state(&root, &id)["pid"].as_i64().unwrap() as i32;
     // SAFETY: kill(2) on the container's init, which our agent started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -252,10 +237,7 @@ fn killed_supervisor_or_init_leave_nothing_after_rm() {
 fn agent_sigterm_leaves_containers_running() {
     let mut root = Root::new();
     import(&root);
-    let id = root
-        .ok(&["run", "-d", "busybox", "sleep", "1000"])
-        .trim()
-        .to_string();
+    let id = run_detached(&root, &["busybox", "sleep", "1000"]);
     let pid = state(&root, &id)["pid"].as_i64().unwrap();
     root.stop_agent(libc::SIGTERM);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());

@@ -422,6 +422,13 @@ pub fn import(root: &Root) {
     ]);
 }
 
+/// `berth run -d ARGS…`: the new container's id.
+pub fn run_detached(root: &Root, args: &[&str]) -> String {
+    let mut all = vec!["run", "-d"];
+    all.extend_from_slice(args);
+    root.ok(&all).trim().to_string()
+}
+
 /// (exit code, stdout, stderr)
 pub fn run_code(root: &Root, args: &[&str]) -> (i32, String, String) {
     let out = root.run(args);
