@@ -9,6 +9,7 @@
 //! berth shim init --id ID --dir DIR --cgroup PATH --log-max-bytes N --log-max-files N [--tty] [--stdin] [--network-none]
 //! berth shim exec --id ID --dir DIR --exec-id EID --process FILE [--tty] [--stdin]
 //! berth shim run  --id ID --bundle DIR --state DIR      (runc-run style, for benchmarks)
+//! berth shim sandbox --dir DIR --hostname NAME [--share-pid]   (a pod's namespaces)
 //! ```
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ fn report_pipe() -> std::fs::File {
     unsafe { std::fs::File::from_raw_fd(dup) }
 }
 
-const FLAGS: &[&str] = &["--tty", "--stdin", "--network-none"];
+const FLAGS: &[&str] = &["--tty", "--stdin", "--network-none", "--share-pid"];
 
 struct Parsed {
     values: HashMap<String, OsString>,
@@ -115,6 +116,29 @@ fn dispatch(args: &[OsString]) -> Result<i32, String> {
             &p.path("--bundle")?,
             &p.path("--state")?,
         )),
+        "sandbox" => {
+            use std::io::Write;
+            let mut out = report_pipe();
+            let ready = match berth_runtime::sandbox::create(
+                &p.path("--dir")?,
+                &p.text("--hostname")?,
+                p.flag("--share-pid"),
+            ) {
+                Ok(pid) => berth_runtime::supervisor::Ready {
+                    pid: pid.unwrap_or(0),
+                    error: None,
+                    exit_code: None,
+                },
+                Err(e) => berth_runtime::supervisor::Ready {
+                    pid: 0,
+                    error: Some(e.to_string()),
+                    exit_code: Some(125),
+                },
+            };
+            let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+            Ok(if ready.error.is_some() { 125 } else { 0 })
+        }
         other => Err(format!("unknown supervisor mode {other:?}")),
     }
 }

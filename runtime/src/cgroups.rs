@@ -271,6 +271,101 @@ pub fn remove(path: &Path) -> Result<(), CgroupError> {
     m.remove().map_err(|e| manager_err(path)(e.to_string()))
 }
 
+/// Limits of a parent cgroup (a QoS class or a pod): only weights and caps, no processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ParentLimits {
+    /// CPU weight on the v1 shares scale (2..262144).
+    pub cpu_shares: Option<u64>,
+    /// CPUs of quota.
+    pub cpus: Option<f64>,
+    /// Memory cap in bytes.
+    pub memory: Option<i64>,
+}
+
+/// Creates a parent cgroup in every hierarchy Berth uses and writes its limits.
+///
+/// Written by hand, not through libcgroups: its managers set up a cgroup for a process
+/// (`add_task` creates the directories), and a parent holds no process; here it is a
+/// `mkdir` and up to three files per hierarchy.
+pub fn ensure_parent(path: &Path, limits: &ParentLimits) -> Result<(), CgroupError> {
+    ensure_parent_in(Path::new(MOUNT), path, limits, is_v2())
+}
+
+/// [`ensure_parent`] below a given cgroupfs mount (a fake tree in tests).
+pub fn ensure_parent_in(
+    mount: &Path,
+    path: &Path,
+    limits: &ParentLimits,
+    v2: bool,
+) -> Result<(), CgroupError> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let err = |what: &str, p: &Path, e: std::io::Error| CgroupError::Manager {
+        path: p.to_path_buf(),
+        reason: format!("{what}: {e}"),
+    };
+    let write = |p: PathBuf, value: String| -> Result<(), CgroupError> {
+        std::fs::write(&p, &value).map_err(|e| err(&format!("writing {value:?}"), &p, e))
+    };
+    const PERIOD: u64 = 100_000;
+    if v2 {
+        // Each level must hand cpu, memory and pids down to the next.
+        let mut dir = mount.to_path_buf();
+        for part in rel.components() {
+            let ctl = dir.join("cgroup.subtree_control");
+            let enabled = std::fs::read_to_string(&ctl).unwrap_or_default();
+            for c in ["cpu", "memory", "pids"] {
+                if !enabled.split_whitespace().any(|e| e == c) {
+                    let _ = std::fs::write(&ctl, format!("+{c}"));
+                }
+            }
+            dir.push(part);
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).map_err(|e| err("creating", &dir, e))?;
+            }
+        }
+        if let Some(shares) = limits.cpu_shares {
+            // libcontainer's (and runc's) shares → weight mapping.
+            let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+            write(dir.join("cpu.weight"), weight.to_string())?;
+        }
+        if let Some(cpus) = limits.cpus {
+            let quota = (cpus * PERIOD as f64).round() as u64;
+            write(dir.join("cpu.max"), format!("{quota} {PERIOD}"))?;
+        }
+        if let Some(m) = limits.memory {
+            write(dir.join("memory.max"), m.to_string())?;
+        }
+        return Ok(());
+    }
+    for controller in V1_CONTROLLERS {
+        let hierarchy = mount.join(controller);
+        if !hierarchy.is_dir() {
+            continue;
+        }
+        let dir = hierarchy.join(rel);
+        std::fs::create_dir_all(&dir).map_err(|e| err("creating", &dir, e))?;
+        match *controller {
+            "cpu" => {
+                if let Some(shares) = limits.cpu_shares {
+                    write(dir.join("cpu.shares"), shares.to_string())?;
+                }
+                if let Some(cpus) = limits.cpus {
+                    write(dir.join("cpu.cfs_period_us"), PERIOD.to_string())?;
+                    let quota = (cpus * PERIOD as f64).round() as u64;
+                    write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                }
+            }
+            "memory" => {
+                if let Some(m) = limits.memory {
+                    write(dir.join("memory.limit_in_bytes"), m.to_string())?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Removes empty cgroup directories from `path` up to (and including) `top`, in every
 /// hierarchy; stops at the first one still in use. For the cgroup root of a test agent.
 pub fn remove_empty_up_to(path: &Path, top: &Path) {
@@ -314,6 +409,39 @@ mod tests {
         );
         let split = "4:memory:/a/b\n1:cpu:/c\n";
         assert!(own_cgroup_from(split, false).is_err());
+    }
+
+    #[test]
+    fn parent_limits_in_fake_trees() {
+        let limits = ParentLimits {
+            cpu_shares: Some(2),
+            cpus: Some(1.5),
+            memory: Some(1 << 20),
+        };
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.subtree_control"), "").unwrap();
+        ensure_parent_in(v2.path(), Path::new("/berth/besteffort/pod"), &limits, true).unwrap();
+        let pod = v2.path().join("berth/besteffort/pod");
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(pod.join("cpu.weight")), "1");
+        assert_eq!(read(pod.join("cpu.max")), "150000 100000");
+        assert_eq!(read(pod.join("memory.max")), "1048576");
+        // A plain file stands in for subtree_control: the last write wins.
+        assert_eq!(read(v2.path().join("cgroup.subtree_control")), "+pids");
+
+        let v1 = tempfile::tempdir().unwrap();
+        for c in ["cpu", "memory", "pids"] {
+            std::fs::create_dir(v1.path().join(c)).unwrap();
+        }
+        ensure_parent_in(v1.path(), Path::new("/berth/g/pod"), &limits, false).unwrap();
+        let cpu = v1.path().join("cpu/berth/g/pod");
+        assert_eq!(read(cpu.join("cpu.shares")), "2");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "150000");
+        assert_eq!(
+            read(v1.path().join("memory/berth/g/pod/memory.limit_in_bytes")),
+            "1048576"
+        );
+        assert!(v1.path().join("pids/berth/g/pod").is_dir());
     }
 
     #[test]

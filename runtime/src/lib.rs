@@ -6,10 +6,16 @@
 /// Cgroup paths below the agent's own cgroup, usage statistics, OOM counts, kill and
 /// removal — through youki's libcgroups, on cgroup v1 and v2.
 pub mod cgroups;
+/// Health checks: probe kinds, timing, the healthy/unhealthy state machine.
+pub mod health;
 /// Container logs in the CRI format with size rotation, tail and follow.
 pub mod logs;
+/// Pod specs (JSON/YAML, kubelet field names), checks naming the field, QoS classes.
+pub mod pod;
 /// The overlayfs rootfs over layer snapshots (copy fallback), mount and unmount.
 pub mod rootfs;
+/// A pod's sandbox: network, IPC and UTS namespaces held open by bind mounts, the pod init.
+pub mod sandbox;
 /// The OCI runtime spec from the image config and the task, on Docker's defaults.
 pub mod spec;
 /// On-disk records of a container (`container.json`, `exit.json`), pid identity.

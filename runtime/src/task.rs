@@ -222,6 +222,12 @@ pub struct TaskSpec {
     /// Extra annotations (shown by `berth state`).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Health check (`--health-*`, a pod's `livenessProbe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthCheck>,
+    /// Pod membership; set by the agent for containers of a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::pod::PodMember>,
 }
 
 /// Parses `12`, `12b`, `64k`, `512m`, `2g` (binary units, like Docker) into bytes.

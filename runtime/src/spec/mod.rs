@@ -297,20 +297,7 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         mounts.push(defaults::tmpfs(t.target.clone(), &t.options));
     }
 
-    let mut namespaces = vec![
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Ipc,
-    ];
-    if task.network == NetworkMode::None {
-        namespaces.push(LinuxNamespaceType::Network);
-    }
-    let namespaces = namespaces
-        .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(SpecError::build)?;
+    let namespaces = namespaces(task)?;
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -359,6 +346,42 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .annotations(annotations)
         .build()
         .map_err(SpecError::build)
+}
+
+/// New pid, mount, UTS, IPC (and network unless `--network host`) namespaces; a pod's
+/// container joins the pod's network, IPC and UTS (and with a shared PID namespace, PID)
+/// namespaces by the paths of their bind mounts.
+fn namespaces(task: &TaskSpec) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
+    let mut list: Vec<(LinuxNamespaceType, Option<PathBuf>)> = vec![
+        (LinuxNamespaceType::Pid, None),
+        (LinuxNamespaceType::Mount, None),
+        (LinuxNamespaceType::Uts, None),
+        (LinuxNamespaceType::Ipc, None),
+    ];
+    if task.network == NetworkMode::None {
+        list.push((LinuxNamespaceType::Network, None));
+    }
+    if let Some(pod) = &task.pod {
+        for (typ, path) in list.iter_mut() {
+            let name = match typ {
+                LinuxNamespaceType::Network => "net",
+                LinuxNamespaceType::Ipc => "ipc",
+                LinuxNamespaceType::Uts => "uts",
+                LinuxNamespaceType::Pid if pod.share_pid => "pid",
+                _ => continue,
+            };
+            *path = Some(pod.namespaces.join(name));
+        }
+    }
+    list.into_iter()
+        .map(|(typ, path)| {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            b.build().map_err(SpecError::build)
+        })
+        .collect()
 }
 
 /// `--cpus`, `--cpu-shares`, memory and pids limits plus the device rules. libcontainer maps

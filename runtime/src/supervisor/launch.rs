@@ -160,7 +160,7 @@ pub fn loopback_up(pid: i32) -> Result<(), SupervisorError> {
     result.map_err(io)
 }
 
-fn set_lo_up() -> std::io::Result<()> {
+pub(crate) fn set_lo_up() -> std::io::Result<()> {
     // SAFETY: plain socket(2) call; the result is checked and owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -1,0 +1,122 @@
+//! A pod's sandbox without a pause container: `berth shim sandbox` unshares network, IPC and
+//! UTS namespaces, sets the host name, brings `lo` up and bind-mounts each namespace file
+//! onto `<pod>/ns/{net,ipc,uts}`; the mounts keep the namespaces alive with no process in
+//! them, and containers join them by path. With a shared PID namespace a PID namespace
+//! cannot outlive its PID 1, so a tiny init of Berth's own (forked here) is the pod's PID 1:
+//! it reaps orphans and ends on SIGTERM; `<pod>/ns/pid` names its namespace.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+/// Namespaces every container of a pod shares.
+pub const SHARED: [&str; 3] = ["net", "ipc", "uts"];
+
+/// A sandbox step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A system call on a path.
+    #[error("pod sandbox: {what} {path}: {source}")]
+    Io {
+        /// The step.
+        what: &'static str,
+        /// Path involved.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path, e: impl Into<std::io::Error>) -> SandboxError {
+    SandboxError::Io {
+        what,
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// Creates the namespaces and their bind mounts in `dir`. Call only in a single-threaded
+/// process that may change its own namespaces (the sandbox helper). Returns the pod init's
+/// pid when `share_pid`.
+pub fn create(dir: &Path, hostname: &str, share_pid: bool) -> Result<Option<i32>, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(|e| io("unshare", dir, e))?;
+    nix::unistd::sethostname(hostname).map_err(|e| io("sethostname", dir, e))?;
+    crate::supervisor::launch::set_lo_up().map_err(|e| io("bringing up lo", dir, e))?;
+    for ns in SHARED {
+        bind_ns(&PathBuf::from(format!("/proc/self/ns/{ns}")), &dir.join(ns))?;
+    }
+    if !share_pid {
+        return Ok(None);
+    }
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| io("unshare pid", dir, e))?;
+    // SAFETY: the helper is single-threaded; the child only calls async-signal-safe
+    // functions (sigprocmask, setsid, waitpid, _exit) before it ends.
+    match unsafe { nix::unistd::fork() }.map_err(|e| io("fork", dir, e))? {
+        nix::unistd::ForkResult::Child => pod_init(),
+        nix::unistd::ForkResult::Parent { child } => {
+            bind_ns(
+                &PathBuf::from(format!("/proc/{child}/ns/pid")),
+                &dir.join("pid"),
+            )?;
+            Ok(Some(child.as_raw()))
+        }
+    }
+}
+
+fn bind_ns(source: &Path, target: &Path) -> Result<(), SandboxError> {
+    std::fs::File::create(target).map_err(|e| io("creating", target, e))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| io("bind-mounting", target, e))
+}
+
+/// PID 1 of a pod: reaps every child until SIGTERM. Signals other than TERM are ignored by
+/// the kernel for a PID 1 without handlers, so TERM is waited for explicitly.
+fn pod_init() -> ! {
+    let _ = nix::unistd::setsid();
+    for fd in 0..3 {
+        if let Ok(null) = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+            let _ = nix::unistd::dup2(null, fd);
+            let _ = nix::unistd::close(null);
+        }
+    }
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGCHLD);
+    let _ = set.thread_block();
+    loop {
+        match set.wait() {
+            Ok(nix::sys::signal::Signal::SIGTERM) => std::process::exit(0),
+            _ => while let Ok(status) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                if status == nix::sys::wait::WaitStatus::StillAlive {
+                    break;
+                }
+            },
+        }
+    }
+}
+
+/// Unmounts the namespace files and removes the dir; missing pieces are fine (a half-made
+/// sandbox, or one already released).
+pub fn release(dir: &Path) -> Result<(), SandboxError> {
+    for ns in SHARED.iter().chain(["pid"].iter()) {
+        let path = dir.join(ns);
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(io("unmounting", &path, e)),
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing", dir, e)),
+    }
+}
