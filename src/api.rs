@@ -119,6 +119,18 @@ pub struct ContainerInfo {
     pub record: ContainerRecord,
     /// How it ended.
     pub exit: Option<ExitRecord>,
+    /// Health check state, when it has a check.
+    #[serde(default)]
+    pub health: Option<berth_runtime::health::HealthState>,
+}
+
+/// A pod as `pod ls` and `pod inspect` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodInfo {
+    /// The agent's record.
+    pub record: crate::agent::pod::PodRecord,
+    /// Its current containers.
+    pub containers: Vec<ContainerInfo>,
 }
 
 /// `POST /v1/containers/{id}/exec`.

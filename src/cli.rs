@@ -26,14 +26,18 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
-    /// Configuration file of the agent (JSON); missing means defaults.
+    /// Configuration file of the agent (TOML; `.json` read as JSON); missing means defaults.
     #[arg(
         long,
         global = true,
         env = "BERTH_CONFIG",
-        default_value = "/etc/berth/config.json"
+        default_value = "/etc/berth/config.toml"
     )]
     pub config: PathBuf,
+
+    /// `--socket` and `--root` came from their defaults (the config file may set them).
+    #[arg(skip)]
+    pub defaulted: (bool, bool),
 
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long, global = true)]
@@ -89,6 +93,11 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Pods: co-located containers sharing network, IPC and UTS namespaces.
+    #[command(subcommand)]
+    Pod(crate::cli_pods::PodCommand),
+    /// Lifecycle events (journal, then live), or a container's usage with `--stats`.
+    Events(crate::cli_pods::EventsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +138,17 @@ pub struct RegistryArgs {
     /// always are, as with Docker.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// No credentials, no insecure registries.
+    pub fn none() -> Self {
+        RegistryArgs {
+            creds: None,
+            authfile: None,
+            insecure_registries: Vec::new(),
+        }
+    }
 }
 
 /// What pulls and imports share: which platform to take and how far a layer may expand.

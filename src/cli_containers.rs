@@ -6,19 +6,45 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// Check the host (kernel features, cgroups, overlayfs, binaries), print what is
+    /// missing, and exit (1 if something required is missing).
+    #[arg(long)]
+    pub check: bool,
     /// Cgroup root for containers, absolute in every hierarchy (default: `berth` below the
     /// agent's own cgroup).
     #[arg(long, env = "BERTH_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
-    /// Rotate a container's log file at this size (e.g. 10m).
-    #[arg(long, default_value = "10m")]
-    pub log_max_size: String,
-    /// Log files kept per container, the current one included.
-    #[arg(long, default_value_t = 3)]
-    pub log_max_files: u32,
+    /// Rotate a container's log file at this size (default 10m).
+    #[arg(long)]
+    pub log_max_size: Option<String>,
+    /// Log files kept per container, the current one included (default 3).
+    #[arg(long)]
+    pub log_max_files: Option<u32>,
     /// Copy image layers into each rootfs instead of mounting overlayfs.
     #[arg(long)]
     pub rootfs_copy: bool,
+    /// First restart back-off of a pod container; doubles per restart up to 5 minutes
+    /// (default 10s).
+    #[arg(long)]
+    pub restart_backoff: Option<String>,
+    /// CPU kept for the system, not admitted to pods (e.g. 500m; default 0).
+    #[arg(long)]
+    pub system_reserved_cpu: Option<String>,
+    /// Memory kept for the system, not admitted to pods (e.g. 512Mi; default 0).
+    #[arg(long)]
+    pub system_reserved_memory: Option<String>,
+    /// Serve Prometheus metrics on this TCP address (e.g. 127.0.0.1:9323); off by default.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Disk use (percent of the data root's filesystem) that starts image GC (default 85).
+    #[arg(long)]
+    pub image_gc_high_percent: Option<u8>,
+    /// Disk use image GC brings the filesystem down to (default 80).
+    #[arg(long)]
+    pub image_gc_low_percent: Option<u8>,
+    /// Size of one events journal file (two are kept; default 1m).
+    #[arg(long)]
+    pub events_max_size: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -83,6 +109,27 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Health check command, run with `/bin/sh -c` in the container (healthy on exit 0).
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Health check: HTTP GET `PORT[/path]` on the container's loopback (2xx/3xx healthy).
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_tcp"])]
+    pub health_http: Option<String>,
+    /// Health check: TCP connect to `PORT` on the container's loopback.
+    #[arg(long, conflicts_with = "health_cmd")]
+    pub health_tcp: Option<u16>,
+    /// Time between health checks (default 30s).
+    #[arg(long, default_value = "30s")]
+    pub health_interval: String,
+    /// A check running longer fails (default 30s).
+    #[arg(long, default_value = "30s")]
+    pub health_timeout: String,
+    /// Consecutive failures that make the container unhealthy.
+    #[arg(long, default_value_t = 3)]
+    pub health_retries: u32,
+    /// Failures in this time after start do not count.
+    #[arg(long, default_value = "0s")]
+    pub health_start_period: String,
     /// Run in the background and print the id.
     #[arg(short = 'd', long)]
     pub detach: bool,

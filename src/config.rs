@@ -1,23 +1,68 @@
-//! The configuration file (`/etc/berth/config.json`, `--config`, `BERTH_CONFIG`):
+//! The agent's configuration file (`/etc/berth/config.toml`, `--config`, `BERTH_CONFIG`):
+//! every `berth agent` flag has a key of the same name (dashes as underscores); a flag given
+//! on the command line wins over the file, the file over the default. A file ending in
+//! `.json` is read as JSON (the format of earlier releases).
 //!
-//! ```text
-//! { "version": 1,
-//!   "insecure_registries": ["registry.lan:5000"],   plain HTTP (loopback always is)
-//!   "max_layer_bytes": 34359738368 }                 decompression-bomb limit per layer
+//! ```toml
+//! version = 1
+//! socket = "/run/berth/berth.sock"
+//! root = "/var/lib/berth"
+//! cgroup_root = "/berth"                 # default: berth below the agent's own cgroup
+//! log_level = "info"
+//! log_max_size = "10m"                   # per container log file
+//! log_max_files = 3
+//! rootfs_copy = false
+//! restart_backoff = "10s"                # first pod restart back-off, doubling to 5 min
+//! system_reserved_cpu = "500m"           # kept from pods' admission
+//! system_reserved_memory = "512Mi"
+//! metrics_addr = "127.0.0.1:9323"        # Prometheus endpoint; off unless set
+//! image_gc_high_percent = 85             # disk use that starts image GC
+//! image_gc_low_percent = 80              # ... and where it stops
+//! events_max_size = "1m"                 # events journal, per file (two kept)
+//! insecure_registries = ["registry.lan:5000"]   # plain HTTP (loopback always is)
+//! max_layer_bytes = 34359738368          # decompression-bomb limit per layer
 //! ```
 //! A missing file means defaults; an unreadable or malformed one is an error.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub version: Option<u32>,
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub cgroup_root: Option<PathBuf>,
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub log_max_size: Option<String>,
+    #[serde(default)]
+    pub log_max_files: Option<u32>,
+    #[serde(default)]
+    pub rootfs_copy: Option<bool>,
+    #[serde(default)]
+    pub restart_backoff: Option<String>,
+    #[serde(default)]
+    pub system_reserved_cpu: Option<String>,
+    #[serde(default)]
+    pub system_reserved_memory: Option<String>,
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    #[serde(default)]
+    pub image_gc_high_percent: Option<u8>,
+    #[serde(default)]
+    pub image_gc_low_percent: Option<u8>,
+    #[serde(default)]
+    pub events_max_size: Option<String>,
     #[serde(default)]
     pub insecure_registries: BTreeSet<String>,
     #[serde(default)]
@@ -31,8 +76,14 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
         };
-        let config: Self = serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing config {}", path.display()))?;
+        let config: Self = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing config {}", path.display()))?
+        } else {
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("config {} is not UTF-8", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
+        };
         if let Some(v) = config.version.filter(|v| *v != 1) {
             bail!(
                 "config {} has version {v}; this berth reads version 1",
@@ -75,5 +126,26 @@ mod tests {
         assert!(parse_size("12x").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999t").is_err());
+    }
+
+    #[test]
+    fn toml_and_json() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let t = dir.path().join("config.toml");
+        std::fs::write(
+            &t,
+            "version = 1\nlog_max_files = 5\nmetrics_addr = \"127.0.0.1:1\"\nsystem_reserved_cpu = \"500m\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::load(&t).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.log_max_files, Some(5));
+        assert_eq!(c.metrics_addr.as_deref(), Some("127.0.0.1:1"));
+        std::fs::write(&t, "bogus = 1\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(Config::load(&t).is_err());
+        let j = dir.path().join("config.json");
+        std::fs::write(&j, r#"{"version": 1, "rootfs_copy": true}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Config::load(&j).ok().and_then(|c| c.rootfs_copy), Some(true));
+        assert!(Config::load(&dir.path().join("none.toml")).is_ok());
     }
 }

@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod cli;
 mod cli_containers;
+mod cli_pods;
 mod client;
 mod commands;
 mod config;
@@ -14,7 +15,6 @@ mod shim;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 
 fn main() -> ExitCode {
     // The supervisor (`berth shim …`, started by the agent) must stay single-threaded — it
@@ -24,7 +24,18 @@ fn main() -> ExitCode {
         init_tracing(None);
         return shim::run(&argv[2..]);
     }
-    let cli = cli::Cli::parse();
+    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let defaulted = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            None | Some(clap::parser::ValueSource::DefaultValue)
+        )
+    };
+    cli.defaulted = (defaulted("socket"), defaulted("root"));
     init_tracing(cli.log_level.as_deref());
     let default_code: u8 = match cli.command {
         cli::Command::Run(_) | cli::Command::Create(_) | cli::Command::Exec(_) => 125,

@@ -236,7 +236,8 @@ fn limits_are_written_to_the_cgroup_and_enforced() {
             "while true; do :; done",
         ],
     );
-    let cg = root.cgroup_root.join(&id);
+    // --cpus and -m: limits are its requests, so guaranteed.
+    let cg = root.cgroup_root.join("guaranteed").join(&id);
     let dirs = cgroup_dirs(&cg);
     let read = |file: &str| -> String {
         dirs.iter()

@@ -58,7 +58,12 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         None => format!("berth-{}", &id[..12]),
     };
     let dir = ContainerDir(node.container_dir(&id));
-    let cgroup_path = settings.cgroup_root.join(&id);
+    let cgroup_path = match &task.pod {
+        Some(member) => member.cgroup_parent.join(&id),
+        None => settings
+            .qos_cgroup(berth_runtime::pod::QosClass::of_task(&task.resources))
+            .join(&id),
+    };
     let snapshots: Vec<_> = image.snapshots().cloned().collect();
     // Bottom layer first (`rootfs::prepare` orders them for overlayfs itself).
     let lowers: Vec<PathBuf> = snapshots
@@ -129,10 +134,30 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
     record.init = berth_runtime::state::ProcessId::of(pid);
     record.shim = shim;
     write_json(&dir.record(), &record).map_err(ApiError::internal)?;
+    let image_ref = record.image.clone();
+    let pod_name = record.task.pod.as_ref().map(|m| m.pod_name.clone());
     let (exit, _) = watch::channel(None);
-    node.containers
-        .insert(id.clone(), Container { record, dir, exit });
+    let health = record
+        .task
+        .health
+        .as_ref()
+        .map(|_| berth_runtime::health::HealthState::default());
+    node.containers.insert(
+        id.clone(),
+        Container {
+            record,
+            dir,
+            exit,
+            health,
+        },
+    );
     tracing::info!(id, name, pid, "container created");
+    let mut ev = crate::agent::events::Event::new("container", "created", &id, &name)
+        .with("image", image_ref);
+    if let Some(p) = pod_name {
+        ev = ev.with("pod", p);
+    }
+    node.emit(ev);
     Ok(Created { id, name, pid })
 }
 
@@ -268,7 +293,8 @@ async fn spawn_supervisor(
     if record.task.stdin {
         cmd.arg("--stdin");
     }
-    if record.task.network == NetworkMode::None {
+    // A pod's sandbox brought its loopback up already.
+    if record.task.network == NetworkMode::None && record.task.pod.is_none() {
         cmd.arg("--network-none");
     }
     cmd.env("BERTH_LOG", &s.log_level)

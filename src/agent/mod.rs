@@ -5,15 +5,19 @@
 //! Processes: one supervisor (`berth shim`) per container and per exec, each in its own
 //! session; they outlive the agent, so SIGTERM stops the agent and leaves containers running.
 
+pub mod check;
 mod create;
 mod error;
+pub mod events;
 mod exec;
 mod images;
 mod kill;
 pub mod node;
+pub mod pod;
 mod probe;
 mod remove;
 mod routes;
+mod routes_pods;
 mod start;
 
 use std::os::unix::fs::PermissionsExt;
@@ -45,12 +49,63 @@ pub struct Settings {
     pub config: crate::config::Config,
     /// Log filter handed to supervisors.
     pub log_level: String,
+    /// First restart back-off of a pod container (doubles per restart).
+    pub restart_backoff: Duration,
+    /// Back-off cap.
+    pub restart_backoff_max: Duration,
+    /// CPU kept for the system: millicpus.
+    pub reserved_millicpu: u64,
+    /// Memory kept for the system: bytes.
+    pub reserved_memory: u64,
+    /// Events journal size per file.
+    pub events_max_bytes: u64,
+    /// Image GC watermarks: high and low percent of disk use.
+    pub image_gc: (u8, u8),
 }
 
 impl Settings {
     /// `containers/` below the data root.
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
+    }
+
+    /// `pods/` below the data root.
+    pub fn pods_dir(&self) -> PathBuf {
+        pod::run_pods_dir(&self.root)
+    }
+
+    /// The cgroup of a QoS class.
+    pub fn qos_cgroup(&self, qos: berth_runtime::pod::QosClass) -> PathBuf {
+        self.cgroup_root.join(qos.dir())
+    }
+
+    /// Every parent a container's cgroup may have outside a pod (old layouts included).
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        use berth_runtime::pod::QosClass;
+        [QosClass::Guaranteed, QosClass::Burstable, QosClass::BestEffort]
+            .into_iter()
+            .map(|q| self.qos_cgroup(q))
+            .chain([self.cgroup_root.clone()])
+            .collect()
+    }
+
+    /// Node capacity minus the system reserve: millicpus and bytes.
+    pub fn allocatable(&self) -> (u64, u64) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000;
+        let mem = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024;
+        (
+            cpus.saturating_sub(self.reserved_millicpu),
+            mem.saturating_sub(self.reserved_memory),
+        )
     }
 }
 
@@ -71,6 +126,18 @@ pub struct AgentOptions {
     pub config: crate::config::Config,
     /// Log filter for supervisors.
     pub log_level: String,
+    /// First restart back-off.
+    pub restart_backoff: Duration,
+    /// CPU reserve, millicpus.
+    pub reserved_millicpu: u64,
+    /// Memory reserve, bytes.
+    pub reserved_memory: u64,
+    /// Events journal size per file.
+    pub events_max_bytes: u64,
+    /// Prometheus endpoint.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Image GC watermarks: high and low percent of disk use.
+    pub image_gc: (u8, u8),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -91,9 +158,29 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         rootfs_copy: opts.rootfs_copy,
         config: opts.config,
         log_level: opts.log_level,
+        restart_backoff: opts.restart_backoff,
+        restart_backoff_max: Duration::from_secs(300).max(opts.restart_backoff),
+        reserved_millicpu: opts.reserved_millicpu,
+        reserved_memory: opts.reserved_memory,
+        events_max_bytes: opts.events_max_bytes,
+        image_gc: opts.image_gc,
     });
-    std::fs::create_dir_all(settings.containers_dir())
-        .with_context(|| format!("creating {}", settings.containers_dir().display()))?;
+    // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it.
+    for (qos, shares) in [
+        (berth_runtime::pod::QosClass::Guaranteed, None),
+        (berth_runtime::pod::QosClass::Burstable, None),
+        (berth_runtime::pod::QosClass::BestEffort, Some(2)),
+    ] {
+        let limits = berth_runtime::cgroups::ParentLimits {
+            cpu_shares: shares,
+            ..Default::default()
+        };
+        berth_runtime::cgroups::ensure_parent(&settings.qos_cgroup(qos), &limits)
+            .with_context(|| format!("creating the {qos} cgroup"))?;
+    }
+    for dir in [settings.containers_dir(), settings.pods_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
 
     if let Some(parent) = opts.socket.parent() {
         std::fs::create_dir_all(parent)

@@ -67,6 +67,31 @@ pub enum Action {
     ShimExited(String),
     /// Periodic check of supervisors the agent did not start itself.
     Tick,
+    /// Start a pod.
+    CreatePod(Box<berth_runtime::pod::PodSpec>, Reply<crate::api::PodInfo>),
+    /// All pods.
+    ListPods(Reply<Vec<crate::api::PodInfo>>),
+    /// One pod (name, id or prefix).
+    InspectPod(String, Reply<crate::api::PodInfo>),
+    /// Stop a pod's containers (TERM, KILL after the timeout).
+    StopPod(String, std::time::Duration, Reply<()>),
+    /// Remove a pod (`force`: running too).
+    RemovePod(String, bool, Reply<()>),
+    /// A back-off ended: replace `previous` in slot `name` of `pod`.
+    RestartMember {
+        /// Pod id.
+        pod: String,
+        /// Slot.
+        name: String,
+        /// The ended instance.
+        previous: String,
+    },
+    /// Tear down a pod found half-started.
+    AbandonPod(String),
+    /// Record an event from a task the owner spawned.
+    Emit(super::events::Event),
+    /// The journal so far and a live receiver (subscribed first: no event falls between).
+    Events(Reply<(Vec<super::events::Event>, tokio::sync::broadcast::Receiver<super::events::Event>)>),
 }
 
 /// What the API needs to stream from or wait on a container without asking again.
@@ -91,6 +116,8 @@ pub struct Container {
     pub dir: ContainerDir,
     /// Exit, once known.
     pub exit: watch::Sender<Option<ExitRecord>>,
+    /// Health check state (in memory: checks start over with the agent).
+    pub health: Option<berth_runtime::health::HealthState>,
 }
 
 impl Container {
@@ -142,6 +169,7 @@ impl Container {
             bundle: self.dir.path().display().to_string(),
             record: self.record.clone(),
             exit,
+            health: self.health.clone(),
         }
     }
 }
@@ -152,6 +180,10 @@ pub struct Node {
     pub settings: Arc<Settings>,
     /// Containers by id.
     pub containers: HashMap<String, Container>,
+    /// Pods by id.
+    pub pods: HashMap<String, super::pod::Pod>,
+    /// The events journal.
+    pub events: super::events::Journal,
     /// Own sender, for tasks reporting back.
     pub tx: mpsc::Sender<Action>,
 }
@@ -167,9 +199,20 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// Loads every container found on disk; corrupt records are reported and skipped.
     pub fn recover(settings: Arc<Settings>, tx: mpsc::Sender<Action>) -> Self {
+        let events = super::events::Journal::open(&settings.root, settings.events_max_bytes);
+        // Exits already reported; any other exit found on disk happened while the agent was
+        // away and is reported (with its real time) once the owner runs.
+        let reported: std::collections::HashSet<String> = events
+            .history()
+            .into_iter()
+            .filter(|e| e.kind == "container" && e.action == "exited")
+            .map(|e| e.id)
+            .collect();
         let mut node = Node {
             settings,
             containers: HashMap::new(),
+            pods: HashMap::new(),
+            events,
             tx,
         };
         let dir = node.settings.containers_dir();
@@ -187,6 +230,9 @@ impl Node {
                     tracing::warn!(dir = %cdir.path().display(), "removing a half-created container");
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        for parent in node.settings.cgroup_parents() {
+                            let _ = berth_runtime::cgroups::remove(&parent.join(&name));
+                        }
                         super::create::rollback(
                             &cdir,
                             &node.settings.store,
@@ -208,10 +254,16 @@ impl Node {
                 }
             };
             let id = record.id.clone();
+            let exit = exit.filter(|_| reported.contains(&id));
             let (exit, _) = watch::channel(exit);
             node.containers.insert(
                 id.clone(),
                 Container {
+                    health: record
+                        .task
+                        .health
+                        .as_ref()
+                        .map(|_| berth_runtime::health::HealthState::default()),
                     record,
                     dir: cdir,
                     exit,
@@ -219,7 +271,18 @@ impl Node {
             );
             node.check_supervisor(&id);
         }
-        tracing::info!(containers = node.containers.len(), "state recovered");
+        let abandoned = super::pod::recover(&mut node);
+        for id in abandoned {
+            let tx = node.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Action::AbandonPod(id)).await;
+            });
+        }
+        tracing::info!(
+            containers = node.containers.len(),
+            pods = node.pods.len(),
+            "state recovered"
+        );
         node
     }
 
@@ -288,6 +351,40 @@ impl Node {
                 let _ = r.send(result);
             }
             Action::ShimExited(id) => self.on_shim_exit(&id).await,
+            Action::CreatePod(spec, r) => super::pod::create(self, *spec, r).await,
+            Action::ListPods(r) => {
+                let mut all: Vec<crate::api::PodInfo> = self
+                    .pods
+                    .values()
+                    .map(|p| super::pod::info(self, p))
+                    .collect();
+                all.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+                let _ = r.send(Ok(all));
+            }
+            Action::InspectPod(key, r) => {
+                let info = super::pod::resolve(self, &key).and_then(|id| {
+                    self.pods
+                        .get(&id)
+                        .map(|p| super::pod::info(self, p))
+                        .ok_or_else(|| ApiError::not_found(format!("no such pod: {key}")))
+                });
+                let _ = r.send(info);
+            }
+            Action::StopPod(key, timeout, r) => super::pod::stop(self, &key, timeout, r),
+            Action::RemovePod(key, force, r) => {
+                let _ = r.send(super::pod::remove(self, &key, force).await);
+            }
+            Action::RestartMember {
+                pod,
+                name,
+                previous,
+            } => super::pod::restart_member(self, &pod, &name, &previous).await,
+            Action::AbandonPod(id) => super::pod::abandon(self, &id).await,
+            Action::Emit(ev) => self.emit(ev),
+            Action::Events(r) => {
+                let rx = self.events.subscribe();
+                let _ = r.send(Ok((self.events.history(), rx)));
+            }
             Action::Tick => {
                 let ids: Vec<String> = self
                     .containers
@@ -388,8 +485,30 @@ impl Node {
         tracing::info!(id, code = exit.exit_code, reason = %exit.reason, "container exited");
         let record = c.record.clone();
         let dir = c.dir.clone();
-        c.exit.send_replace(Some(exit));
+        c.exit.send_replace(Some(exit.clone()));
+        let pod = record.task.pod.as_ref().map(|m| m.pod_name.clone());
+        let mut ev = super::events::Event::new("container", "exited", id, &record.name)
+            .with("exitCode", exit.exit_code)
+            .with("reason", &exit.reason);
+        // When it happened, also for an exit found after an agent restart.
+        ev.time = exit.finished.clone();
+        if let Some(sig) = exit.signal {
+            ev = ev.with("signal", sig);
+        }
+        if let Some(p) = &pod {
+            ev = ev.with("pod", p);
+        }
+        if exit.oom_killed {
+            let mut oom = super::events::Event::new("container", "oom", id, &record.name);
+            oom.time = exit.finished.clone();
+            self.emit(oom);
+        }
+        self.emit(ev);
         let _ = tokio::task::spawn_blocking(move || super::remove::release(&record, &dir)).await;
+        if pod.is_some() {
+            super::pod::on_container_exit(self, id, &exit).await;
+            return;
+        }
         if self
             .containers
             .get(id)
@@ -399,6 +518,11 @@ impl Node {
                 tracing::warn!(id, error = %e.message, "auto-remove failed");
             }
         }
+    }
+
+    /// Records an event.
+    pub fn emit(&mut self, event: super::events::Event) {
+        self.events.emit(event);
     }
 
     /// The state dir of a new container.

@@ -21,7 +21,8 @@ use super::error::ApiError;
 use super::node::{Action, Handle};
 use crate::api::*;
 
-type Tx = mpsc::Sender<Action>;
+/// The owner's inbox, every handler's state.
+pub type Tx = mpsc::Sender<Action>;
 
 /// Routes of `/v1`.
 pub fn router(tx: Tx) -> Router {
@@ -49,11 +50,12 @@ pub fn router(tx: Tx) -> Router {
             "/v1/containers/{id}/exec/{exec_id}/attach",
             post(exec_attach),
         )
+        .merge(super::routes_pods::router())
         .with_state(tx)
 }
 
 /// Sends an action built around a reply channel and awaits the answer.
-async fn ask<T>(
+pub async fn ask<T>(
     tx: &Tx,
     make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Action,
 ) -> Result<T, ApiError> {

@@ -108,6 +108,12 @@ pub fn mark_started(node: &mut Node, id: &str) {
             if let Err(e) = write_json(&c.dir.record(), &c.record) {
                 tracing::error!(error = %e, "recording the start");
             }
+            let mut ev =
+                crate::agent::events::Event::new("container", "started", id, &c.record.name);
+            if let Some(m) = &c.record.task.pod {
+                ev = ev.with("pod", &m.pod_name);
+            }
+            node.emit(ev);
         }
     }
 }

@@ -42,17 +42,25 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut rows = vec![["ID", "NAME", "PID", "STATUS", "IMAGE", "CREATED"]
+    let mut rows = vec![["ID", "NAME", "POD", "PID", "STATUS", "IMAGE", "CREATED"]
         .map(String::from)
         .to_vec()];
     for c in &all {
-        let status = match (&c.exit, c.status) {
+        let mut status = match (&c.exit, c.status) {
             (Some(e), Status::Stopped) => format!("stopped ({})", e.exit_code),
             (_, s) => status_text(s).to_string(),
         };
+        if let (Some(h), Status::Running) = (&c.health, c.status) {
+            status = format!("{status} ({})", h.status);
+        }
         rows.push(vec![
             short(&c.record.id),
             c.record.name.clone(),
+            c.record
+                .task
+                .pod
+                .as_ref()
+                .map_or("-".into(), |m| m.pod_name.clone()),
             c.pid.map_or("0".into(), |p| p.to_string()),
             status,
             c.record.image.clone(),

@@ -6,6 +6,7 @@ mod containers;
 mod images;
 mod import;
 mod inspect;
+mod pods;
 mod prune;
 mod pull;
 mod rmi;
@@ -40,23 +41,87 @@ pub fn query(pairs: &[(&str, String)]) -> String {
 }
 
 async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()> {
+    if args.check {
+        let ok = crate::agent::check::print_report(&cli.root);
+        if !ok {
+            anyhow::bail!("the host lacks something berth needs (see above)");
+        }
+        return Ok(());
+    }
     let config = crate::config::Config::load(&cli.config)?;
-    let max_bytes = crate::config::parse_size(&args.log_max_size).context("--log-max-size")?;
+    // Flag, then config file, then default.
+    let pick = |flag: &Option<String>, file: &Option<String>, default: &str| -> String {
+        flag.clone()
+            .or_else(|| file.clone())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let log_max_size = pick(&args.log_max_size, &config.log_max_size, "10m");
+    let max_bytes = crate::config::parse_size(&log_max_size).context("log_max_size")?;
+    let backoff_text = pick(&args.restart_backoff, &config.restart_backoff, "10s");
+    let restart_backoff = berth_runtime::health::parse_duration(&backoff_text)
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("invalid restart_backoff {backoff_text:?}: want 10s, 500ms"))?;
+    let cpu_text = pick(&args.system_reserved_cpu, &config.system_reserved_cpu, "0m");
+    let reserved_millicpu = if cpu_text.trim_end_matches('m').trim() == "0" {
+        0
+    } else {
+        berth_runtime::pod::parse_cpu(
+            "system_reserved_cpu",
+            &berth_runtime::pod::Quantity::Text(cpu_text),
+        )?
+    };
+    let mem_text = pick(&args.system_reserved_memory, &config.system_reserved_memory, "0");
+    let reserved_memory = if mem_text.trim() == "0" {
+        0
+    } else {
+        berth_runtime::pod::parse_memory(
+            "system_reserved_memory",
+            &berth_runtime::pod::Quantity::Text(mem_text),
+        )? as u64
+    };
+    let events_text = pick(&args.events_max_size, &config.events_max_size, "1m");
+    let events_max_bytes = crate::config::parse_size(&events_text).context("events_max_size")?;
+    let gc_high = args.image_gc_high_percent.or(config.image_gc_high_percent).unwrap_or(85);
+    let gc_low = args.image_gc_low_percent.or(config.image_gc_low_percent).unwrap_or(80);
+    if gc_low > gc_high || gc_high > 100 {
+        anyhow::bail!("image GC watermarks: want low <= high <= 100, got {gc_low} and {gc_high}");
+    }
+    let metrics_addr = args
+        .metrics_addr
+        .clone()
+        .or_else(|| config.metrics_addr.clone())
+        .map(|a| a.parse::<std::net::SocketAddr>().with_context(|| format!("metrics_addr {a:?}")))
+        .transpose()?;
+    let socket = match (&config.socket, cli.defaulted.0) {
+        (Some(s), true) => s.clone(),
+        _ => cli.socket.clone(),
+    };
+    let root = match (&config.root, cli.defaulted.1) {
+        (Some(r), true) => r.clone(),
+        _ => cli.root.clone(),
+    };
     let opts = crate::agent::AgentOptions {
-        socket: cli.socket.clone(),
-        root: cli.root.clone(),
-        cgroup_root: args.cgroup_root.clone(),
+        socket,
+        root,
+        cgroup_root: args.cgroup_root.clone().or_else(|| config.cgroup_root.clone()),
         rotation: berth_runtime::logs::Rotation {
             max_bytes,
-            max_files: args.log_max_files.max(1),
+            max_files: args.log_max_files.or(config.log_max_files).unwrap_or(3).max(1),
         },
-        rootfs_copy: args.rootfs_copy,
-        config,
+        rootfs_copy: args.rootfs_copy || config.rootfs_copy.unwrap_or(false),
         log_level: cli
             .log_level
             .clone()
             .or_else(|| std::env::var("BERTH_LOG").ok())
+            .or_else(|| config.log_level.clone())
             .unwrap_or_else(|| "warn".into()),
+        restart_backoff,
+        reserved_millicpu,
+        reserved_memory,
+        events_max_bytes,
+        metrics_addr,
+        image_gc: (gc_high, gc_low),
+        config,
     };
     crate::agent::run(opts).await
 }
@@ -78,6 +143,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec(a) => return containers::exec(&client, a).await,
         Command::Top(a) => containers::top(&client, &a.id).await?,
         Command::Stats(a) => containers::stats(&client, a).await?,
+        Command::Pod(c) => pods::pod(&client, c).await?,
+        Command::Events(a) => pods::events(&client, a).await?,
         Command::Wait(a) => return containers::wait(&client, &a.id).await,
         Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
             pull::run(&client, args).await?

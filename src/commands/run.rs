@@ -106,6 +106,8 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
         stdin: args.interactive,
         auto_remove: args.rm,
         annotations: Default::default(),
+        health: health_check(args)?,
+        pod: None,
     };
     spec.validate()?;
     Ok(spec)
@@ -200,4 +202,46 @@ pub async fn run(client: &Client, args: RunArgs, start: bool) -> Result<ExitCode
 /// A process exit code as this process's own.
 pub fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// `--health-*`: Docker's command check, plus Berth's HTTP and TCP checks.
+fn health_check(args: &RunArgs) -> Result<Option<berth_runtime::health::HealthCheck>> {
+    use berth_runtime::health::{parse_duration, HealthCheck, Probe};
+    let probe = if let Some(cmd) = &args.health_cmd {
+        Probe::Exec {
+            command: vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+        }
+    } else if let Some(http) = &args.health_http {
+        let (port, path) = match http.split_once('/') {
+            Some((p, rest)) => (p, format!("/{rest}")),
+            None => (http.as_str(), "/".to_string()),
+        };
+        Probe::Http {
+            port: port
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid --health-http {http:?}: want PORT[/path]"))?,
+            path,
+        }
+    } else if let Some(port) = args.health_tcp {
+        Probe::Tcp { port }
+    } else {
+        return Ok(None);
+    };
+    let ms = |flag: &str, text: &str| -> Result<u64> {
+        parse_duration(text)
+            .map(|d| d.as_millis() as u64)
+            .ok_or_else(|| anyhow::anyhow!("invalid {flag} {text:?}: want a duration like 5s"))
+    };
+    let interval_ms = ms("--health-interval", &args.health_interval)?;
+    let timeout_ms = ms("--health-timeout", &args.health_timeout)?;
+    if interval_ms == 0 || timeout_ms == 0 {
+        anyhow::bail!("--health-interval and --health-timeout must be positive");
+    }
+    Ok(Some(HealthCheck {
+        probe,
+        interval_ms,
+        timeout_ms,
+        retries: args.health_retries.max(1),
+        start_period_ms: ms("--health-start-period", &args.health_start_period)?,
+    }))
 }

@@ -155,14 +155,27 @@ impl Root {
             .collect()
     }
 
-    /// Container cgroups left below the agent's cgroup root.
+    /// Pod and container cgroups left below the agent's cgroup root (the QoS class dirs
+    /// the agent keeps are not counted; what is below them is).
     pub fn container_cgroups(&self) -> Vec<PathBuf> {
-        cgroup_dirs(&self.cgroup_root)
-            .into_iter()
-            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect()
+        let mut out = Vec::new();
+        for d in cgroup_dirs(&self.cgroup_root) {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if !p.is_dir() {
+                    continue;
+                }
+                let qos = ["guaranteed", "burstable", "besteffort"]
+                    .iter()
+                    .any(|q| e.file_name() == *q);
+                if qos {
+                    out.extend(subdirs(&p));
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -272,6 +285,11 @@ fn remove_created_parents(path: &Path) {
 impl Drop for Root {
     fn drop(&mut self) {
         if self.agent.is_some() {
+            if let Ok(out) = self.cmd(&["pod", "ls", "-q"]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = self.cmd(&["pod", "rm", "-f", id]).output();
+                }
+            }
             if let Ok(out) = self.cmd(&["ps", "-q", "--no-trunc"]).output() {
                 for id in String::from_utf8_lossy(&out.stdout).lines() {
                     let _ = self.cmd(&["rm", "-f", id]).output();
@@ -287,12 +305,7 @@ impl Drop for Root {
         // Remove our cgroup root (children first) in every hierarchy; then its parents
         // that are empty and below our own cgroup (other tests may still use them).
         for d in cgroup_dirs(&self.cgroup_root) {
-            for c in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if c.path().is_dir() {
-                    let _ = std::fs::remove_dir(c.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&d);
+            remove_tree(&d);
         }
         remove_created_parents(&self.cgroup_root);
         if !std::thread::panicking() {
@@ -306,6 +319,27 @@ impl Drop for Root {
             );
         }
     }
+}
+
+/// Directories below `dir`, deepest first.
+pub fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(subdirs(&p));
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Removes a cgroup and everything below it (cgroupfs dirs go with `rmdir`, children first).
+fn remove_tree(dir: &Path) {
+    for d in subdirs(dir) {
+        let _ = std::fs::remove_dir(d);
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// The busybox fixtures (see `berth_integration::fixtures::write_all`), built once and

@@ -1,0 +1,207 @@
+//! Pods in the agent: co-located containers sharing the sandbox's network, IPC and UTS (and
+//! optionally PID) namespaces, one parent cgroup with the pod's totals, pod volumes, init
+//! containers, restart policy with back-off. The owner task holds every [`Pod`]; one file
+//! per verb: `run` (admission, sandbox, init containers, start together or roll back),
+//! `restart` (exits, back-off), `stop` (stop, remove, tear down).
+//!
+//! On disk, per pod (`<root>/pods/<id>/`):
+//! - `pod.json`: [`PodRecord`] (versioned, written atomically). Written with phase
+//!   `starting` before anything exists on the host, so an agent killed mid-start finds it
+//!   and tears the half-made pod down on its next start.
+//! - `ns/{net,ipc,uts[,pid]}`: namespace files held by bind mounts.
+//! - `volumes/<name>/`: `emptyDir` volumes (mode 0777, as the kubelet makes them).
+
+mod restart;
+mod run;
+mod stop;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_runtime::pod::{PodSpec, QosClass};
+use berth_runtime::state::{read_json, ExitRecord, ProcessId};
+use serde::{Deserialize, Serialize};
+
+pub use restart::{on_container_exit, restart_member};
+pub use run::{create, pods_dir as run_pods_dir};
+pub use stop::{abandon, remove, stop};
+
+use super::error::ApiError;
+use super::node::{Node, Reply};
+use crate::api::{ContainerInfo, PodInfo};
+
+/// Where a pod is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodPhase {
+    /// Sandbox made, init containers running or app containers being created.
+    Starting,
+    /// Every app container started (some may be restarting).
+    Running,
+    /// Every app container ended for good, all with code 0.
+    Succeeded,
+    /// Every app container ended for good, one with a failure.
+    Failed,
+    /// Stopped by the operator: nothing is restarted.
+    Stopped,
+}
+
+impl std::fmt::Display for PodPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// One container slot of the pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberState {
+    /// Current container instance.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// An init container.
+    #[serde(default)]
+    pub init: bool,
+    /// An init container that completed.
+    #[serde(default)]
+    pub done: bool,
+    /// Times restarted.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// How the previous instance ended.
+    #[serde(default)]
+    pub last_exit: Option<ExitRecord>,
+}
+
+/// `pod.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodRecord {
+    /// File version.
+    pub version: u32,
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// As submitted.
+    pub spec: PodSpec,
+    /// Fixed at admission.
+    pub qos: QosClass,
+    /// Summed requests: millicpus.
+    pub requests_millicpu: u64,
+    /// Summed requests: bytes.
+    pub requests_memory: u64,
+    /// The pod's cgroup.
+    pub cgroup_path: PathBuf,
+    /// RFC 3339.
+    pub created: String,
+    /// Phase.
+    pub phase: PodPhase,
+    /// Why it failed.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// PID 1 of a shared PID namespace.
+    #[serde(default)]
+    pub pod_init: Option<ProcessId>,
+    /// Slots by container name.
+    pub containers: BTreeMap<String, MemberState>,
+}
+
+/// A pod as the owner tracks it.
+#[derive(Debug)]
+pub struct Pod {
+    /// On-disk record.
+    pub record: PodRecord,
+    /// `<root>/pods/<id>`.
+    pub dir: PathBuf,
+    /// The `pod run` caller, answered once started or failed.
+    pub pending: Option<Reply<PodInfo>>,
+}
+
+impl Pod {
+    /// Writes `pod.json`.
+    pub fn save(&self) -> Result<(), ApiError> {
+        berth_runtime::state::write_json(&self.dir.join("pod.json"), &self.record)
+            .map_err(ApiError::internal)
+    }
+}
+
+/// The API view of a pod.
+pub fn info(node: &Node, pod: &Pod) -> PodInfo {
+    let mut containers: Vec<ContainerInfo> = node
+        .containers
+        .values()
+        .filter(|c| {
+            c.record
+                .task
+                .pod
+                .as_ref()
+                .is_some_and(|m| m.pod_id == pod.record.id)
+        })
+        .map(|c| c.info())
+        .collect();
+    containers.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+    PodInfo {
+        record: pod.record.clone(),
+        containers,
+    }
+}
+
+/// Finds a pod by name, id or unique id prefix.
+pub fn resolve(node: &Node, key: &str) -> Result<String, ApiError> {
+    if node.pods.contains_key(key) {
+        return Ok(key.to_string());
+    }
+    if let Some(p) = node.pods.values().find(|p| p.record.name == key) {
+        return Ok(p.record.id.clone());
+    }
+    let hits: Vec<&String> = node
+        .pods
+        .keys()
+        .filter(|id| !key.is_empty() && id.starts_with(key))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ApiError::not_found(format!("no such pod: {key}"))),
+        _ => Err(ApiError::bad_request(format!(
+            "pod id prefix {key} is ambiguous"
+        ))),
+    }
+}
+
+/// Loads every pod record; corrupt ones are reported and skipped. Returns the ids of pods
+/// caught in the middle of starting, to be torn down.
+pub fn recover(node: &mut Node) -> Vec<String> {
+    let mut abandoned = Vec::new();
+    let Ok(entries) = std::fs::read_dir(node.settings.pods_dir()) else {
+        return abandoned;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let record: PodRecord = match read_json(&dir.join("pod.json")) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::warn!(dir = %dir.display(), "pod dir without pod.json; skipped");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "skipping a pod whose state cannot be read");
+                continue;
+            }
+        };
+        if record.phase == PodPhase::Starting {
+            abandoned.push(record.id.clone());
+        }
+        node.pods.insert(
+            record.id.clone(),
+            Pod {
+                record,
+                dir,
+                pending: None,
+            },
+        );
+    }
+    abandoned
+}

@@ -1,0 +1,200 @@
+//! A container of a pod ended: complete an init step, restart it by the pod's policy after a
+//! back-off (the kubelet's: base × 2^restarts, capped; reset after 10 minutes of running), or
+//! settle the pod's phase when nothing is left to run.
+
+use std::time::Duration;
+
+use berth_runtime::pod::RestartPolicy;
+use berth_runtime::state::ExitRecord;
+
+use super::PodPhase;
+use crate::agent::events::Event;
+use crate::agent::node::{Action, Node};
+
+/// A run this long forgets earlier crashes.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// Called by the owner once a pod container's exit is recorded.
+pub async fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord) {
+    let Some(c) = node.containers.get(container_id) else {
+        return;
+    };
+    let Some(member) = c.record.task.pod.clone() else {
+        return;
+    };
+    let ran_for = c
+        .record
+        .started
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .zip(chrono::DateTime::parse_from_rfc3339(&exit.finished).ok())
+        .and_then(|(a, b)| (b - a).to_std().ok())
+        .unwrap_or_default();
+    let Some(pod) = node.pods.get_mut(&member.pod_id) else {
+        return;
+    };
+    let Some(slot) = pod.record.containers.get_mut(&member.container) else {
+        return;
+    };
+    if slot.id.as_deref() != Some(container_id) {
+        return;
+    }
+    slot.last_exit = Some(exit.clone());
+    if ran_for >= BACKOFF_RESET {
+        slot.restart_count = 0;
+    }
+    let policy = pod.record.spec.restart_policy;
+    let phase = pod.record.phase;
+    let pod_id = pod.record.id.clone();
+    if member.init {
+        if phase != PodPhase::Starting {
+            return;
+        }
+        if exit.exit_code == 0 {
+            slot.done = true;
+            let _ = pod.save();
+            super::run::advance(node, &pod_id).await;
+        } else if policy == RestartPolicy::Never {
+            let msg = format!(
+                "init container {} exited with code {}",
+                member.container, exit.exit_code
+            );
+            super::run::fail(node, &pod_id, msg).await;
+        } else {
+            let _ = pod.save();
+            schedule(node, &pod_id, &member.container, container_id);
+        }
+        return;
+    }
+    if phase != PodPhase::Running {
+        let _ = pod.save();
+        return;
+    }
+    if policy.restarts(exit.exit_code) {
+        let _ = pod.save();
+        schedule(node, &pod_id, &member.container, container_id);
+        return;
+    }
+    settle(node, &pod_id);
+}
+
+/// The pod's phase once no app container will run again.
+fn settle(node: &mut Node, pod_id: &str) {
+    let Some(pod) = node.pods.get(pod_id) else {
+        return;
+    };
+    let mut all_done = true;
+    let mut failed = false;
+    for (name, slot) in &pod.record.containers {
+        if slot.init {
+            continue;
+        }
+        let exited = slot
+            .id
+            .as_ref()
+            .and_then(|cid| node.containers.get(cid))
+            .and_then(|c| c.known_exit());
+        match exited {
+            Some(e) => failed |= e.exit_code != 0,
+            None => {
+                tracing::debug!(pod = %pod.record.name, container = %name, "still running");
+                all_done = false;
+            }
+        }
+    }
+    if !all_done {
+        let _ = pod.save();
+        return;
+    }
+    let phase = if failed {
+        PodPhase::Failed
+    } else {
+        PodPhase::Succeeded
+    };
+    let name = pod.record.name.clone();
+    if let Some(pod) = node.pods.get_mut(pod_id) {
+        pod.record.phase = phase;
+        let _ = pod.save();
+    }
+    node.emit(Event::new("pod", &phase.to_string(), pod_id, &name));
+}
+
+/// Restarts the slot after its back-off.
+fn schedule(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
+    let Some(pod) = node.pods.get(pod_id) else {
+        return;
+    };
+    let count = pod
+        .record
+        .containers
+        .get(name)
+        .map_or(0, |s| s.restart_count);
+    let base = node.settings.restart_backoff;
+    let delay = base
+        .saturating_mul(1u32 << count.min(16))
+        .min(node.settings.restart_backoff_max);
+    tracing::info!(pod = %pod.record.name, container = name, ?delay, "restarting after back-off");
+    let ev = Event::new("container", "backoff", previous, &format!("{}_{name}", pod.record.name))
+        .with("pod", &pod.record.name)
+        .with("delay", format!("{delay:?}"));
+    node.emit(ev);
+    let tx = node.tx.clone();
+    let (pod_id, name, previous) = (pod_id.to_string(), name.to_string(), previous.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tx
+            .send(Action::RestartMember {
+                pod: pod_id,
+                name,
+                previous,
+            })
+            .await;
+    });
+}
+
+/// Replaces the ended instance of a slot with a new one (unless the pod moved on).
+pub async fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
+    let Some(pod) = node.pods.get(pod_id) else {
+        return;
+    };
+    if !matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
+        return;
+    }
+    if pod.record.containers.get(name).and_then(|s| s.id.as_deref()) != Some(previous) {
+        return;
+    }
+    let pod_name = pod.record.name.clone();
+    if node.containers.contains_key(previous) {
+        if let Err(e) = crate::agent::remove::remove(node, previous, true).await {
+            tracing::error!(error = %e.message, "removing the ended instance");
+            return;
+        }
+    }
+    let count = match node
+        .pods
+        .get_mut(pod_id)
+        .and_then(|p| p.record.containers.get_mut(name))
+    {
+        Some(slot) => {
+            slot.restart_count += 1;
+            slot.id = None;
+            slot.restart_count
+        }
+        None => return,
+    };
+    match super::run::create_member(node, pod_id, name, true).await {
+        Ok(cid) => {
+            let ev = Event::new("container", "restarted", &cid, &format!("{pod_name}_{name}"))
+                .with("pod", &pod_name)
+                .with("restartCount", count);
+            node.emit(ev);
+        }
+        Err(e) => {
+            tracing::error!(pod = %pod_name, container = name, error = %e.message, "restart failed");
+            if let Some(pod) = node.pods.get_mut(pod_id) {
+                pod.record.message = Some(format!("restarting {name}: {}", e.message));
+                let _ = pod.save();
+            }
+        }
+    }
+}

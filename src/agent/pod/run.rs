@@ -1,0 +1,376 @@
+//! `pod run`: check and admit, record the pod as starting, make its cgroup, volumes and
+//! sandbox, run the init containers one by one (each to a zero exit), then create every app
+//! container and start them together. Any failure tears the whole pod down.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use berth_runtime::cgroups::ParentLimits;
+use berth_runtime::pod::{PodMember, PodPlan, PodSpec, QosClass};
+use berth_runtime::state::{ProcessId, STATE_VERSION};
+use berth_runtime::task::TaskSpec;
+
+use super::{MemberState, Pod, PodPhase, PodRecord};
+use crate::agent::error::ApiError;
+use crate::agent::events::Event;
+use crate::agent::node::{Node, Reply};
+use crate::api::PodInfo;
+
+/// The plan of a pod; `emptyDir` volumes live in its dir.
+pub fn plan_of(spec: &PodSpec, dir: &Path) -> Result<PodPlan, ApiError> {
+    let volumes = dir.join("volumes");
+    berth_runtime::pod::plan(spec, &|name| volumes.join(name))
+        .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))
+}
+
+/// Starts a pod; `reply` is answered when its containers run (or it failed).
+pub async fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
+    match admit(node, spec).await {
+        Ok(id) => {
+            if let Some(pod) = node.pods.get_mut(&id) {
+                pod.pending = Some(reply);
+            }
+            advance(node, &id).await;
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+/// Checks, admits and makes the sandbox; the pod is recorded as starting.
+async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
+    let id = crate::agent::create::new_id()?;
+    let dir = node.settings.pods_dir().join(&id);
+    let plan = plan_of(&spec, &dir)?;
+    if node.pods.values().any(|p| p.record.name == spec.name) {
+        return Err(ApiError::conflict(format!(
+            "the pod name {:?} is already in use",
+            spec.name
+        )));
+    }
+    for (kind, list) in [
+        ("initContainers", &spec.init_containers),
+        ("containers", &spec.containers),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let found = node
+                .settings
+                .store
+                .find_images(&c.image)
+                .map_err(|e| {
+                    ApiError::bad_request(format!("invalid pod spec: {kind}[{i}].image: {e}"))
+                })?;
+            if found.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "invalid pod spec: {kind}[{i}].image: no such image: {} (pull it first)",
+                    c.image
+                )));
+            }
+        }
+    }
+    check_fits(node, &plan)?;
+
+    let cgroup_path = node.settings.qos_cgroup(plan.qos).join(&id);
+    let mut containers = BTreeMap::new();
+    for (name, _) in &plan.init {
+        containers.insert(
+            name.clone(),
+            MemberState {
+                init: true,
+                ..MemberState::default()
+            },
+        );
+    }
+    for (name, _) in &plan.containers {
+        containers.insert(name.clone(), MemberState::default());
+    }
+    let record = PodRecord {
+        version: STATE_VERSION,
+        id: id.clone(),
+        name: spec.name.clone(),
+        qos: plan.qos,
+        requests_millicpu: plan.requests.0,
+        requests_memory: plan.requests.1,
+        cgroup_path: cgroup_path.clone(),
+        created: berth_runtime::state::now(),
+        phase: PodPhase::Starting,
+        message: None,
+        pod_init: None,
+        containers,
+        spec,
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+    let pod = Pod {
+        record,
+        dir: dir.clone(),
+        pending: None,
+    };
+    // Recorded before anything exists on the host: a crash from here on is cleaned up.
+    if let Err(e) = pod.save() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    node.pods.insert(id.clone(), pod);
+    if let Err(e) = make_sandbox(node, &id, &plan).await {
+        super::stop::teardown(node, &id).await;
+        return Err(e);
+    }
+    if let Some(p) = node.pods.get(&id) {
+        let ev = Event::new("pod", "created", &id, &p.record.name).with("qos", p.record.qos);
+        node.emit(ev);
+    }
+    Ok(id)
+}
+
+/// Refuses guaranteed and burstable pods whose requests do not fit what is left of the
+/// node's allocatable resources (capacity minus the system reserve).
+fn check_fits(node: &Node, plan: &PodPlan) -> Result<(), ApiError> {
+    if plan.qos == QosClass::BestEffort {
+        return Ok(());
+    }
+    let (cpu_alloc, mem_alloc) = node.settings.allocatable();
+    let (mut cpu_used, mut mem_used) = (0u64, 0u64);
+    for p in node.pods.values() {
+        if matches!(p.record.phase, PodPhase::Starting | PodPhase::Running) {
+            cpu_used += p.record.requests_millicpu;
+            mem_used += p.record.requests_memory;
+        }
+    }
+    let (cpu, mem) = plan.requests;
+    if cpu_used + cpu > cpu_alloc {
+        return Err(ApiError::conflict(format!(
+            "insufficient cpu: the pod requests {}m, {}m of {}m allocatable are free",
+            cpu,
+            cpu_alloc.saturating_sub(cpu_used),
+            cpu_alloc
+        )));
+    }
+    if mem_used + mem > mem_alloc {
+        return Err(ApiError::conflict(format!(
+            "insufficient memory: the pod requests {} bytes, {} of {} allocatable are free",
+            mem,
+            mem_alloc.saturating_sub(mem_used),
+            mem_alloc
+        )));
+    }
+    Ok(())
+}
+
+/// Pod cgroup with the pod's totals, `emptyDir` volumes, namespaces.
+async fn make_sandbox(node: &mut Node, id: &str, plan: &PodPlan) -> Result<(), ApiError> {
+    let Some(pod) = node.pods.get(id) else {
+        return Err(ApiError::internal("pod vanished"));
+    };
+    let limits = ParentLimits {
+        cpu_shares: Some(if plan.qos == QosClass::BestEffort {
+            2
+        } else {
+            (plan.requests.0 * 1024 / 1000).max(2)
+        }),
+        cpus: plan.limits.0,
+        memory: plan.limits.1,
+    };
+    let cgroup = pod.record.cgroup_path.clone();
+    let dir = pod.dir.clone();
+    let volumes: Vec<String> = pod
+        .record
+        .spec
+        .volumes
+        .iter()
+        .filter(|v| v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() != Some("Memory")))
+        .map(|v| v.name.clone())
+        .collect();
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        berth_runtime::cgroups::ensure_parent(&cgroup, &limits).map_err(ApiError::internal)?;
+        for v in volumes {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join("volumes").join(v);
+            std::fs::create_dir_all(&path)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+                })
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+
+    let hostname = pod
+        .record
+        .spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| pod.record.name.clone());
+    let mut cmd = tokio::process::Command::new(&node.settings.exe);
+    cmd.arg("shim")
+        .arg("sandbox")
+        .arg("--dir")
+        .arg(pod.dir.join("ns"))
+        .arg("--hostname")
+        .arg(&hostname);
+    if pod.record.spec.share_process_namespace {
+        cmd.arg("--share-pid");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(false);
+    let (mut child, ready) = crate::agent::create::start_and_read_ready(cmd).await?;
+    let _ = child.wait().await;
+    if let Some(e) = ready.error {
+        return Err(ApiError::internal(e));
+    }
+    if let Some(pod) = node.pods.get_mut(id) {
+        if ready.pid > 0 {
+            pod.record.pod_init = ProcessId::of(ready.pid);
+        }
+        pod.save()?;
+    }
+    Ok(())
+}
+
+/// The task of one slot, with its pod membership.
+pub fn member_task(pod: &Pod, name: &str) -> Result<TaskSpec, ApiError> {
+    let plan = plan_of(&pod.record.spec, &pod.dir)?;
+    let init = plan.init.iter().any(|(n, _)| n == name);
+    let (_, mut task) = plan
+        .init
+        .into_iter()
+        .chain(plan.containers)
+        .find(|(n, _)| n == name)
+        .ok_or_else(|| ApiError::internal(format!("no container {name} in the pod")))?;
+    let slot = pod.record.containers.get(name).cloned().unwrap_or_default();
+    task.hostname = Some(
+        pod.record
+            .spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| pod.record.name.clone()),
+    );
+    task.pod = Some(PodMember {
+        pod_id: pod.record.id.clone(),
+        pod_name: pod.record.name.clone(),
+        container: name.to_string(),
+        namespaces: pod.dir.join("ns"),
+        share_pid: pod.record.spec.share_process_namespace,
+        cgroup_parent: pod.record.cgroup_path.clone(),
+        init,
+        restart_count: slot.restart_count,
+    });
+    Ok(task)
+}
+
+/// Creates (and with `start`, starts) the container of one slot.
+pub async fn create_member(
+    node: &mut Node,
+    pod_id: &str,
+    name: &str,
+    start: bool,
+) -> Result<String, ApiError> {
+    let pod = node
+        .pods
+        .get(pod_id)
+        .ok_or_else(|| ApiError::not_found(format!("no such pod: {pod_id}")))?;
+    let task = member_task(pod, name)?;
+    let created = crate::agent::create::create(node, task).await?;
+    if let Some(pod) = node.pods.get_mut(pod_id) {
+        if let Some(slot) = pod.record.containers.get_mut(name) {
+            slot.id = Some(created.id.clone());
+        }
+        pod.save()?;
+    }
+    if start {
+        crate::agent::start::start(node, &created.id).await?;
+    }
+    Ok(created.id)
+}
+
+/// Moves a starting pod on: the next init container, or every app container at once.
+pub async fn advance(node: &mut Node, id: &str) {
+    let Some(pod) = node.pods.get(id) else {
+        return;
+    };
+    if pod.record.phase != PodPhase::Starting {
+        return;
+    }
+    let next_init = pod
+        .record
+        .spec
+        .init_containers
+        .iter()
+        .map(|c| c.name.clone())
+        .find(|n| !pod.record.containers.get(n).is_some_and(|s| s.done));
+    if let Some(name) = next_init {
+        let running = pod
+            .record
+            .containers
+            .get(&name)
+            .and_then(|s| s.id.clone())
+            .is_some_and(|cid| node.containers.get(&cid).is_some_and(|c| c.known_exit().is_none()));
+        if running {
+            return;
+        }
+        if let Err(e) = create_member(node, id, &name, true).await {
+            fail(node, id, format!("init container {name}: {}", e.message)).await;
+        }
+        return;
+    }
+    let names: Vec<String> = pod.record.spec.containers.iter().map(|c| c.name.clone()).collect();
+    let mut created = Vec::new();
+    for name in &names {
+        match create_member(node, id, name, false).await {
+            Ok(cid) => created.push(cid),
+            Err(e) => {
+                fail(node, id, format!("container {name}: {}", e.message)).await;
+                return;
+            }
+        }
+    }
+    for (name, cid) in names.iter().zip(&created) {
+        if let Err(e) = crate::agent::start::start(node, cid).await {
+            fail(node, id, format!("container {name}: {}", e.message)).await;
+            return;
+        }
+    }
+    let Some(pod) = node.pods.get_mut(id) else {
+        return;
+    };
+    pod.record.phase = PodPhase::Running;
+    if let Err(e) = pod.save() {
+        tracing::error!(error = %e.message, "recording a started pod");
+    }
+    let pending = pod.pending.take();
+    let ev = Event::new("pod", "started", id, &pod.record.name);
+    node.emit(ev);
+    if let (Some(reply), Some(pod)) = (pending, node.pods.get(id)) {
+        let _ = reply.send(Ok(super::info(node, pod)));
+    }
+}
+
+/// Tears a starting pod down and answers its caller with `message`.
+pub async fn fail(node: &mut Node, id: &str, message: String) {
+    let pending = node.pods.get_mut(id).and_then(|p| p.pending.take());
+    let name = node
+        .pods
+        .get(id)
+        .map(|p| p.record.name.clone())
+        .unwrap_or_default();
+    tracing::warn!(pod = %name, %message, "pod failed to start; rolling back");
+    super::stop::teardown(node, id).await;
+    node.emit(Event::new("pod", "failed", id, &name).with("message", &message));
+    if let Some(reply) = pending {
+        let _ = reply.send(Err(ApiError::bad_request(format!(
+            "pod {name} failed to start: {message}"
+        ))
+        .with_exit_code(125)));
+    }
+}
+
+/// The pods dir of a data root.
+pub fn pods_dir(root: &Path) -> PathBuf {
+    root.join("pods")
+}

@@ -1,0 +1,176 @@
+//! `berth pod run|ls|inspect|stop|rm` and `berth events`.
+
+use anyhow::{Context, Result};
+use berth_runtime::cgroups::Usage;
+
+use super::query;
+use crate::api::PodInfo;
+use crate::cli_pods::{EventsArgs, PodCommand};
+use crate::client::Client;
+use crate::format;
+
+pub async fn pod(client: &Client, cmd: PodCommand) -> Result<()> {
+    match cmd {
+        PodCommand::Run(a) => {
+            let text = if a.spec.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the spec from stdin")?
+            } else {
+                std::fs::read_to_string(&a.spec)
+                    .with_context(|| format!("reading {}", a.spec.display()))?
+            };
+            let spec = berth_runtime::pod::parse(&text)?;
+            if a.pull {
+                pull_missing(client, &spec).await?;
+            }
+            let info: PodInfo = client.post("/v1/pods", &spec).await?;
+            println!("{}", info.record.id);
+        }
+        PodCommand::Ls(a) => {
+            let pods: Vec<PodInfo> = client.get("/v1/pods").await?;
+            if a.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&pods)?);
+            } else if a.quiet {
+                for p in &pods {
+                    println!("{}", &p.record.id[..12]);
+                }
+            } else {
+                print!("{}", format::table(&pod_rows(&pods)));
+            }
+        }
+        PodCommand::Inspect(a) => {
+            let info: PodInfo = client.get(&format!("/v1/pods/{}", a.pod)).await?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        PodCommand::Stop(a) => {
+            for p in &a.pods {
+                client
+                    .post_empty(&format!("/v1/pods/{p}/stop?timeout={}", a.time))
+                    .await?;
+                println!("{p}");
+            }
+        }
+        PodCommand::Rm(a) => {
+            for p in &a.pods {
+                client
+                    .delete(&format!("/v1/pods/{p}?force={}", a.force))
+                    .await?;
+                println!("{p}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pulls the images the agent does not have, as `berth run` does.
+async fn pull_missing(client: &Client, spec: &berth_runtime::pod::PodSpec) -> Result<()> {
+    let images: std::collections::BTreeSet<&str> = spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .map(|c| c.image.as_str())
+        .collect();
+    for image in images {
+        let have: Result<serde_json::Value> = client
+            .get(&format!("/v1/images/inspect?{}", query(&[("name", image.to_string())])))
+            .await;
+        if have.is_err() && !image.trim().is_empty() {
+            let req = super::pull::request(image, &crate::cli::RegistryArgs::none(), None)?;
+            super::pull::pull(client, &req, false).await?;
+        }
+    }
+    Ok(())
+}
+
+fn pod_rows(pods: &[PodInfo]) -> Vec<Vec<String>> {
+    let mut rows = vec![["POD ID", "NAME", "STATUS", "QOS", "READY", "RESTARTS", "CREATED"]
+        .map(String::from)
+        .to_vec()];
+    for p in pods {
+        let apps: Vec<_> = p.record.containers.values().filter(|s| !s.init).collect();
+        let running = p
+            .containers
+            .iter()
+            .filter(|c| {
+                c.status == berth_runtime::state::Status::Running
+                    && c.record.task.pod.as_ref().is_some_and(|m| !m.init)
+            })
+            .count();
+        let restarts: u32 = p.record.containers.values().map(|s| s.restart_count).sum();
+        rows.push(vec![
+            p.record.id[..12].to_string(),
+            p.record.name.clone(),
+            p.record.phase.to_string(),
+            p.record.qos.to_string(),
+            format!("{running}/{}", apps.len()),
+            restarts.to_string(),
+            format::age(Some(&p.record.created)),
+        ]);
+    }
+    rows
+}
+
+/// A time argument: RFC 3339, Unix seconds, or a duration ago.
+fn time_arg(flag: &str, text: &str) -> Result<String> {
+    if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+        return Ok(text.to_string());
+    }
+    if let Ok(secs) = text.parse::<i64>() {
+        let t = chrono::DateTime::from_timestamp(secs, 0)
+            .with_context(|| format!("{flag} {text:?} is out of range"))?;
+        return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    let ago = berth_runtime::health::parse_duration(text).with_context(|| {
+        format!("invalid {flag} {text:?}: want an RFC 3339 time, Unix seconds or a duration like 10m")
+    })?;
+    let t = chrono::Utc::now() - chrono::Duration::from_std(ago)?;
+    Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+}
+
+pub async fn events(client: &Client, a: EventsArgs) -> Result<()> {
+    if a.stats {
+        let id = a
+            .id
+            .as_deref()
+            .context("--stats needs a container id")?;
+        loop {
+            let u: Usage = client.get(&format!("/v1/containers/{id}/stats")).await?;
+            let line = serde_json::json!({"type": "stats", "id": id, "data": u});
+            println!("{line}");
+            tokio::time::sleep(std::time::Duration::from_secs(a.interval.max(1))).await;
+        }
+    }
+    let mut filters = a.filters.clone();
+    if let Some(id) = &a.id {
+        filters.push(format!("container={id}"));
+    }
+    let mut q = vec![("filters", filters.join(","))];
+    if let Some(s) = &a.since {
+        q.push(("since", time_arg("--since", s)?));
+    }
+    match &a.until {
+        Some(u) => q.push(("until", time_arg("--until", u)?)),
+        None => q.push(("follow", "true".into())),
+    }
+    let mut lines = client
+        .stream(hyper::Method::GET, &format!("/v1/events?{}", query(&q)), None)
+        .await?;
+    while let Some(line) = lines.line().await? {
+        if a.json {
+            println!("{}", String::from_utf8_lossy(&line).trim_end());
+            continue;
+        }
+        let e: crate::agent::events::Event = serde_json::from_slice(&line)?;
+        let attrs: Vec<String> = std::iter::once(format!("name={}", e.name))
+            .chain(e.attributes.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        println!(
+            "{} {} {} {} ({})",
+            e.time,
+            e.kind,
+            e.action,
+            &e.id[..12.min(e.id.len())],
+            attrs.join(", ")
+        );
+    }
+    Ok(())
+}
