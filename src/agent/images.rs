@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::node::{Node, Reply};
+use super::node::{Action, Node, Reply};
 use crate::api::{ImportQuery, ProgressLine, PullRequest, RemoveImageRequest, RemoveImageResponse};
 
 /// Forwards library progress events to the response stream (dropped if the client is slow).
@@ -51,6 +51,7 @@ fn unpack_options(node: &Node, max: Option<u64>) -> UnpackOptions {
 
 pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
     let settings = node.settings.clone();
+    let tx = node.tx.clone();
     let unpack = unpack_options(node, req.max_layer_bytes);
     tokio::spawn(async move {
         let result = async {
@@ -80,7 +81,12 @@ pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
         }
         .await;
         let last = match result {
-            Ok(record) => ProgressLine::Image(Box::new(record)),
+            Ok(record) => {
+                let ev = super::events::Event::new("image", "pulled", &record.reference, &record.reference)
+                    .with("digest", &record.digest);
+                let _ = tx.send(Action::Emit(ev)).await;
+                ProgressLine::Image(Box::new(record))
+            }
             Err(e) => ProgressLine::Error(e),
         };
         let _ = lines.send(last).await;

@@ -7,11 +7,14 @@
 
 pub mod check;
 mod create;
+mod disk;
 mod error;
 pub mod events;
 mod exec;
+mod health;
 mod images;
 mod kill;
+mod metrics;
 pub mod node;
 pub mod pod;
 mod probe;
@@ -217,7 +220,17 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         })
     };
     tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), cgroup_root = %settings.cgroup_root.display(), "agent listening");
-    let app = routes::router(tx);
+    let latency = Arc::new(metrics::ApiLatency::default());
+    let metrics_task = match opts.metrics_addr {
+        Some(addr) => Some(
+            metrics::serve(addr, tx.clone(), settings.root.clone(), latency.clone()).await?,
+        ),
+        None => None,
+    };
+    let app = routes::router(tx).route_layer(axum::middleware::from_fn_with_state(
+        latency,
+        metrics::track,
+    ));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_tx = stopping.clone();
     let shutdown = async move {
@@ -244,6 +257,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     }
     ticker.abort();
     owner.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
 }

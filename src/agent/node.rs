@@ -88,6 +88,19 @@ pub enum Action {
     },
     /// Tear down a pod found half-started.
     AbandonPod(String),
+    /// The result of one health check.
+    HealthResult {
+        /// Container.
+        id: String,
+        /// Passed.
+        ok: bool,
+        /// Output or error.
+        output: String,
+    },
+    /// Image GC by watermarks finished.
+    GcDone,
+    /// The numbers of one metrics scrape.
+    Metrics(Reply<super::metrics::Snapshot>),
     /// Record an event from a task the owner spawned.
     Emit(super::events::Event),
     /// The journal so far and a live receiver (subscribed first: no event falls between).
@@ -184,6 +197,10 @@ pub struct Node {
     pub pods: HashMap<String, super::pod::Pod>,
     /// The events journal.
     pub events: super::events::Journal,
+    /// Image GC by watermarks is running.
+    pub gc_running: bool,
+    /// Ticks since start (disk checks run every tenth).
+    pub ticks: u64,
     /// Own sender, for tasks reporting back.
     pub tx: mpsc::Sender<Action>,
 }
@@ -213,6 +230,8 @@ impl Node {
             containers: HashMap::new(),
             pods: HashMap::new(),
             events,
+            gc_running: false,
+            ticks: 0,
             tx,
         };
         let dir = node.settings.containers_dir();
@@ -270,6 +289,7 @@ impl Node {
                 },
             );
             node.check_supervisor(&id);
+            node.watch_health(&id);
         }
         let abandoned = super::pod::recover(&mut node);
         for id in abandoned {
@@ -381,11 +401,22 @@ impl Node {
             } => super::pod::restart_member(self, &pod, &name, &previous).await,
             Action::AbandonPod(id) => super::pod::abandon(self, &id).await,
             Action::Emit(ev) => self.emit(ev),
+            Action::GcDone => self.gc_running = false,
+            Action::Metrics(r) => {
+                let _ = r.send(Ok(super::metrics::snapshot(self)));
+            }
+            Action::HealthResult { id, ok, output } => {
+                super::health::record(self, &id, ok, output)
+            }
             Action::Events(r) => {
                 let rx = self.events.subscribe();
                 let _ = r.send(Ok((self.events.history(), rx)));
             }
             Action::Tick => {
+                self.ticks += 1;
+                if self.ticks % 10 == 1 {
+                    super::disk::check(self);
+                }
                 let ids: Vec<String> = self
                     .containers
                     .iter()
@@ -518,6 +549,29 @@ impl Node {
                 tracing::warn!(id, error = %e.message, "auto-remove failed");
             }
         }
+    }
+
+    /// Starts the health checks of a running container that has one.
+    pub fn watch_health(&self, id: &str) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        let (Some(check), Some(init), Some(_)) =
+            (&c.record.task.health, c.record.init, &c.record.started)
+        else {
+            return;
+        };
+        if c.known_exit().is_some() {
+            return;
+        }
+        super::health::spawn(
+            self.tx.clone(),
+            id.to_string(),
+            check.clone(),
+            init,
+            c.dir.execs(),
+            c.exit.subscribe(),
+        );
     }
 
     /// Records an event.

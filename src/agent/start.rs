@@ -114,6 +114,7 @@ pub fn mark_started(node: &mut Node, id: &str) {
                 ev = ev.with("pod", &m.pod_name);
             }
             node.emit(ev);
+            node.watch_health(id);
         }
     }
 }

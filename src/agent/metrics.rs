@@ -1,0 +1,336 @@
+//! The Prometheus endpoint (`--metrics-addr`, off by default): per-container and per-pod
+//! cpu, memory, pids, restarts and OOM kills read from cgroups at scrape time, and the
+//! agent's own numbers (containers and pods by state, image store size, API latency).
+//!
+//! The text format is written here: it is a few lines per metric, values are gathered on
+//! scrape from cgroupfs, and a metrics registry crate would hold copies of them for nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::node::{Action, Node};
+
+/// Upper bounds (seconds) of the API latency histogram.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0];
+
+/// API latency per route, filled by [`track`].
+#[derive(Debug, Default)]
+pub struct ApiLatency {
+    routes: Mutex<BTreeMap<String, Histogram>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl ApiLatency {
+    fn observe(&self, route: &str, secs: f64) {
+        let Ok(mut routes) = self.routes.lock() else {
+            return;
+        };
+        let h = routes.entry(route.to_string()).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+}
+
+/// Middleware of the API: times every request by its route pattern. Streams (logs -f,
+/// attach, events) count until their headers are sent.
+pub async fn track(
+    State(latency): State<Arc<ApiLatency>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let began = std::time::Instant::now();
+    let resp = next.run(req).await;
+    latency.observe(&format!("{} {route}", "API"), began.elapsed().as_secs_f64());
+    resp
+}
+
+/// What the owner hands out for one scrape.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Containers: labels, cgroup, running, restarts.
+    pub containers: Vec<(Labels, PathBuf, bool, u32, Option<String>)>,
+    /// Pods: name, qos, phase, cgroup, restarts.
+    pub pods: Vec<(String, String, String, PathBuf, u32)>,
+    /// Containers by status.
+    pub by_status: BTreeMap<String, u64>,
+}
+
+/// Labels of a container series.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    id: String,
+    name: String,
+    pod: String,
+}
+
+/// The owner's side of a scrape.
+pub fn snapshot(node: &Node) -> Snapshot {
+    let mut s = Snapshot::default();
+    for c in node.containers.values() {
+        let status = c.status();
+        *s.by_status
+            .entry(format!("{status:?}").to_lowercase())
+            .or_default() += 1;
+        let member = c.record.task.pod.as_ref();
+        let restarts = member
+            .and_then(|m| node.pods.get(&m.pod_id))
+            .and_then(|p| p.record.containers.get(&member?.container))
+            .map_or(0, |slot| slot.restart_count);
+        s.containers.push((
+            Labels {
+                id: c.record.id.clone(),
+                name: c.record.name.clone(),
+                pod: member.map(|m| m.pod_name.clone()).unwrap_or_default(),
+            },
+            c.record.cgroup_path.clone(),
+            status == berth_runtime::state::Status::Running,
+            restarts,
+            c.health.as_ref().map(|h| h.status.to_string()),
+        ));
+    }
+    for p in node.pods.values() {
+        s.pods.push((
+            p.record.name.clone(),
+            p.record.qos.to_string(),
+            p.record.phase.to_string(),
+            p.record.cgroup_path.clone(),
+            p.record.containers.values().map(|m| m.restart_count).sum(),
+        ));
+    }
+    s
+}
+
+/// Bytes on disk below `dir` (allocated blocks, not apparent sizes).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else {
+                continue;
+            };
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders a scrape (blocking: reads cgroupfs and walks the image store).
+pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
+    let mut out = String::new();
+    let usage = |path: &Path| {
+        berth_runtime::cgroups::manager(path)
+            .ok()
+            .and_then(|m| berth_runtime::cgroups::usage(&m, path).ok())
+    };
+    let running: Vec<_> = s
+        .containers
+        .iter()
+        .filter(|c| c.2)
+        .filter_map(|c| usage(&c.1).map(|u| (c, u)))
+        .collect();
+    let label = |l: &Labels| {
+        format!(
+            "id=\"{}\",name=\"{}\",pod=\"{}\"",
+            esc(&l.id),
+            esc(&l.name),
+            esc(&l.pod)
+        )
+    };
+    type Pick = fn(&berth_runtime::cgroups::Usage) -> f64;
+    let per_container: [(&str, &str, &str, Pick); 4] = [
+        ("berth_container_cpu_usage_seconds_total", "counter", "CPU time used by a running container.", |u| u.cpu_usage_ns as f64 / 1e9),
+        ("berth_container_memory_usage_bytes", "gauge", "Memory in use, page cache included.", |u| u.memory_usage as f64),
+        ("berth_container_pids", "gauge", "Tasks in the container's cgroup.", |u| u.pids_current as f64),
+        ("berth_container_oom_kills_total", "counter", "OOM kills inside the container.", |u| u.oom_kills as f64),
+    ];
+    for (name, kind, help, pick) in per_container {
+        family(&mut out, name, kind, help);
+        for (c, u) in &running {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(&c.0), pick(u));
+        }
+    }
+    family(
+        &mut out,
+        "berth_container_restarts_total",
+        "counter",
+        "Restarts of the container's pod slot.",
+    );
+    for c in &s.containers {
+        let _ = writeln!(out, "berth_container_restarts_total{{{}}} {}", label(&c.0), c.3);
+    }
+    family(
+        &mut out,
+        "berth_container_healthy",
+        "gauge",
+        "1 when the last health verdict is healthy (containers with a check).",
+    );
+    for c in s.containers.iter().filter(|c| c.2) {
+        if let Some(h) = &c.4 {
+            let v = u8::from(h == "healthy");
+            let _ = writeln!(out, "berth_container_healthy{{{},status=\"{h}\"}} {v}", label(&c.0));
+        }
+    }
+    let pods: Vec<_> = s
+        .pods
+        .iter()
+        .map(|p| (p, usage(&p.3)))
+        .collect();
+    let per_pod: [(&str, &str, &str, Pick); 4] = [
+        ("berth_pod_cpu_usage_seconds_total", "counter", "CPU time of the pod's cgroup.", |u| u.cpu_usage_ns as f64 / 1e9),
+        ("berth_pod_memory_usage_bytes", "gauge", "Memory of the pod's cgroup.", |u| u.memory_usage as f64),
+        ("berth_pod_pids", "gauge", "Tasks in the pod's cgroup.", |u| u.pids_current as f64),
+        ("berth_pod_oom_kills_total", "counter", "OOM kills in the pod's cgroup.", |u| u.oom_kills as f64),
+    ];
+    let pod_label = |p: &(String, String, String, PathBuf, u32)| {
+        format!("pod=\"{}\",qos=\"{}\"", esc(&p.0), p.1)
+    };
+    for (name, kind, help, pick) in per_pod {
+        family(&mut out, name, kind, help);
+        for (p, u) in &pods {
+            if let Some(u) = u {
+                let _ = writeln!(out, "{name}{{{}}} {}", pod_label(p), pick(u));
+            }
+        }
+    }
+    family(&mut out, "berth_pod_restarts_total", "counter", "Restarts of the pod's containers.");
+    for (p, _) in &pods {
+        let _ = writeln!(out, "berth_pod_restarts_total{{{}}} {}", pod_label(p), p.4);
+    }
+    family(&mut out, "berth_pods", "gauge", "Pods by phase.");
+    let mut phases: BTreeMap<&str, u64> = BTreeMap::new();
+    for p in &s.pods {
+        *phases.entry(p.2.as_str()).or_default() += 1;
+    }
+    for (phase, n) in phases {
+        let _ = writeln!(out, "berth_pods{{phase=\"{phase}\"}} {n}");
+    }
+    family(&mut out, "berth_containers", "gauge", "Containers by status.");
+    for (status, n) in &s.by_status {
+        let _ = writeln!(out, "berth_containers{{status=\"{status}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "berth_image_store_bytes",
+        "gauge",
+        "Disk used by the image store (blobs and unpacked snapshots).",
+    );
+    let store = disk_usage(&root.join("content")) + disk_usage(&root.join("snapshots"));
+    let _ = writeln!(out, "berth_image_store_bytes {store}");
+    family(&mut out, "berth_agent_resident_memory_bytes", "gauge", "The agent's RSS.");
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0)
+        * 4096;
+    let _ = writeln!(out, "berth_agent_resident_memory_bytes {rss}");
+    family(
+        &mut out,
+        "berth_api_request_duration_seconds",
+        "histogram",
+        "API request latency by route, until the response headers.",
+    );
+    if let Ok(routes) = latency.routes.lock() {
+        for (route, h) in routes.iter() {
+            let r = esc(route.trim_start_matches("API "));
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "berth_api_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "berth_api_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "berth_api_request_duration_seconds_sum{{route=\"{r}\"}} {}", h.sum);
+            let _ = writeln!(out, "berth_api_request_duration_seconds_count{{route=\"{r}\"}} {}", h.count);
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until the agent stops.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    tx: mpsc::Sender<Action>,
+    root: PathBuf,
+    latency: Arc<ApiLatency>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (tx, root, latency) = (tx.clone(), root.clone(), latency.clone());
+            async move {
+                let snap = super::routes::ask(&tx, |r| Action::Metrics(r)).await;
+                let Ok(snap) = snap else {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new())
+                        .into_response();
+                };
+                let text = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    tokio::task::spawn_blocking(move || render(&snap, &root, &latency)),
+                )
+                .await;
+                match text {
+                    Ok(Ok(t)) => (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        t,
+                    )
+                        .into_response(),
+                    _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        }),
+    );
+    tracing::info!(%addr, "serving metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint");
+        }
+    }))
+}
