@@ -289,6 +289,7 @@ impl Node {
                 },
             );
             node.check_supervisor(&id);
+            node.watch_adopted(&id);
             node.watch_health(&id);
         }
         let abandoned = super::pod::recover(&mut node);
@@ -469,13 +470,37 @@ impl Node {
             return;
         }
         let shim_alive = c.record.shim.is_some_and(|p| p.is_alive());
+        let tx = self.tx.clone();
+        let id = id.to_string();
         if !shim_alive {
-            let tx = self.tx.clone();
-            let id = id.to_string();
             tokio::spawn(async move {
                 let _ = tx.send(Action::ShimExited(id)).await;
             });
         }
+    }
+
+    /// Watches a supervisor the agent adopted (not its child) through a pidfd, so its end
+    /// is noticed at once rather than at the next tick.
+    fn watch_adopted(&self, id: &str) {
+        let Some(shim) = self.containers.get(id).and_then(|c| c.record.shim) else {
+            return;
+        };
+        let Some(fd) = pidfd(shim) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open and the same
+            // descriptor for the AsyncFd's whole life.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(afd) = registered {
+                let _ = afd.readable().await;
+            }
+            let _ = tx.send(Action::ShimExited(id)).await;
+        });
     }
 
     /// A supervisor is gone: take its exit record, release the rootfs, honour `--rm`.
@@ -583,4 +608,18 @@ impl Node {
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.settings.containers_dir().join(id)
     }
+}
+
+/// A pidfd of `p`, if it is still the same process (checked after opening, so a recycled
+/// pid is never watched).
+fn pidfd(p: berth_runtime::state::ProcessId) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    p.is_alive().then_some(fd)
 }
