@@ -145,7 +145,10 @@ mod tests {
         let j = dir.path().join("config.json");
         std::fs::write(&j, r#"{"version": 1, "rootfs_copy": true}"#)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(Config::load(&j).ok().and_then(|c| c.rootfs_copy), Some(true));
+        assert_eq!(
+            Config::load(&j).ok().and_then(|c| c.rootfs_copy),
+            Some(true)
+        );
         assert!(Config::load(&dir.path().join("none.toml")).is_ok());
     }
 }

@@ -15,7 +15,6 @@ mod shim;
 
 use std::process::ExitCode;
 
-
 fn main() -> ExitCode {
     // The supervisor (`berth shim …`, started by the agent) must stay single-threaded — it
     // forks through libcontainer — and small: it skips clap and the async runtime.

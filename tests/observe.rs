@@ -2,6 +2,8 @@
 //! events journal across restarts, `events --stats`, the Prometheus endpoint, image GC by
 //! watermarks, the TOML config and `agent --check`. Root only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -11,7 +13,10 @@ use common::{import, run_detached, wait_for, Root};
 
 fn health(root: &Root, id: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", id])).unwrap();
-    v["health"]["status"].as_str().unwrap_or_default().to_string()
+    v["health"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn events_json(root: &Root, filter: &str) -> Vec<serde_json::Value> {
@@ -57,7 +62,11 @@ fn command_health_checks_go_healthy_then_unhealthy_with_events() {
     // each), dozens of checks have run, at most one is in flight.
     let execs = root.path().join("containers").join(&id).join("exec");
     std::thread::sleep(Duration::from_millis(500));
-    let files: Vec<_> = std::fs::read_dir(&execs).unwrap().flatten().map(|e| e.file_name()).collect();
+    let files: Vec<_> = std::fs::read_dir(&execs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(files.len() <= 6 + 4, "{files:?}");
 }
 
@@ -101,7 +110,10 @@ containers:
     wait_for("tcp healthy", || health(&root, &tcp) == "healthy");
     assert_eq!(slot("web")["restart_count"], 0);
     let killed = events_json(&root, "event=killed");
-    assert!(killed.iter().all(|e| e["name"] == "live_broken"), "{killed:?}");
+    assert!(
+        killed.iter().all(|e| e["name"] == "live_broken"),
+        "{killed:?}"
+    );
     assert!(killed.len() >= 2);
     let last = slot("broken")["last_exit"].clone();
     assert_eq!(last["exit_code"], 137, "{last}");
@@ -119,11 +131,15 @@ fn free_port() -> u16 {
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     body.to_string()
 }
 
@@ -137,7 +153,11 @@ fn parse_samples(text: &str) -> Vec<(String, String, f64)> {
                 Some((n, rest)) => (n.to_string(), rest.trim_end_matches('}').to_string()),
                 None => (series.to_string(), String::new()),
             };
-            (name, labels, value.parse::<f64>().unwrap_or_else(|_| panic!("{l}")))
+            (
+                name,
+                labels,
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{l}")),
+            )
         })
         .collect()
 }
@@ -166,10 +186,27 @@ fn metrics_are_scraped_and_parse() {
             .map(|s| s.2)
     };
     assert!(get("berth_container_cpu_usage_seconds_total", "name=\"m_burn\"").unwrap() > 0.0);
-    assert!(get("berth_container_memory_usage_bytes", &format!("id=\"{id}\"")).unwrap() > 0.0);
+    assert!(
+        get(
+            "berth_container_memory_usage_bytes",
+            &format!("id=\"{id}\"")
+        )
+        .unwrap()
+            > 0.0
+    );
     assert!(get("berth_container_pids", "pod=\"m\"").unwrap() >= 1.0);
-    assert_eq!(get("berth_container_restarts_total", "pod=\"m\""), Some(0.0));
-    assert!(get("berth_pod_memory_usage_bytes", "pod=\"m\",qos=\"burstable\"").unwrap() > 0.0);
+    assert_eq!(
+        get("berth_container_restarts_total", "pod=\"m\""),
+        Some(0.0)
+    );
+    assert!(
+        get(
+            "berth_pod_memory_usage_bytes",
+            "pod=\"m\",qos=\"burstable\""
+        )
+        .unwrap()
+            > 0.0
+    );
     assert_eq!(get("berth_pod_oom_kills_total", "pod=\"m\""), Some(0.0));
     assert_eq!(get("berth_containers", "status=\"running\""), Some(2.0));
     assert_eq!(get("berth_pods", "phase=\"running\""), Some(1.0));
@@ -189,7 +226,10 @@ fn metrics_are_scraped_and_parse() {
 fn events_survive_an_agent_restart_and_filter() {
     let mut root = Root::new();
     import(&root);
-    let (code, _, _) = common::run_code(&root, &["run", "--name", "three", "busybox", "sh", "-c", "exit 3"]);
+    let (code, _, _) = common::run_code(
+        &root,
+        &["run", "--name", "three", "busybox", "sh", "-c", "exit 3"],
+    );
     assert_eq!(code, 3);
     root.stop_agent(libc::SIGKILL);
     root.start_agent(&[]);
@@ -203,7 +243,9 @@ fn events_survive_an_agent_restart_and_filter() {
     assert!(root
         .ok(&["events", "--since", "2999-01-01T00:00:00Z", "--until", "0s"])
         .is_empty());
-    assert!(!root.ok(&["events", "--since", "1h", "--until", "0s"]).is_empty());
+    assert!(!root
+        .ok(&["events", "--since", "1h", "--until", "0s"])
+        .is_empty());
     assert!(root
         .fails(&["events", "--until", "0s", "--filter", "colour=red"])
         .contains("invalid filter key"));
@@ -219,7 +261,10 @@ fn events_survive_an_agent_restart_and_filter() {
     let mut buf = [0u8; 4096];
     let n = out.read(&mut buf).unwrap();
     let line = String::from_utf8_lossy(&buf[..n]);
-    assert!(line.contains("container started") && line.contains(&id[..12]), "{line}");
+    assert!(
+        line.contains("container started") && line.contains(&id[..12]),
+        "{line}"
+    );
     // SAFETY: kill(2) on the pid of the `events` client this test spawned.
     unsafe {
         libc::kill(follow.id() as i32, libc::SIGKILL);
@@ -233,7 +278,8 @@ fn events_survive_an_agent_restart_and_filter() {
         .unwrap();
     let mut out = stats.stdout.take().unwrap();
     let n = out.read(&mut buf).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(buf[..n].split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(buf[..n].split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(v["type"], "stats");
     assert!(v["data"]["memory_usage"].as_u64().unwrap() > 0);
     // SAFETY: as above, our own child.
@@ -245,7 +291,12 @@ fn events_survive_an_agent_restart_and_filter() {
 
 #[test]
 fn image_gc_removes_unused_images_above_the_high_watermark() {
-    let root = Root::with_agent_args(&["--image-gc-high-percent", "0", "--image-gc-low-percent", "0"]);
+    let root = Root::with_agent_args(&[
+        "--image-gc-high-percent",
+        "0",
+        "--image-gc-low-percent",
+        "0",
+    ]);
     import(&root);
     let _id = run_detached(&root, &["busybox", "sleep", "1000"]);
     wait_for("the unused image to go", || {
@@ -258,10 +309,14 @@ fn image_gc_removes_unused_images_above_the_high_watermark() {
         .iter()
         .map(|i| i["reference"].as_str().unwrap().to_string())
         .collect();
-    assert!(refs.iter().any(|r| r.contains("busybox")), "in use, kept: {refs:?}");
+    assert!(
+        refs.iter().any(|r| r.contains("busybox")),
+        "in use, kept: {refs:?}"
+    );
     let evs = events_json(&root, "type=image");
     assert!(
-        evs.iter().any(|e| e["action"] == "deleted" && e["attributes"]["reason"] == "disk-pressure"),
+        evs.iter()
+            .any(|e| e["action"] == "deleted" && e["attributes"]["reason"] == "disk-pressure"),
         "{evs:?}"
     );
 }
@@ -297,7 +352,13 @@ fn the_agent_reads_its_toml_config_and_checks_the_host() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for want in ["cgroup version", "overlayfs", "namespace", "CNI plugin", "own cgroup"] {
+    for want in [
+        "cgroup version",
+        "overlayfs",
+        "namespace",
+        "CNI plugin",
+        "own cgroup",
+    ] {
         assert!(text.contains(want), "{want}: {text}");
     }
 }

@@ -2,6 +2,8 @@
 //! policy with back-off, QoS cgroups and admission, spec errors, roll-back, and recovery of
 //! 50 containers after `kill -9` of the agent. Root only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;
@@ -63,7 +65,10 @@ containers:
         std::fs::read_to_string(volume.join("got")).unwrap().trim(),
         "hello-from-server"
     );
-    assert_eq!(std::fs::read_to_string(volume.join("host")).unwrap().trim(), "web");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("host")).unwrap().trim(),
+        "web"
+    );
 
     // Same network namespace, own mount namespaces; best-effort QoS cgroup tree.
     let server = member(&root, "web", "server");
@@ -86,9 +91,15 @@ containers:
     }
 
     let ls = root.ok(&["pod", "ls"]);
-    assert!(ls.contains("web") && ls.contains("running") && ls.contains("2/2"), "{ls}");
+    assert!(
+        ls.contains("web") && ls.contains("running") && ls.contains("2/2"),
+        "{ls}"
+    );
     let ps = root.ok(&["ps"]);
-    assert!(ps.lines().filter(|l| l.contains(" web ")).count() == 2, "{ps}");
+    assert!(
+        ps.lines().filter(|l| l.contains(" web ")).count() == 2,
+        "{ps}"
+    );
 
     root.ok(&["pod", "stop", "-t", "1", "web"]);
     assert_eq!(pod_json(&root, "web")["record"]["phase"], "stopped");
@@ -140,8 +151,13 @@ containers: [{name: app, image: busybox, command: [sleep, "100"]}]
 "#,
     );
     let err = root.fails(&["pod", "run", &bad]);
-    assert!(err.contains("init container fails exited with code 4"), "{err}");
-    assert!(root.fails(&["pod", "inspect", "badinit"]).contains("no such pod"));
+    assert!(
+        err.contains("init container fails exited with code 4"),
+        "{err}"
+    );
+    assert!(root
+        .fails(&["pod", "inspect", "badinit"])
+        .contains("no such pod"));
     assert_eq!(pods_dir_entries(&root), 1);
 }
 
@@ -173,7 +189,11 @@ containers:
     assert!(began.elapsed() >= Duration::from_millis(600));
     let p = pod_json(&root, "flaky");
     assert_eq!(p["record"]["containers"]["job"]["restart_count"], 2);
-    assert_eq!(p["containers"].as_array().unwrap().len(), 1, "old instances removed");
+    assert_eq!(
+        p["containers"].as_array().unwrap().len(),
+        1,
+        "old instances removed"
+    );
     let ls = root.ok(&["pod", "ls"]);
     assert!(ls.contains("succeeded"), "{ls}");
     let events = root.ok(&["events", "--until", "0s", "--filter", "pod=flaky", "--json"]);
@@ -237,14 +257,23 @@ containers:
     };
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         assert_eq!(read(&pod_cg, "cpu.max").unwrap(), "50000 100000");
-        assert_eq!(read(&pod_cg, "memory.max").unwrap(), (64u64 << 20).to_string());
+        assert_eq!(
+            read(&pod_cg, "memory.max").unwrap(),
+            (64u64 << 20).to_string()
+        );
         assert_eq!(read(&pod_cg.join(&a), "cpu.max").unwrap(), "25000 100000");
     } else {
         assert_eq!(read(&pod_cg, "cpu.cfs_quota_us").unwrap(), "50000");
-        assert_eq!(read(&pod_cg, "memory.limit_in_bytes").unwrap(), (64u64 << 20).to_string());
+        assert_eq!(
+            read(&pod_cg, "memory.limit_in_bytes").unwrap(),
+            (64u64 << 20).to_string()
+        );
         assert_eq!(read(&pod_cg, "cpu.shares").unwrap(), "512");
         assert_eq!(read(&pod_cg.join(&a), "cpu.cfs_quota_us").unwrap(), "25000");
-        assert_eq!(read(&pod_cg.join(&a), "memory.limit_in_bytes").unwrap(), (32u64 << 20).to_string());
+        assert_eq!(
+            read(&pod_cg.join(&a), "memory.limit_in_bytes").unwrap(),
+            (32u64 << 20).to_string()
+        );
         let besteffort = root.cgroup_root.join("besteffort");
         assert_eq!(read(&besteffort, "cpu.shares").unwrap(), "2");
     }
@@ -278,7 +307,9 @@ containers:
         "fat",
         "name: fat\ncontainers: [{name: c, image: busybox, command: [sleep, '1'], resources: {requests: {memory: 100Ti}}}]\n",
     );
-    assert!(root.fails(&["pod", "run", &spec]).contains("insufficient memory"));
+    assert!(root
+        .fails(&["pod", "run", &spec])
+        .contains("insufficient memory"));
     // A best-effort pod is always admitted.
     let spec = write_spec(
         &root,
@@ -328,9 +359,15 @@ fn spec_errors_name_the_field_and_start_nothing() {
     assert_eq!(common::containers_dir_entries(&root), 0);
     assert!(root.ok(&["pod", "ls", "-q"]).is_empty());
     // The same name twice.
-    let spec = write_spec(&root, "ok", "name: twice\ncontainers: [{name: c, image: busybox, command: [sleep, '100']}]\n");
+    let spec = write_spec(
+        &root,
+        "ok",
+        "name: twice\ncontainers: [{name: c, image: busybox, command: [sleep, '100']}]\n",
+    );
     root.ok(&["pod", "run", &spec]);
-    assert!(root.fails(&["pod", "run", &spec]).contains("already in use"));
+    assert!(root
+        .fails(&["pod", "run", &spec])
+        .contains("already in use"));
     root.ok(&["pod", "rm", "-f", "twice"]);
 }
 
@@ -350,13 +387,23 @@ containers:
 "#,
     );
     let err = root.fails(&["pod", "run", &spec]);
-    assert!(err.contains("container bad") && err.contains("/no/such/command"), "{err}");
+    assert!(
+        err.contains("container bad") && err.contains("/no/such/command"),
+        "{err}"
+    );
     assert_eq!(pods_dir_entries(&root), 0);
     assert_eq!(common::containers_dir_entries(&root), 0);
     assert!(root.mounts().is_empty(), "{:?}", root.mounts());
-    assert!(root.container_cgroups().is_empty(), "{:?}", root.container_cgroups());
+    assert!(
+        root.container_cgroups().is_empty(),
+        "{:?}",
+        root.container_cgroups()
+    );
     let events = root.ok(&["events", "--until", "0s", "--filter", "type=pod"]);
-    assert!(events.contains("pod failed") || events.contains(" failed "), "{events}");
+    assert!(
+        events.contains("pod failed") || events.contains(" failed "),
+        "{events}"
+    );
 }
 
 #[test]
@@ -381,7 +428,9 @@ containers:
     let sleeps = ps.lines().filter(|l| l.contains("sleep 100")).count();
     assert_eq!(sleeps, 2, "{ps}");
     assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ")), "{ps}");
-    let init = pod_json(&root, "pidns")["record"]["pod_init"]["pid"].as_i64().unwrap();
+    let init = pod_json(&root, "pidns")["record"]["pod_init"]["pid"]
+        .as_i64()
+        .unwrap();
     assert!(Path::new(&format!("/proc/{init}")).exists());
     root.ok(&["pod", "rm", "-f", "pidns"]);
     wait_for("the pod init to end", || {

@@ -3,6 +3,8 @@
 //! it was away with the real exit code and time, and tears down a pod it was starting.
 //! Root only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -77,7 +79,11 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
         if id == victim {
             assert_eq!(status, "stopped");
         } else {
-            assert_eq!((status.as_str(), *pid), ("running", before[id].1), "{id} re-adopted");
+            assert_eq!(
+                (status.as_str(), *pid),
+                ("running", before[id].1),
+                "{id} re-adopted"
+            );
         }
     }
     eprintln!("re-adopted 50 containers in {adopted_in:?}");
@@ -85,10 +91,24 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     assert_eq!(state["exitCode"], 137);
     // Reported with the time it exited, not the time the agent noticed.
     wait_for("the missed exit's event", || {
-        root.ok(&["events", "--until", "0s", "--filter", "event=exited", "--json"])
-            .contains(victim.as_str())
+        root.ok(&[
+            "events",
+            "--until",
+            "0s",
+            "--filter",
+            "event=exited",
+            "--json",
+        ])
+        .contains(victim.as_str())
     });
-    let events = root.ok(&["events", "--until", "0s", "--filter", "event=exited", "--json"]);
+    let events = root.ok(&[
+        "events",
+        "--until",
+        "0s",
+        "--filter",
+        "event=exited",
+        "--json",
+    ]);
     let ev: serde_json::Value = events
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -96,7 +116,9 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
         .unwrap();
     assert_eq!(ev["attributes"]["exitCode"], "137");
     let t = chrono::DateTime::parse_from_rfc3339(ev["time"].as_str().unwrap()).unwrap();
-    let off = (t.with_timezone(&chrono::Utc) - killed_at).num_milliseconds().abs();
+    let off = (t.with_timezone(&chrono::Utc) - killed_at)
+        .num_milliseconds()
+        .abs();
     assert!(off < 1000, "exit time {t} vs kill at {killed_at}");
     // Nothing was restarted (restartPolicy Never), nothing re-created.
     let pods: Vec<serde_json::Value> =
@@ -116,7 +138,10 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     let again = snapshot(&root);
     assert_eq!(again, after);
     let some = after.keys().find(|id| *id != victim).unwrap();
-    assert_eq!(root.ok(&["exec", some, "echo", "still-here"]), "still-here\n");
+    assert_eq!(
+        root.ok(&["exec", some, "echo", "still-here"]),
+        "still-here\n"
+    );
 }
 
 #[test]
@@ -158,13 +183,26 @@ containers: [{name: app, image: busybox, command: [sleep, "1000"]}]
         root.ok(&["pod", "ls", "-q"]).trim().is_empty() && ps_json(&root).is_empty()
     });
     let log = root.agent_log();
-    assert!(log.contains("removing a pod the agent was starting"), "{log}");
+    assert!(
+        log.contains("removing a pod the agent was starting"),
+        "{log}"
+    );
     assert!(log.contains("unsupported version 99"), "{log}");
-    assert!(log.contains("skipping a pod whose state cannot be read"), "{log}");
+    assert!(
+        log.contains("skipping a pod whose state cannot be read"),
+        "{log}"
+    );
     assert!(root.mounts().is_empty(), "{:?}", root.mounts());
-    assert!(root.container_cgroups().is_empty(), "{:?}", root.container_cgroups());
+    assert!(
+        root.container_cgroups().is_empty(),
+        "{:?}",
+        root.container_cgroups()
+    );
     let events = root.ok(&["events", "--until", "0s", "--filter", "type=pod", "--json"]);
-    assert!(events.contains("agent stopped while starting the pod"), "{events}");
+    assert!(
+        events.contains("agent stopped while starting the pod"),
+        "{events}"
+    );
     std::fs::remove_dir_all(junk).unwrap();
     std::fs::remove_dir_all(future).unwrap();
 }

@@ -121,8 +121,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         return None;
     }
     if let Ok(secs) = t.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| std::time::Duration::from_secs_f64(secs));
+        return (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs));
     }
     let mut total = 0f64;
     let mut rest = t;

@@ -83,7 +83,11 @@ fn bind_ns(source: &Path, target: &Path) -> Result<(), SandboxError> {
 fn pod_init() -> ! {
     let _ = nix::unistd::setsid();
     for fd in 0..3 {
-        if let Ok(null) = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+        if let Ok(null) = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        ) {
             let _ = nix::unistd::dup2(null, fd);
             let _ = nix::unistd::close(null);
         }
@@ -95,11 +99,15 @@ fn pod_init() -> ! {
     loop {
         match set.wait() {
             Ok(nix::sys::signal::Signal::SIGTERM) => std::process::exit(0),
-            _ => while let Ok(status) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                if status == nix::sys::wait::WaitStatus::StillAlive {
-                    break;
+            _ => {
+                while let Ok(status) =
+                    nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+                {
+                    if status == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
                 }
-            },
+            }
         }
     }
 }

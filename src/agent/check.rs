@@ -120,7 +120,7 @@ fn items(root: &Path) -> Vec<Item> {
     let probe = if root.exists() { root } else { Path::new("/") };
     match nix::sys::statvfs::statvfs(probe) {
         Ok(s) => {
-            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+            let free = s.blocks_available() * s.fragment_size();
             out.push(item(
                 "data root space",
                 free > 1 << 30,

@@ -107,9 +107,7 @@ async fn exec_probe(
 
 /// START, then collect output until EXIT.
 async fn drive_exec(socket: &std::path::Path) -> Result<(i32, String), String> {
-    let mut stream = super::start::connect(socket)
-        .await
-        .map_err(|e| e.message)?;
+    let mut stream = super::start::connect(socket).await.map_err(|e| e.message)?;
     stream
         .write_all(&protocol::encode(protocol::START, b""))
         .await
@@ -138,7 +136,10 @@ async fn drive_exec(socket: &std::path::Path) -> Result<(i32, String), String> {
             protocol::EXIT => {
                 let exit: ExitRecord =
                     serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
-                return Ok((exit.exit_code, String::from_utf8_lossy(&output).into_owned()));
+                return Ok((
+                    exit.exit_code,
+                    String::from_utf8_lossy(&output).into_owned(),
+                ));
             }
             protocol::ERROR => return Err(String::from_utf8_lossy(&payload).into_owned()),
             _ => {}

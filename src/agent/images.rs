@@ -82,8 +82,13 @@ pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
         .await;
         let last = match result {
             Ok(record) => {
-                let ev = super::events::Event::new("image", "pulled", &record.reference, &record.reference)
-                    .with("digest", &record.digest);
+                let ev = super::events::Event::new(
+                    "image",
+                    "pulled",
+                    &record.reference,
+                    &record.reference,
+                )
+                .with("digest", &record.digest);
                 let _ = tx.send(Action::Emit(ev)).await;
                 ProgressLine::Image(Box::new(record))
             }

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use super::node::{Action, Node};
 
 /// Upper bounds (seconds) of the API latency histogram.
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0];
+const BUCKETS: [f64; 10] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0,
+];
 
 /// API latency per route, filled by [`track`].
 #[derive(Debug, Default)]
@@ -52,11 +54,7 @@ impl ApiLatency {
 
 /// Middleware of the API: times every request by its route pattern. Streams (logs -f,
 /// attach, events) count until their headers are sent.
-pub async fn track(
-    State(latency): State<Arc<ApiLatency>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn track(State(latency): State<Arc<ApiLatency>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -143,7 +141,9 @@ pub fn disk_usage(dir: &Path) -> u64 {
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -174,10 +174,30 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
     };
     type Pick = fn(&berth_runtime::cgroups::Usage) -> f64;
     let per_container: [(&str, &str, &str, Pick); 4] = [
-        ("berth_container_cpu_usage_seconds_total", "counter", "CPU time used by a running container.", |u| u.cpu_usage_ns as f64 / 1e9),
-        ("berth_container_memory_usage_bytes", "gauge", "Memory in use, page cache included.", |u| u.memory_usage as f64),
-        ("berth_container_pids", "gauge", "Tasks in the container's cgroup.", |u| u.pids_current as f64),
-        ("berth_container_oom_kills_total", "counter", "OOM kills inside the container.", |u| u.oom_kills as f64),
+        (
+            "berth_container_cpu_usage_seconds_total",
+            "counter",
+            "CPU time used by a running container.",
+            |u| u.cpu_usage_ns as f64 / 1e9,
+        ),
+        (
+            "berth_container_memory_usage_bytes",
+            "gauge",
+            "Memory in use, page cache included.",
+            |u| u.memory_usage as f64,
+        ),
+        (
+            "berth_container_pids",
+            "gauge",
+            "Tasks in the container's cgroup.",
+            |u| u.pids_current as f64,
+        ),
+        (
+            "berth_container_oom_kills_total",
+            "counter",
+            "OOM kills inside the container.",
+            |u| u.oom_kills as f64,
+        ),
     ];
     for (name, kind, help, pick) in per_container {
         family(&mut out, name, kind, help);
@@ -192,7 +212,12 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
         "Restarts of the container's pod slot.",
     );
     for c in &s.containers {
-        let _ = writeln!(out, "berth_container_restarts_total{{{}}} {}", label(&c.0), c.3);
+        let _ = writeln!(
+            out,
+            "berth_container_restarts_total{{{}}} {}",
+            label(&c.0),
+            c.3
+        );
     }
     family(
         &mut out,
@@ -203,19 +228,39 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
     for c in s.containers.iter().filter(|c| c.2) {
         if let Some(h) = &c.4 {
             let v = u8::from(h == "healthy");
-            let _ = writeln!(out, "berth_container_healthy{{{},status=\"{h}\"}} {v}", label(&c.0));
+            let _ = writeln!(
+                out,
+                "berth_container_healthy{{{},status=\"{h}\"}} {v}",
+                label(&c.0)
+            );
         }
     }
-    let pods: Vec<_> = s
-        .pods
-        .iter()
-        .map(|p| (p, usage(&p.3)))
-        .collect();
+    let pods: Vec<_> = s.pods.iter().map(|p| (p, usage(&p.3))).collect();
     let per_pod: [(&str, &str, &str, Pick); 4] = [
-        ("berth_pod_cpu_usage_seconds_total", "counter", "CPU time of the pod's cgroup.", |u| u.cpu_usage_ns as f64 / 1e9),
-        ("berth_pod_memory_usage_bytes", "gauge", "Memory of the pod's cgroup.", |u| u.memory_usage as f64),
-        ("berth_pod_pids", "gauge", "Tasks in the pod's cgroup.", |u| u.pids_current as f64),
-        ("berth_pod_oom_kills_total", "counter", "OOM kills in the pod's cgroup.", |u| u.oom_kills as f64),
+        (
+            "berth_pod_cpu_usage_seconds_total",
+            "counter",
+            "CPU time of the pod's cgroup.",
+            |u| u.cpu_usage_ns as f64 / 1e9,
+        ),
+        (
+            "berth_pod_memory_usage_bytes",
+            "gauge",
+            "Memory of the pod's cgroup.",
+            |u| u.memory_usage as f64,
+        ),
+        (
+            "berth_pod_pids",
+            "gauge",
+            "Tasks in the pod's cgroup.",
+            |u| u.pids_current as f64,
+        ),
+        (
+            "berth_pod_oom_kills_total",
+            "counter",
+            "OOM kills in the pod's cgroup.",
+            |u| u.oom_kills as f64,
+        ),
     ];
     let pod_label = |p: &(String, String, String, PathBuf, u32)| {
         format!("pod=\"{}\",qos=\"{}\"", esc(&p.0), p.1)
@@ -228,7 +273,12 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
             }
         }
     }
-    family(&mut out, "berth_pod_restarts_total", "counter", "Restarts of the pod's containers.");
+    family(
+        &mut out,
+        "berth_pod_restarts_total",
+        "counter",
+        "Restarts of the pod's containers.",
+    );
     for (p, _) in &pods {
         let _ = writeln!(out, "berth_pod_restarts_total{{{}}} {}", pod_label(p), p.4);
     }
@@ -240,7 +290,12 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
     for (phase, n) in phases {
         let _ = writeln!(out, "berth_pods{{phase=\"{phase}\"}} {n}");
     }
-    family(&mut out, "berth_containers", "gauge", "Containers by status.");
+    family(
+        &mut out,
+        "berth_containers",
+        "gauge",
+        "Containers by status.",
+    );
     for (status, n) in &s.by_status {
         let _ = writeln!(out, "berth_containers{{status=\"{status}\"}} {n}");
     }
@@ -252,10 +307,19 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
     );
     let store = disk_usage(&root.join("content")) + disk_usage(&root.join("snapshots"));
     let _ = writeln!(out, "berth_image_store_bytes {store}");
-    family(&mut out, "berth_agent_resident_memory_bytes", "gauge", "The agent's RSS.");
+    family(
+        &mut out,
+        "berth_agent_resident_memory_bytes",
+        "gauge",
+        "The agent's RSS.",
+    );
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|t| t.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|t| {
+            t.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 4096;
     let _ = writeln!(out, "berth_agent_resident_memory_bytes {rss}");
@@ -280,8 +344,16 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
                 "berth_api_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
                 h.count
             );
-            let _ = writeln!(out, "berth_api_request_duration_seconds_sum{{route=\"{r}\"}} {}", h.sum);
-            let _ = writeln!(out, "berth_api_request_duration_seconds_count{{route=\"{r}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "berth_api_request_duration_seconds_sum{{route=\"{r}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "berth_api_request_duration_seconds_count{{route=\"{r}\"}} {}",
+                h.count
+            );
         }
     }
     out
@@ -303,7 +375,7 @@ pub async fn serve(
         axum::routing::get(move || {
             let (tx, root, latency) = (tx.clone(), root.clone(), latency.clone());
             async move {
-                let snap = super::routes::ask(&tx, |r| Action::Metrics(r)).await;
+                let snap = super::routes::ask(&tx, Action::Metrics).await;
                 let Ok(snap) = snap else {
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new())
                         .into_response();

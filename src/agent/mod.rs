@@ -11,6 +11,7 @@ mod disk;
 mod error;
 pub mod events;
 mod exec;
+mod exit;
 mod health;
 mod images;
 mod kill;
@@ -85,11 +86,15 @@ impl Settings {
     /// Every parent a container's cgroup may have outside a pod (old layouts included).
     pub fn cgroup_parents(&self) -> Vec<PathBuf> {
         use berth_runtime::pod::QosClass;
-        [QosClass::Guaranteed, QosClass::Burstable, QosClass::BestEffort]
-            .into_iter()
-            .map(|q| self.qos_cgroup(q))
-            .chain([self.cgroup_root.clone()])
-            .collect()
+        [
+            QosClass::Guaranteed,
+            QosClass::Burstable,
+            QosClass::BestEffort,
+        ]
+        .into_iter()
+        .map(|q| self.qos_cgroup(q))
+        .chain([self.cgroup_root.clone()])
+        .collect()
     }
 
     /// Node capacity minus the system reserve: millicpus and bytes.
@@ -222,9 +227,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), cgroup_root = %settings.cgroup_root.display(), "agent listening");
     let latency = Arc::new(metrics::ApiLatency::default());
     let metrics_task = match opts.metrics_addr {
-        Some(addr) => Some(
-            metrics::serve(addr, tx.clone(), settings.root.clone(), latency.clone()).await?,
-        ),
+        Some(addr) => {
+            Some(metrics::serve(addr, tx.clone(), settings.root.clone(), latency.clone()).await?)
+        }
         None => None,
     };
     let app = routes::router(tx).route_layer(axum::middleware::from_fn_with_state(

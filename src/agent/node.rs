@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_runtime::state::{
-    read_json, ContainerDir, ContainerRecord, ExitRecord, Status, STATE_VERSION,
-};
+use berth_runtime::state::{read_json, ContainerDir, ContainerRecord, ExitRecord, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::ApiError;
@@ -104,7 +102,12 @@ pub enum Action {
     /// Record an event from a task the owner spawned.
     Emit(super::events::Event),
     /// The journal so far and a live receiver (subscribed first: no event falls between).
-    Events(Reply<(Vec<super::events::Event>, tokio::sync::broadcast::Receiver<super::events::Event>)>),
+    Events(
+        Reply<(
+            Vec<super::events::Event>,
+            tokio::sync::broadcast::Receiver<super::events::Event>,
+        )>,
+    ),
 }
 
 /// What the API needs to stream from or wait on a container without asking again.
@@ -406,9 +409,7 @@ impl Node {
             Action::Metrics(r) => {
                 let _ = r.send(Ok(super::metrics::snapshot(self)));
             }
-            Action::HealthResult { id, ok, output } => {
-                super::health::record(self, &id, ok, output)
-            }
+            Action::HealthResult { id, ok, output } => super::health::record(self, &id, ok, output),
             Action::Events(r) => {
                 let rx = self.events.subscribe();
                 let _ = r.send(Ok((self.events.history(), rx)));
@@ -461,121 +462,6 @@ impl Node {
         }
     }
 
-    /// Notices a dead supervisor the agent is not the parent of.
-    fn check_supervisor(&mut self, id: &str) {
-        let Some(c) = self.containers.get(id) else {
-            return;
-        };
-        if c.exit.borrow().is_some() {
-            return;
-        }
-        let shim_alive = c.record.shim.is_some_and(|p| p.is_alive());
-        let tx = self.tx.clone();
-        let id = id.to_string();
-        if !shim_alive {
-            tokio::spawn(async move {
-                let _ = tx.send(Action::ShimExited(id)).await;
-            });
-        }
-    }
-
-    /// Watches a supervisor the agent adopted (not its child) through a pidfd, so its end
-    /// is noticed at once rather than at the next tick.
-    fn watch_adopted(&self, id: &str) {
-        let Some(shim) = self.containers.get(id).and_then(|c| c.record.shim) else {
-            return;
-        };
-        let Some(fd) = pidfd(shim) else {
-            return;
-        };
-        let tx = self.tx.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open and the same
-            // descriptor for the AsyncFd's whole life.
-            let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            };
-            if let Ok(afd) = registered {
-                let _ = afd.readable().await;
-            }
-            let _ = tx.send(Action::ShimExited(id)).await;
-        });
-    }
-
-    /// A supervisor is gone: take its exit record, release the rootfs, honour `--rm`.
-    async fn on_shim_exit(&mut self, id: &str) {
-        let Some(c) = self.containers.get_mut(id) else {
-            return;
-        };
-        if c.exit.borrow().is_some() {
-            return;
-        }
-        // A report from a stale check: the supervisor still works and will record the exit.
-        if c.record.shim.is_some_and(|p| p.is_alive()) {
-            return;
-        }
-        let exit = match read_json::<ExitRecord>(&c.dir.exit()) {
-            Ok(Some(e)) => e,
-            other => {
-                if let Err(e) = other {
-                    tracing::error!(error = %e, "unreadable exit record");
-                }
-                if c.record.init.is_some_and(|p| p.is_alive()) {
-                    // The supervisor was killed but the container runs on, unsupervised;
-                    // `rm -f` still kills and cleans it through its cgroup.
-                    tracing::warn!(id, "supervisor died; the container runs unsupervised");
-                    return;
-                }
-                ExitRecord {
-                    version: STATE_VERSION,
-                    exit_code: 255,
-                    signal: None,
-                    oom_killed: berth_runtime::cgroups::oom_kills(&c.record.cgroup_path) > 0,
-                    reason: "supervisor-lost".into(),
-                    finished: berth_runtime::state::now(),
-                    error: Some("the supervisor died before recording the exit".into()),
-                }
-            }
-        };
-        tracing::info!(id, code = exit.exit_code, reason = %exit.reason, "container exited");
-        let record = c.record.clone();
-        let dir = c.dir.clone();
-        c.exit.send_replace(Some(exit.clone()));
-        let pod = record.task.pod.as_ref().map(|m| m.pod_name.clone());
-        let mut ev = super::events::Event::new("container", "exited", id, &record.name)
-            .with("exitCode", exit.exit_code)
-            .with("reason", &exit.reason);
-        // When it happened, also for an exit found after an agent restart.
-        ev.time = exit.finished.clone();
-        if let Some(sig) = exit.signal {
-            ev = ev.with("signal", sig);
-        }
-        if let Some(p) = &pod {
-            ev = ev.with("pod", p);
-        }
-        if exit.oom_killed {
-            let mut oom = super::events::Event::new("container", "oom", id, &record.name);
-            oom.time = exit.finished.clone();
-            self.emit(oom);
-        }
-        self.emit(ev);
-        let _ = tokio::task::spawn_blocking(move || super::remove::release(&record, &dir)).await;
-        if pod.is_some() {
-            super::pod::on_container_exit(self, id, &exit).await;
-            return;
-        }
-        if self
-            .containers
-            .get(id)
-            .is_some_and(|c| c.record.task.auto_remove)
-        {
-            if let Err(e) = super::remove::remove(self, id, true).await {
-                tracing::warn!(id, error = %e.message, "auto-remove failed");
-            }
-        }
-    }
-
     /// Starts the health checks of a running container that has one.
     pub fn watch_health(&self, id: &str) {
         let Some(c) = self.containers.get(id) else {
@@ -608,18 +494,4 @@ impl Node {
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.settings.containers_dir().join(id)
     }
-}
-
-/// A pidfd of `p`, if it is still the same process (checked after opening, so a recycled
-/// pid is never watched).
-fn pidfd(p: berth_runtime::state::ProcessId) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    p.is_alive().then_some(fd)
 }

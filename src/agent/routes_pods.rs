@@ -106,13 +106,18 @@ fn in_window(
     since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
 }
 
-async fn events(
-    State(tx): State<Tx>,
-    Query(q): Query<EventsQuery>,
-) -> Result<Response, ApiError> {
+async fn events(State(tx): State<Tx>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
     let filters = parse_filters(&q.filters).map_err(ApiError::bad_request)?;
-    let since = q.since.as_deref().map(|s| time_of("since", s)).transpose()?;
-    let until = q.until.as_deref().map(|s| time_of("until", s)).transpose()?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| time_of("since", s))
+        .transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|s| time_of("until", s))
+        .transpose()?;
     let (history, mut live) = ask(&tx, Action::Events).await?;
     let (out, mut rx) = mpsc::channel::<Vec<u8>>(64);
     let line = |e: &Event| {
@@ -124,9 +129,7 @@ async fn events(
         let mut last = 0;
         for e in &history {
             last = e.seq;
-            if in_window(e, since, until)
-                && e.matches(&filters)
-                && out.send(line(e)).await.is_err()
+            if in_window(e, since, until) && e.matches(&filters) && out.send(line(e)).await.is_err()
             {
                 return;
             }
@@ -143,9 +146,9 @@ async fn events(
             if e.seq <= last {
                 continue;
             }
-            if until.is_some_and(|u| {
-                chrono::DateTime::parse_from_rfc3339(&e.time).is_ok_and(|t| t > u)
-            }) {
+            if until
+                .is_some_and(|u| chrono::DateTime::parse_from_rfc3339(&e.time).is_ok_and(|t| t > u))
+            {
                 return;
             }
             if e.matches(&filters) && out.send(line(&e)).await.is_err() {

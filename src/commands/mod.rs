@@ -70,7 +70,11 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
             &berth_runtime::pod::Quantity::Text(cpu_text),
         )?
     };
-    let mem_text = pick(&args.system_reserved_memory, &config.system_reserved_memory, "0");
+    let mem_text = pick(
+        &args.system_reserved_memory,
+        &config.system_reserved_memory,
+        "0",
+    );
     let reserved_memory = if mem_text.trim() == "0" {
         0
     } else {
@@ -81,8 +85,14 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
     };
     let events_text = pick(&args.events_max_size, &config.events_max_size, "1m");
     let events_max_bytes = crate::config::parse_size(&events_text).context("events_max_size")?;
-    let gc_high = args.image_gc_high_percent.or(config.image_gc_high_percent).unwrap_or(85);
-    let gc_low = args.image_gc_low_percent.or(config.image_gc_low_percent).unwrap_or(80);
+    let gc_high = args
+        .image_gc_high_percent
+        .or(config.image_gc_high_percent)
+        .unwrap_or(85);
+    let gc_low = args
+        .image_gc_low_percent
+        .or(config.image_gc_low_percent)
+        .unwrap_or(80);
     if gc_low > gc_high || gc_high > 100 {
         anyhow::bail!("image GC watermarks: want low <= high <= 100, got {gc_low} and {gc_high}");
     }
@@ -90,7 +100,10 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         .metrics_addr
         .clone()
         .or_else(|| config.metrics_addr.clone())
-        .map(|a| a.parse::<std::net::SocketAddr>().with_context(|| format!("metrics_addr {a:?}")))
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .with_context(|| format!("metrics_addr {a:?}"))
+        })
         .transpose()?;
     let socket = match (&config.socket, cli.defaulted.0) {
         (Some(s), true) => s.clone(),
@@ -103,10 +116,17 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
     let opts = crate::agent::AgentOptions {
         socket,
         root,
-        cgroup_root: args.cgroup_root.clone().or_else(|| config.cgroup_root.clone()),
+        cgroup_root: args
+            .cgroup_root
+            .clone()
+            .or_else(|| config.cgroup_root.clone()),
         rotation: berth_runtime::logs::Rotation {
             max_bytes,
-            max_files: args.log_max_files.or(config.log_max_files).unwrap_or(3).max(1),
+            max_files: args
+                .log_max_files
+                .or(config.log_max_files)
+                .unwrap_or(3)
+                .max(1),
         },
         rootfs_copy: args.rootfs_copy || config.rootfs_copy.unwrap_or(false),
         log_level: cli

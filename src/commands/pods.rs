@@ -71,7 +71,10 @@ async fn pull_missing(client: &Client, spec: &berth_runtime::pod::PodSpec) -> Re
         .collect();
     for image in images {
         let have: Result<serde_json::Value> = client
-            .get(&format!("/v1/images/inspect?{}", query(&[("name", image.to_string())])))
+            .get(&format!(
+                "/v1/images/inspect?{}",
+                query(&[("name", image.to_string())])
+            ))
             .await;
         if have.is_err() && !image.trim().is_empty() {
             let req = super::pull::request(image, &crate::cli::RegistryArgs::none(), None)?;
@@ -82,9 +85,11 @@ async fn pull_missing(client: &Client, spec: &berth_runtime::pod::PodSpec) -> Re
 }
 
 fn pod_rows(pods: &[PodInfo]) -> Vec<Vec<String>> {
-    let mut rows = vec![["POD ID", "NAME", "STATUS", "QOS", "READY", "RESTARTS", "CREATED"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "POD ID", "NAME", "STATUS", "QOS", "READY", "RESTARTS", "CREATED",
+    ]
+    .map(String::from)
+    .to_vec()];
     for p in pods {
         let apps: Vec<_> = p.record.containers.values().filter(|s| !s.init).collect();
         let running = p
@@ -120,7 +125,9 @@ fn time_arg(flag: &str, text: &str) -> Result<String> {
         return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     }
     let ago = berth_runtime::health::parse_duration(text).with_context(|| {
-        format!("invalid {flag} {text:?}: want an RFC 3339 time, Unix seconds or a duration like 10m")
+        format!(
+            "invalid {flag} {text:?}: want an RFC 3339 time, Unix seconds or a duration like 10m"
+        )
     })?;
     let t = chrono::Utc::now() - chrono::Duration::from_std(ago)?;
     Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
@@ -128,10 +135,7 @@ fn time_arg(flag: &str, text: &str) -> Result<String> {
 
 pub async fn events(client: &Client, a: EventsArgs) -> Result<()> {
     if a.stats {
-        let id = a
-            .id
-            .as_deref()
-            .context("--stats needs a container id")?;
+        let id = a.id.as_deref().context("--stats needs a container id")?;
         loop {
             let u: Usage = client.get(&format!("/v1/containers/{id}/stats")).await?;
             let line = serde_json::json!({"type": "stats", "id": id, "data": u});
@@ -152,7 +156,11 @@ pub async fn events(client: &Client, a: EventsArgs) -> Result<()> {
         None => q.push(("follow", "true".into())),
     }
     let mut lines = client
-        .stream(hyper::Method::GET, &format!("/v1/events?{}", query(&q)), None)
+        .stream(
+            hyper::Method::GET,
+            &format!("/v1/events?{}", query(&q)),
+            None,
+        )
         .await?;
     while let Some(line) = lines.line().await? {
         if a.json {

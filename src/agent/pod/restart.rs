@@ -134,9 +134,14 @@ fn schedule(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
         .saturating_mul(1u32 << count.min(16))
         .min(node.settings.restart_backoff_max);
     tracing::info!(pod = %pod.record.name, container = name, ?delay, "restarting after back-off");
-    let ev = Event::new("container", "backoff", previous, &format!("{}_{name}", pod.record.name))
-        .with("pod", &pod.record.name)
-        .with("delay", format!("{delay:?}"));
+    let ev = Event::new(
+        "container",
+        "backoff",
+        previous,
+        &format!("{}_{name}", pod.record.name),
+    )
+    .with("pod", &pod.record.name)
+    .with("delay", format!("{delay:?}"));
     node.emit(ev);
     let tx = node.tx.clone();
     let (pod_id, name, previous) = (pod_id.to_string(), name.to_string(), previous.to_string());
@@ -160,7 +165,13 @@ pub async fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous:
     if !matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
         return;
     }
-    if pod.record.containers.get(name).and_then(|s| s.id.as_deref()) != Some(previous) {
+    if pod
+        .record
+        .containers
+        .get(name)
+        .and_then(|s| s.id.as_deref())
+        != Some(previous)
+    {
         return;
     }
     let pod_name = pod.record.name.clone();
@@ -184,9 +195,14 @@ pub async fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous:
     };
     match super::run::create_member(node, pod_id, name, true).await {
         Ok(cid) => {
-            let ev = Event::new("container", "restarted", &cid, &format!("{pod_name}_{name}"))
-                .with("pod", &pod_name)
-                .with("restartCount", count);
+            let ev = Event::new(
+                "container",
+                "restarted",
+                &cid,
+                &format!("{pod_name}_{name}"),
+            )
+            .with("pod", &pod_name)
+            .with("restartCount", count);
             node.emit(ev);
         }
         Err(e) => {

@@ -55,13 +55,9 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         ("containers", &spec.containers),
     ] {
         for (i, c) in list.iter().enumerate() {
-            let found = node
-                .settings
-                .store
-                .find_images(&c.image)
-                .map_err(|e| {
-                    ApiError::bad_request(format!("invalid pod spec: {kind}[{i}].image: {e}"))
-                })?;
+            let found = node.settings.store.find_images(&c.image).map_err(|e| {
+                ApiError::bad_request(format!("invalid pod spec: {kind}[{i}].image: {e}"))
+            })?;
             if found.is_empty() {
                 return Err(ApiError::not_found(format!(
                     "invalid pod spec: {kind}[{i}].image: no such image: {} (pull it first)",
@@ -180,7 +176,11 @@ async fn make_sandbox(node: &mut Node, id: &str, plan: &PodPlan) -> Result<(), A
         .spec
         .volumes
         .iter()
-        .filter(|v| v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() != Some("Memory")))
+        .filter(|v| {
+            v.empty_dir
+                .as_ref()
+                .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
+        })
         .map(|v| v.name.clone())
         .collect();
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
@@ -310,7 +310,11 @@ pub async fn advance(node: &mut Node, id: &str) {
             .containers
             .get(&name)
             .and_then(|s| s.id.clone())
-            .is_some_and(|cid| node.containers.get(&cid).is_some_and(|c| c.known_exit().is_none()));
+            .is_some_and(|cid| {
+                node.containers
+                    .get(&cid)
+                    .is_some_and(|c| c.known_exit().is_none())
+            });
         if running {
             return;
         }
@@ -319,7 +323,13 @@ pub async fn advance(node: &mut Node, id: &str) {
         }
         return;
     }
-    let names: Vec<String> = pod.record.spec.containers.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = pod
+        .record
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let mut created = Vec::new();
     for name in &names {
         match create_member(node, id, name, false).await {

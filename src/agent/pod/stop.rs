@@ -16,7 +16,13 @@ use crate::agent::node::{Action, Node, Reply};
 fn members(node: &Node, pod_id: &str) -> Vec<String> {
     node.containers
         .values()
-        .filter(|c| c.record.task.pod.as_ref().is_some_and(|m| m.pod_id == pod_id))
+        .filter(|c| {
+            c.record
+                .task
+                .pod
+                .as_ref()
+                .is_some_and(|m| m.pod_id == pod_id)
+        })
         .map(|c| c.record.id.clone())
         .collect()
 }
@@ -116,7 +122,10 @@ pub async fn abandon(node: &mut Node, id: &str) {
         .unwrap_or_default();
     tracing::warn!(pod = %name, "removing a pod the agent was starting when it stopped");
     teardown(node, id).await;
-    node.emit(Event::new("pod", "failed", id, &name).with("message", "agent stopped while starting the pod"));
+    node.emit(
+        Event::new("pod", "failed", id, &name)
+            .with("message", "agent stopped while starting the pod"),
+    );
 }
 
 /// Removes everything of a pod, in reverse order of creation. True when all is gone.
