@@ -20,6 +20,7 @@ CG_ROOT="${OWN_CG%/}/berth-demo-$$"
 cleanup() {
   set +e
   if [ -n "$AGENT_PID" ]; then
+    for id in $("$BIN/berth" pod ls -q 2>/dev/null); do "$BIN/berth" pod rm -f "$id" >/dev/null; done
     for id in $("$BIN/berth" ps -q --no-trunc 2>/dev/null); do "$BIN/berth" rm -f "$id" >/dev/null; done
     kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
   fi
@@ -78,6 +79,35 @@ echo "(exit code $?)"
 set -e
 "$BIN/berth" state hog | grep -E '"(exitCode|reason|OOMKilled)"'
 step "$BIN/berth" rm hog
+
+echo
+echo "== a pod: an httpd and a client polling it over the pod's shared localhost"
+cat > "$WORK/web.yaml" <<YAML
+name: web
+volumes:
+  - {name: shared, emptyDir: {}}
+containers:
+  - name: httpd
+    image: $REG/library/busybox
+    command: [sh, -c, "echo 'hello from the httpd container' > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    volumeMounts: [{name: shared, mountPath: /www}]
+    resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 500m, memory: 32Mi}}
+    livenessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 1}
+  - name: client
+    image: $REG/library/busybox
+    command: [sh, -c, "while true; do echo \"\$(date +%T) \$(wget -q -O - http://127.0.0.1:8080/)\"; sleep 1; done"]
+    resources: {limits: {cpu: 100m, memory: 16Mi}}
+YAML
+cat "$WORK/web.yaml"
+step "$BIN/berth" pod run "$WORK/web.yaml"
+sleep 2.5
+step "$BIN/berth" pod ls
+step "$BIN/berth" ps
+step "$BIN/berth" logs --tail 2 web_client
+step "$BIN/berth" stats web_httpd
+step "$BIN/berth" events --since 1m --until 0s --filter pod=web
+step "$BIN/berth" pod stop -t 1 web
+step "$BIN/berth" pod rm web
 
 step "$BIN/berth" rmi "$REG/demo/multilayer:1.0" berth.test/multilayer:latest
 step "$BIN/berth" image prune
