@@ -418,6 +418,11 @@ impl Node {
                 self.ticks += 1;
                 if self.ticks % 10 == 1 {
                     super::disk::check(self);
+                    // Freed memory (a burst of creations, a scrape) goes back to the kernel.
+                    // SAFETY: malloc_trim only returns free heap pages; it is thread-safe.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
                 }
                 let ids: Vec<String> = self
                     .containers
