@@ -439,3 +439,34 @@ containers:
                 .is_ok_and(|s| s.contains(") Z "))
     });
 }
+
+#[test]
+fn a_memory_volume_is_one_tmpfs_shared_by_the_pod() {
+    let root = Root::new();
+    import(&root);
+    let spec = write_spec(
+        &root,
+        "mem",
+        r#"
+name: mem
+volumes: [{name: scratch, emptyDir: {medium: Memory, sizeLimit: 1Mi}}]
+containers:
+  - {name: writer, image: busybox, command: [sh, -c, "echo shared > /s/file; exec sleep 1000"], volumeMounts: [{name: scratch, mountPath: /s}]}
+  - {name: reader, image: busybox, command: [sleep, "1000"], volumeMounts: [{name: scratch, mountPath: /r, readOnly: true}]}
+"#,
+    );
+    let id = root.ok(&["pod", "run", &spec]).trim().to_string();
+    let reader = member(&root, "mem", "reader");
+    wait_for("the file", || {
+        common::run_code(&root, &["exec", &reader, "cat", "/r/file"]).1 == "shared\n"
+    });
+    let df = root.ok(&["exec", &reader, "df", "-k", "/r"]);
+    assert!(df.contains("tmpfs") && df.contains(" 1024 "), "{df}");
+    let (code, _, _) = common::run_code(&root, &["exec", &reader, "touch", "/r/x"]);
+    assert_ne!(code, 0, "read-only mount");
+    let volume = root.path().join("pods").join(&id).join("volumes/scratch");
+    assert!(root.mounts().iter().any(|m| Path::new(m) == volume));
+    root.ok(&["pod", "rm", "-f", "mem"]);
+    assert!(root.mounts().is_empty(), "{:?}", root.mounts());
+    assert_eq!(pods_dir_entries(&root), 0);
+}

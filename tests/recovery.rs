@@ -137,6 +137,14 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     root.start_agent(&[]);
     let again = snapshot(&root);
     assert_eq!(again, after);
+    // An upgrade: another executable (installed elsewhere, as a package would rename a new
+    // one into place while the supervisors keep running the old one) adopts them all.
+    let upgraded = root.path().join("upgrade/berth");
+    std::fs::create_dir_all(upgraded.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_berth"), &upgraded).unwrap();
+    root.stop_agent(libc::SIGTERM);
+    root.start_agent_from(&upgraded, &[]);
+    assert_eq!(snapshot(&root), after);
     let some = after.keys().find(|id| *id != victim).unwrap();
     assert_eq!(
         root.ok(&["exec", some, "echo", "still-here"]),

@@ -112,6 +112,39 @@ fn pod_init() -> ! {
     }
 }
 
+/// Mounts the tmpfs of a `medium: Memory` volume at `path` (made here), shared by every
+/// container of the pod through bind mounts.
+pub fn mount_memory_volume(path: &Path, size: Option<i64>) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(path).map_err(|e| io("creating", path, e))?;
+    let mut options = "mode=1777".to_string();
+    if let Some(bytes) = size {
+        options.push_str(&format!(",size={bytes}"));
+    }
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| io("mounting a tmpfs on", path, e))
+}
+
+/// Unmounts what is mounted on the pod's volume dirs (tmpfs volumes).
+pub fn release_volumes(dir: &Path) -> Result<(), SandboxError> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        loop {
+            match umount2(&path, MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                Err(e) => return Err(io("unmounting", &path, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Unmounts the namespace files and removes the dir; missing pieces are fine (a half-made
 /// sandbox, or one already released).
 pub fn release(dir: &Path) -> Result<(), SandboxError> {

@@ -78,13 +78,18 @@ impl Root {
 
     /// Starts (or restarts) the agent and waits for its socket.
     pub fn start_agent(&mut self, extra: &[&str]) {
+        self.start_agent_from(Path::new(env!("CARGO_BIN_EXE_berth")), extra);
+    }
+
+    /// [`Root::start_agent`] with another `berth` executable (an upgrade).
+    pub fn start_agent_from(&mut self, exe: &Path, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path().join("agent.log"))
             .expect("agent log");
         let child = self
-            .cmd(&["agent", "--cgroup-root"])
+            .cmd_of(exe, &["agent", "--cgroup-root"])
             .arg(&self.cgroup_root)
             .args(extra)
             .env("BERTH_LOG", "info")
@@ -128,7 +133,12 @@ impl Root {
     /// `berth --root <root> --socket <sock> --config <none> ARGS…`, with no docker auth file
     /// and no tty.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        self.cmd_of(Path::new(env!("CARGO_BIN_EXE_berth")), args)
+    }
+
+    /// [`Root::cmd`] running another `berth` executable.
+    pub fn cmd_of(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(exe);
         cmd.arg("--root")
             .arg(self.path())
             .arg("--socket")

@@ -9,7 +9,7 @@ use super::{
     QosClass, Quantity, ResourceRequirements,
 };
 use crate::health::{HealthCheck, Probe};
-use crate::task::{Resources, TaskSpec, Tmpfs, Volume};
+use crate::task::{Resources, TaskSpec, Volume};
 
 fn check_dns_name(field: &str, name: &str) -> Result<(), PodSpecError> {
     let ok = !name.is_empty()
@@ -220,19 +220,8 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
                         return Err(bad(format!("{mfield}.mountPath"), "must be absolute"));
                     }
                     match (&v.empty_dir, &v.host_path) {
-                        (Some(e), _) if e.medium.as_deref() == Some("Memory") => {
-                            let mut options = vec!["mode=1777".to_string()];
-                            if let Some(q) = &e.size_limit {
-                                options.push(format!("size={}", parse_memory(&mfield, q)?));
-                            }
-                            if m.read_only {
-                                options.push("ro".into());
-                            }
-                            task.tmpfs.push(Tmpfs {
-                                target: m.mount_path.clone(),
-                                options,
-                            });
-                        }
+                        // A Memory emptyDir is one tmpfs the sandbox mounts at the volume's
+                        // dir, so every container of the pod shares it like any emptyDir.
                         (Some(_), _) => task.volumes.push(Volume {
                             source: volume_dir(&v.name),
                             target: m.mount_path.clone(),
@@ -392,7 +381,8 @@ mod tests {
         assert_eq!(t.entrypoint, Some(vec!["sh".to_string()]));
         assert_eq!(t.command, vec!["-c", "x"]);
         assert_eq!(t.volumes[0].source, PathBuf::from("/pods/x/volumes/s"));
-        assert_eq!(t.tmpfs[0].options, vec!["mode=1777", "size=1048576", "ro"]);
+        assert_eq!(t.volumes[1].source, PathBuf::from("/pods/x/volumes/m"));
+        assert!(t.volumes[1].read_only && t.tmpfs.is_empty());
         assert_eq!(t.name.as_deref(), Some("a_c"));
     }
 }

@@ -171,28 +171,33 @@ async fn make_sandbox(node: &mut Node, id: &str, plan: &PodPlan) -> Result<(), A
     };
     let cgroup = pod.record.cgroup_path.clone();
     let dir = pod.dir.clone();
-    let volumes: Vec<String> = pod
-        .record
-        .spec
-        .volumes
-        .iter()
-        .filter(|v| {
-            v.empty_dir
-                .as_ref()
-                .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
-        })
-        .map(|v| v.name.clone())
-        .collect();
+    // (name, Some(size) for a Memory volume's tmpfs | None for a plain dir)
+    let mut volumes: Vec<(String, Option<Option<i64>>)> = Vec::new();
+    for v in &pod.record.spec.volumes {
+        let Some(e) = &v.empty_dir else {
+            continue;
+        };
+        let memory = e.medium.as_deref() == Some("Memory");
+        let size = e
+            .size_limit
+            .as_ref()
+            .and_then(|q| berth_runtime::pod::parse_memory("sizeLimit", q).ok());
+        volumes.push((v.name.clone(), memory.then_some(size)));
+    }
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         berth_runtime::cgroups::ensure_parent(&cgroup, &limits).map_err(ApiError::internal)?;
-        for v in volumes {
+        for (name, memory) in volumes {
             use std::os::unix::fs::PermissionsExt;
-            let path = dir.join("volumes").join(v);
-            std::fs::create_dir_all(&path)
-                .and_then(|()| {
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
-                })
-                .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
+            let path = dir.join("volumes").join(name);
+            match memory {
+                Some(size) => berth_runtime::sandbox::mount_memory_volume(&path, size)
+                    .map_err(ApiError::internal)?,
+                None => std::fs::create_dir_all(&path)
+                    .and_then(|()| {
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+                    })
+                    .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?,
+            }
         }
         Ok(())
     })

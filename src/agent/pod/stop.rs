@@ -154,6 +154,10 @@ pub async fn teardown(node: &mut Node, id: &str) -> bool {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
         }
         berth_runtime::cgroups::remove_empty_up_to(&cgroup, &cgroup);
+        if let Err(e) = berth_runtime::sandbox::release_volumes(&dir.join("volumes")) {
+            tracing::error!(error = %e, "unmounting the pod's volumes");
+            return false;
+        }
         if let Err(e) = berth_runtime::sandbox::release(&dir.join("ns")) {
             tracing::error!(error = %e, "releasing the pod's namespaces");
             return false;
