@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{import, run_detached, wait_for, Root};
+use common::{events_json, import, run_detached, wait_for, Root};
 
 fn health(root: &Root, id: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", id])).unwrap();
@@ -17,13 +17,6 @@ fn health(root: &Root, id: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-fn events_json(root: &Root, filter: &str) -> Vec<serde_json::Value> {
-    root.ok(&["events", "--until", "0s", "--json", "--filter", filter])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

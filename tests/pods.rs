@@ -9,31 +9,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cgroup_dirs, import, wait_for, Root};
-
-fn write_spec(root: &Root, name: &str, yaml: &str) -> String {
-    let path = root.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path.display().to_string()
-}
-
-fn pod_json(root: &Root, pod: &str) -> serde_json::Value {
-    serde_json::from_str(&root.ok(&["pod", "inspect", pod])).unwrap()
-}
-
-/// Id of the current container of slot `name`.
-fn member(root: &Root, pod: &str, name: &str) -> String {
-    pod_json(root, pod)["record"]["containers"][name]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn pods_dir_entries(root: &Root) -> usize {
-    std::fs::read_dir(root.path().join("pods"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
+use common::{
+    cgroup_dirs, events_json, import, member, pod_json, pods_dir_entries, wait_for, write_spec,
+    Root,
+};
 
 #[test]
 fn containers_of_a_pod_share_localhost_a_volume_and_a_hostname() {
@@ -100,6 +79,11 @@ containers:
         ps.lines().filter(|l| l.contains(" web ")).count() == 2,
         "{ps}"
     );
+
+    // A pod's container goes with its pod, not alone.
+    let err = root.fails(&["rm", "-f", &client]);
+    assert!(err.contains("belongs to pod web"), "{err}");
+    assert_eq!(common::state(&root, &client)["status"], "running");
 
     root.ok(&["pod", "stop", "-t", "1", "web"]);
     assert_eq!(pod_json(&root, "web")["record"]["phase"], "stopped");
@@ -196,18 +180,14 @@ containers:
     );
     let ls = root.ok(&["pod", "ls"]);
     assert!(ls.contains("succeeded"), "{ls}");
-    let events = root.ok(&["events", "--until", "0s", "--filter", "pod=flaky", "--json"]);
-    let evs: Vec<serde_json::Value> = events
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let evs = events_json(&root, "pod=flaky");
     let restarted: Vec<_> = evs.iter().filter(|e| e["action"] == "restarted").collect();
-    assert_eq!(restarted.len(), 2, "{events}");
+    assert_eq!(restarted.len(), 2, "{evs:?}");
     let t = |e: &serde_json::Value| {
         chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap()
     };
     let exits: Vec<_> = evs.iter().filter(|e| e["action"] == "exited").collect();
-    assert_eq!(exits.len(), 3, "{events}");
+    assert_eq!(exits.len(), 3, "{evs:?}");
     assert_eq!(exits[0]["attributes"]["exitCode"], "1");
     // The second back-off is longer than the first.
     let gap1 = t(restarted[0]) - t(exits[0]);

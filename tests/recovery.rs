@@ -10,13 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{import, wait_for, Root};
-
-fn write_spec(root: &Root, name: &str, yaml: &str) -> String {
-    let path = root.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path.display().to_string()
-}
+use common::{events_json, import, wait_for, write_spec, Root};
 
 fn ps_json(root: &Root) -> Vec<serde_json::Value> {
     serde_json::from_str(&root.ok(&["ps", "--format", "json"])).unwrap()
@@ -90,30 +84,13 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     let state = common::state(&root, victim);
     assert_eq!(state["exitCode"], 137);
     // Reported with the time it exited, not the time the agent noticed.
-    wait_for("the missed exit's event", || {
-        root.ok(&[
-            "events",
-            "--until",
-            "0s",
-            "--filter",
-            "event=exited",
-            "--json",
-        ])
-        .contains(victim.as_str())
-    });
-    let events = root.ok(&[
-        "events",
-        "--until",
-        "0s",
-        "--filter",
-        "event=exited",
-        "--json",
-    ]);
-    let ev: serde_json::Value = events
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|e| e["id"] == victim.as_str())
-        .unwrap();
+    let exited = || -> Option<serde_json::Value> {
+        events_json(&root, "event=exited")
+            .into_iter()
+            .find(|e| e["id"] == victim.as_str())
+    };
+    wait_for("the missed exit's event", || exited().is_some());
+    let ev = exited().unwrap();
     assert_eq!(ev["attributes"]["exitCode"], "137");
     let t = chrono::DateTime::parse_from_rfc3339(ev["time"].as_str().unwrap()).unwrap();
     let off = (t.with_timezone(&chrono::Utc) - killed_at)

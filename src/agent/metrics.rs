@@ -61,7 +61,7 @@ pub async fn track(State(latency): State<Arc<ApiLatency>>, req: Request, next: N
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let began = std::time::Instant::now();
     let resp = next.run(req).await;
-    latency.observe(&format!("{} {route}", "API"), began.elapsed().as_secs_f64());
+    latency.observe(&route, began.elapsed().as_secs_f64());
     resp
 }
 
@@ -150,6 +150,42 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// The cgroup usage families of one scope (`container` or `pod`), a row per labelled cgroup.
+fn usage_families(
+    out: &mut String,
+    scope: &str,
+    rows: &[(String, &berth_runtime::cgroups::Usage)],
+) {
+    type Pick = fn(&berth_runtime::cgroups::Usage) -> f64;
+    let families: [(&str, &str, &str, Pick); 4] = [
+        ("cpu_usage_seconds_total", "counter", "CPU time used", |u| {
+            u.cpu_usage_ns as f64 / 1e9
+        }),
+        (
+            "memory_usage_bytes",
+            "gauge",
+            "Memory in use, page cache included",
+            |u| u.memory_usage as f64,
+        ),
+        ("pids", "gauge", "Tasks", |u| u.pids_current as f64),
+        ("oom_kills_total", "counter", "OOM kills", |u| {
+            u.oom_kills as f64
+        }),
+    ];
+    for (suffix, kind, help, pick) in families {
+        let name = format!("berth_{scope}_{suffix}");
+        family(
+            out,
+            &name,
+            kind,
+            &format!("{help} in the {scope}'s cgroup."),
+        );
+        for (labels, u) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", pick(u));
+        }
+    }
+}
+
 /// Renders a scrape (blocking: reads cgroupfs and walks the image store).
 pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
     let mut out = String::new();
@@ -172,39 +208,9 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
             esc(&l.pod)
         )
     };
-    type Pick = fn(&berth_runtime::cgroups::Usage) -> f64;
-    let per_container: [(&str, &str, &str, Pick); 4] = [
-        (
-            "berth_container_cpu_usage_seconds_total",
-            "counter",
-            "CPU time used by a running container.",
-            |u| u.cpu_usage_ns as f64 / 1e9,
-        ),
-        (
-            "berth_container_memory_usage_bytes",
-            "gauge",
-            "Memory in use, page cache included.",
-            |u| u.memory_usage as f64,
-        ),
-        (
-            "berth_container_pids",
-            "gauge",
-            "Tasks in the container's cgroup.",
-            |u| u.pids_current as f64,
-        ),
-        (
-            "berth_container_oom_kills_total",
-            "counter",
-            "OOM kills inside the container.",
-            |u| u.oom_kills as f64,
-        ),
-    ];
-    for (name, kind, help, pick) in per_container {
-        family(&mut out, name, kind, help);
-        for (c, u) in &running {
-            let _ = writeln!(out, "{name}{{{}}} {}", label(&c.0), pick(u));
-        }
-    }
+    let rows: Vec<(String, &berth_runtime::cgroups::Usage)> =
+        running.iter().map(|(c, u)| (label(&c.0), u)).collect();
+    usage_families(&mut out, "container", &rows);
     family(
         &mut out,
         "berth_container_restarts_total",
@@ -236,43 +242,14 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
         }
     }
     let pods: Vec<_> = s.pods.iter().map(|p| (p, usage(&p.3))).collect();
-    let per_pod: [(&str, &str, &str, Pick); 4] = [
-        (
-            "berth_pod_cpu_usage_seconds_total",
-            "counter",
-            "CPU time of the pod's cgroup.",
-            |u| u.cpu_usage_ns as f64 / 1e9,
-        ),
-        (
-            "berth_pod_memory_usage_bytes",
-            "gauge",
-            "Memory of the pod's cgroup.",
-            |u| u.memory_usage as f64,
-        ),
-        (
-            "berth_pod_pids",
-            "gauge",
-            "Tasks in the pod's cgroup.",
-            |u| u.pids_current as f64,
-        ),
-        (
-            "berth_pod_oom_kills_total",
-            "counter",
-            "OOM kills in the pod's cgroup.",
-            |u| u.oom_kills as f64,
-        ),
-    ];
     let pod_label = |p: &(String, String, String, PathBuf, u32)| {
         format!("pod=\"{}\",qos=\"{}\"", esc(&p.0), p.1)
     };
-    for (name, kind, help, pick) in per_pod {
-        family(&mut out, name, kind, help);
-        for (p, u) in &pods {
-            if let Some(u) = u {
-                let _ = writeln!(out, "{name}{{{}}} {}", pod_label(p), pick(u));
-            }
-        }
-    }
+    let rows: Vec<(String, &berth_runtime::cgroups::Usage)> = pods
+        .iter()
+        .filter_map(|(p, u)| u.as_ref().map(|u| (pod_label(p), u)))
+        .collect();
+    usage_families(&mut out, "pod", &rows);
     family(
         &mut out,
         "berth_pod_restarts_total",
@@ -331,7 +308,7 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
     );
     if let Ok(routes) = latency.routes.lock() {
         for (route, h) in routes.iter() {
-            let r = esc(route.trim_start_matches("API "));
+            let r = esc(route);
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,

@@ -367,7 +367,19 @@ impl Node {
                 let _ = reply.send(super::kill::kill(self, &id, signal, all));
             }
             Action::Remove(id, force, r) => {
-                let result = super::remove::remove(self, &id, force).await;
+                // A pod's containers go with their pod (its slots would point at nothing).
+                let pod = self.resolve(&id).ok().and_then(|c| {
+                    let m = c.record.task.pod.as_ref()?;
+                    self.pods
+                        .contains_key(&m.pod_id)
+                        .then(|| m.pod_name.clone())
+                });
+                let result = match pod {
+                    Some(p) => Err(ApiError::conflict(format!(
+                        "container {id} belongs to pod {p}: remove the pod (berth pod rm {p})"
+                    ))),
+                    None => super::remove::remove(self, &id, force).await,
+                };
                 let _ = r.send(result);
             }
             Action::Exec(id, req, r) => {
@@ -447,24 +459,13 @@ impl Node {
 
     /// [`Node::resolve`], giving the full id.
     pub fn resolve_id(&self, key: &str) -> Result<String, ApiError> {
-        if self.containers.contains_key(key) {
-            return Ok(key.to_string());
-        }
-        if let Some(c) = self.containers.values().find(|c| c.record.name == key) {
-            return Ok(c.record.id.clone());
-        }
-        let matches: Vec<&String> = self
-            .containers
-            .keys()
-            .filter(|id| !key.is_empty() && id.starts_with(key))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(ApiError::not_found(format!("no such container: {key}"))),
-            _ => Err(ApiError::bad_request(format!(
-                "container id prefix {key} is ambiguous"
-            ))),
-        }
+        resolve_key(
+            "container",
+            key,
+            self.containers
+                .iter()
+                .map(|(id, c)| (id.as_str(), c.record.name.as_str())),
+        )
     }
 
     /// Starts the health checks of a running container that has one.
@@ -498,5 +499,27 @@ impl Node {
     /// The state dir of a new container.
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.settings.containers_dir().join(id)
+    }
+}
+
+/// Finds one of `items` (id, name) by full id, name, or unique id prefix, as Docker does.
+pub fn resolve_key<'a>(
+    kind: &str,
+    key: &str,
+    items: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Result<String, ApiError> {
+    if let Some((id, _)) = items.clone().find(|(id, name)| *id == key || *name == key) {
+        return Ok(id.to_string());
+    }
+    let matches: Vec<&str> = items
+        .map(|(id, _)| id)
+        .filter(|id| !key.is_empty() && id.starts_with(key))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).to_string()),
+        [] => Err(ApiError::not_found(format!("no such {kind}: {key}"))),
+        _ => Err(ApiError::bad_request(format!(
+            "{kind} id prefix {key} is ambiguous"
+        ))),
     }
 }

@@ -307,7 +307,9 @@ async fn remove(
     Query(q): Query<RemoveQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut h = resolve(&tx, id).await?;
-    if q.force && h.exit.borrow().is_none() {
+    // A pod's container is refused by the owner (the pod owns it): not killed first.
+    let in_pod = h.info.record.task.pod.is_some();
+    if q.force && !in_pod && h.exit.borrow().is_none() {
         let _ = signal(&tx, h.id.clone(), Signal::SIGKILL, true).await;
         // Let the supervisor record the exit; removal below copes if it does not.
         let _ = wait_exit(&mut h, Some(Duration::from_secs(5))).await;

@@ -500,3 +500,39 @@ pub fn containers_dir_entries(root: &Root) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+// ---- helpers of the pod tests ----
+
+/// Writes a pod spec into the test's root; its path.
+pub fn write_spec(root: &Root, name: &str, yaml: &str) -> String {
+    let path = root.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+/// `berth pod inspect` as JSON.
+pub fn pod_json(root: &Root, pod: &str) -> serde_json::Value {
+    serde_json::from_str(&root.ok(&["pod", "inspect", pod])).unwrap()
+}
+
+/// Id of the current container of slot `name`.
+pub fn member(root: &Root, pod: &str, name: &str) -> String {
+    pod_json(root, pod)["record"]["containers"][name]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn pods_dir_entries(root: &Root) -> usize {
+    std::fs::read_dir(root.path().join("pods"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The journal so far (`events --until now --json`) through `filter`.
+pub fn events_json(root: &Root, filter: &str) -> Vec<serde_json::Value> {
+    root.ok(&["events", "--until", "0s", "--json", "--filter", filter])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

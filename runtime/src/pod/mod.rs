@@ -372,5 +372,5 @@ pub struct PodPlan {
 /// Parses a spec from JSON or YAML text.
 pub fn parse(text: &str) -> Result<PodSpec, PodSpecError> {
     // YAML is a superset of JSON: one parser for both, with its line and column.
-    serde_yaml::from_str(text).map_err(|e| bad("spec", e.to_string()))
+    yaml_serde::from_str(text).map_err(|e| bad("spec", e.to_string()))
 }

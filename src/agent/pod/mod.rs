@@ -130,16 +130,9 @@ impl Pod {
 
 /// The API view of a pod.
 pub fn info(node: &Node, pod: &Pod) -> PodInfo {
-    let mut containers: Vec<ContainerInfo> = node
-        .containers
-        .values()
-        .filter(|c| {
-            c.record
-                .task
-                .pod
-                .as_ref()
-                .is_some_and(|m| m.pod_id == pod.record.id)
-        })
+    let mut containers: Vec<ContainerInfo> = members(node, &pod.record.id)
+        .iter()
+        .filter_map(|id| node.containers.get(id))
         .map(|c| c.info())
         .collect();
     containers.sort_by(|a, b| a.record.created.cmp(&b.record.created));
@@ -151,24 +144,28 @@ pub fn info(node: &Node, pod: &Pod) -> PodInfo {
 
 /// Finds a pod by name, id or unique id prefix.
 pub fn resolve(node: &Node, key: &str) -> Result<String, ApiError> {
-    if node.pods.contains_key(key) {
-        return Ok(key.to_string());
-    }
-    if let Some(p) = node.pods.values().find(|p| p.record.name == key) {
-        return Ok(p.record.id.clone());
-    }
-    let hits: Vec<&String> = node
-        .pods
-        .keys()
-        .filter(|id| !key.is_empty() && id.starts_with(key))
-        .collect();
-    match hits.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(ApiError::not_found(format!("no such pod: {key}"))),
-        _ => Err(ApiError::bad_request(format!(
-            "pod id prefix {key} is ambiguous"
-        ))),
-    }
+    crate::agent::node::resolve_key(
+        "pod",
+        key,
+        node.pods
+            .iter()
+            .map(|(id, p)| (id.as_str(), p.record.name.as_str())),
+    )
+}
+
+/// Ids of the pod's containers.
+pub fn members(node: &Node, pod_id: &str) -> Vec<String> {
+    node.containers
+        .values()
+        .filter(|c| {
+            c.record
+                .task
+                .pod
+                .as_ref()
+                .is_some_and(|m| m.pod_id == pod_id)
+        })
+        .map(|c| c.record.id.clone())
+        .collect()
 }
 
 /// Loads every pod record; corrupt ones are reported and skipped. Returns the ids of pods

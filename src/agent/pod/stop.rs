@@ -7,25 +7,10 @@ use std::time::Duration;
 use berth_runtime::state::Status;
 use nix::sys::signal::Signal;
 
-use super::PodPhase;
+use super::{members, PodPhase};
 use crate::agent::error::ApiError;
 use crate::agent::events::Event;
 use crate::agent::node::{Action, Node, Reply};
-
-/// Ids of the pod's containers.
-fn members(node: &Node, pod_id: &str) -> Vec<String> {
-    node.containers
-        .values()
-        .filter(|c| {
-            c.record
-                .task
-                .pod
-                .as_ref()
-                .is_some_and(|m| m.pod_id == pod_id)
-        })
-        .map(|c| c.record.id.clone())
-        .collect()
-}
 
 /// Stops every container; the reply comes once all have exited.
 pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
