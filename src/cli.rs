@@ -43,6 +43,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub log_level: Option<String>,
 
+    /// Log format: `text` or `json` (one object per line; `BERTH_LOG_FORMAT`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// Disk use image GC brings the filesystem down to (default 80).
     #[arg(long)]
     pub image_gc_low_percent: Option<u8>,
+    /// Evict best-effort, then burstable pods when the node has less memory available
+    /// (e.g. 500Mi; 0 never; default 100Mi).
+    #[arg(long)]
+    pub eviction_memory_available: Option<String>,
     /// Size of one events journal file (two are kept; default 1m).
     #[arg(long)]
     pub events_max_size: Option<String>,

@@ -9,6 +9,7 @@
 //! root = "/var/lib/berth"
 //! cgroup_root = "/berth"                 # default: berth below the agent's own cgroup
 //! log_level = "info"
+//! log_format = "text"                   # or "json": one object per line
 //! log_max_size = "10m"                   # per container log file
 //! log_max_files = 3
 //! rootfs_copy = false
@@ -18,6 +19,7 @@
 //! metrics_addr = "127.0.0.1:9323"        # Prometheus endpoint; off unless set
 //! image_gc_high_percent = 85             # disk use that starts image GC
 //! image_gc_low_percent = 80              # ... and where it stops
+//! eviction_memory_available = "100Mi"    # below it, pods that are not guaranteed go
 //! events_max_size = "1m"                 # events journal, per file (two kept)
 //! insecure_registries = ["registry.lan:5000"]   # plain HTTP (loopback always is)
 //! max_layer_bytes = 34359738368          # decompression-bomb limit per layer
@@ -44,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub log_level: Option<String>,
     #[serde(default)]
+    pub log_format: Option<String>,
+    #[serde(default)]
     pub log_max_size: Option<String>,
     #[serde(default)]
     pub log_max_files: Option<u32>,
@@ -61,6 +65,8 @@ pub struct Config {
     pub image_gc_high_percent: Option<u8>,
     #[serde(default)]
     pub image_gc_low_percent: Option<u8>,
+    #[serde(default)]
+    pub eviction_memory_available: Option<String>,
     #[serde(default)]
     pub events_max_size: Option<String>,
     #[serde(default)]

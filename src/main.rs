@@ -35,7 +35,21 @@ fn main() -> ExitCode {
         )
     };
     cli.defaulted = (defaulted("socket"), defaulted("root"));
-    init_tracing(cli.log_level.as_deref());
+    // The agent's config file may set both (a flag or the environment wins).
+    let config = matches!(cli.command, cli::Command::Agent(_))
+        .then(|| config::Config::load(&cli.config).ok())
+        .flatten()
+        .unwrap_or_default();
+    let format = cli.log_format.clone().or(config.log_format.clone());
+    if let Some(format) = format.filter(|_| std::env::var_os("BERTH_LOG_FORMAT").is_none()) {
+        // Before any thread exists: supervisors inherit it.
+        std::env::set_var("BERTH_LOG_FORMAT", format);
+    }
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("BERTH_LOG").ok().or(config.log_level.clone()));
+    init_tracing(level.as_deref());
     if matches!(cli.command, cli::Command::Agent(_)) {
         // Two malloc arenas instead of eight per core: the agent's threads (workers and
         // the blocking pool) each kept freed memory in an arena of their own, which made
@@ -92,15 +106,20 @@ fn init_tracing(level: Option<&str>) {
     });
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false),
-        )
-        .with(targets)
-        .try_init();
+    // `BERTH_LOG_FORMAT=json` (or `--log-format json`): one JSON object per line for log
+    // collectors; the agent hands the choice to its supervisors through the environment.
+    let json = std::env::var("BERTH_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(targets);
+    let _ = if json {
+        registry.with(layer.json().flatten_event(true)).try_init()
+    } else {
+        registry
+            .with(layer.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .try_init()
+    };
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message

@@ -321,11 +321,25 @@ fn the_agent_reads_its_toml_config_and_checks_the_host() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        format!("version = 1\nmetrics_addr = \"127.0.0.1:{port}\"\nlog_max_files = 2\n"),
+        format!(
+            "version = 1\nmetrics_addr = \"127.0.0.1:{port}\"\nlog_max_files = 2\nlog_format = \"json\"\n"
+        ),
     )
     .unwrap();
     let root = Root::with_agent_args(&["--config", config.to_str().unwrap()]);
     assert!(scrape(port).contains("berth_containers"));
+    // Structured logs: every line of the agent's log is a JSON object.
+    let log = root.agent_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "agent listening" && l["level"] == "INFO"),
+        "{log}"
+    );
     drop(root);
     std::fs::write(&config, "version = 1\nno_such_key = 1\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))

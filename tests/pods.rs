@@ -450,3 +450,57 @@ containers:
     assert!(root.mounts().is_empty(), "{:?}", root.mounts());
     assert_eq!(pods_dir_entries(&root), 0);
 }
+
+#[test]
+fn memory_pressure_evicts_best_effort_then_burstable_never_guaranteed() {
+    let mut root = Root::new();
+    import(&root);
+    for (name, resources) in [
+        ("be", ""),
+        ("bu", ", resources: {requests: {memory: 8Mi}}"),
+        ("gu", ", resources: {limits: {cpu: 100m, memory: 32Mi}}"),
+    ] {
+        let spec = write_spec(
+            &root,
+            name,
+            &format!(
+                "name: {name}\ncontainers: [{{name: c, image: busybox, command: [sleep, '1000']{resources}}}]\n"
+            ),
+        );
+        root.ok(&["pod", "run", &spec]);
+    }
+    // The same pods under an agent that sees pressure everywhere (threshold above any
+    // machine's memory): one eviction per second, in QoS order.
+    root.stop_agent(libc::SIGTERM);
+    root.start_agent(&["--eviction-memory-available", "1000Ti"]);
+    wait_for("two evictions", || {
+        events_json(&root, "type=pod,event=evicted").len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let evicted: Vec<String> = events_json(&root, "type=pod,event=evicted")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(evicted, ["be", "bu"]);
+    for p in ["be", "bu"] {
+        let j = pod_json(&root, p);
+        assert_eq!(j["record"]["phase"], "failed");
+        assert!(j["record"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("evicted"));
+        let c = member(&root, p, "c");
+        wait_for("the evicted container to stop", || {
+            common::state(&root, &c)["status"] == "stopped"
+        });
+        assert_eq!(
+            pod_json(&root, p)["record"]["containers"]["c"]["restart_count"],
+            0
+        );
+    }
+    assert_eq!(pod_json(&root, "gu")["record"]["phase"], "running");
+    let reasons = events_json(&root, "type=container,event=evicted");
+    assert!(reasons
+        .iter()
+        .all(|e| e["attributes"]["reason"] == "memory-pressure"));
+}

@@ -10,6 +10,7 @@ mod create;
 mod disk;
 mod error;
 pub mod events;
+mod evict;
 mod exec;
 mod exit;
 mod health;
@@ -65,6 +66,8 @@ pub struct Settings {
     pub events_max_bytes: u64,
     /// Image GC watermarks: high and low percent of disk use.
     pub image_gc: (u8, u8),
+    /// Evict pods when the node has less memory available (bytes; 0: never).
+    pub eviction_memory_available: u64,
 }
 
 impl Settings {
@@ -146,6 +149,8 @@ pub struct AgentOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Image GC watermarks: high and low percent of disk use.
     pub image_gc: (u8, u8),
+    /// Eviction threshold of available memory, bytes.
+    pub eviction_memory_available: u64,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -172,6 +177,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         reserved_memory: opts.reserved_memory,
         events_max_bytes: opts.events_max_bytes,
         image_gc: opts.image_gc,
+        eviction_memory_available: opts.eviction_memory_available,
     });
     // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it.
     for (qos, shares) in [

@@ -428,6 +428,7 @@ impl Node {
             }
             Action::Tick => {
                 self.ticks += 1;
+                super::evict::check(self);
                 if self.ticks % 10 == 1 {
                     super::disk::check(self);
                     // Freed memory (a burst of creations, a scrape) goes back to the kernel.

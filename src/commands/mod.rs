@@ -49,6 +49,11 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         return Ok(());
     }
     let config = crate::config::Config::load(&cli.config)?;
+    if let Some(f) = config.log_format.as_deref() {
+        if f != "text" && f != "json" {
+            anyhow::bail!("invalid log_format {f:?} in the config: want text or json");
+        }
+    }
     // Flag, then config file, then default.
     let pick = |flag: &Option<String>, file: &Option<String>, default: &str| -> String {
         flag.clone()
@@ -81,6 +86,19 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         berth_runtime::pod::parse_memory(
             "system_reserved_memory",
             &berth_runtime::pod::Quantity::Text(mem_text),
+        )? as u64
+    };
+    let evict_text = pick(
+        &args.eviction_memory_available,
+        &config.eviction_memory_available,
+        "100Mi",
+    );
+    let eviction_memory_available = if evict_text.trim() == "0" {
+        0
+    } else {
+        berth_runtime::pod::parse_memory(
+            "eviction_memory_available",
+            &berth_runtime::pod::Quantity::Text(evict_text),
         )? as u64
     };
     let events_text = pick(&args.events_max_size, &config.events_max_size, "1m");
@@ -141,6 +159,7 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         events_max_bytes,
         metrics_addr,
         image_gc: (gc_high, gc_low),
+        eviction_memory_available,
         config,
     };
     crate::agent::run(opts).await
