@@ -191,3 +191,33 @@ containers: [{name: app, image: busybox, command: [sleep, "1000"]}]
     std::fs::remove_dir_all(junk).unwrap();
     std::fs::remove_dir_all(future).unwrap();
 }
+
+#[test]
+fn a_restart_due_during_an_agent_outage_still_happens() {
+    let mut root = Root::with_agent_args(&["--restart-backoff", "5s"]);
+    import(&root);
+    let spec = write_spec(
+        &root,
+        "crashy",
+        "name: crashy\ncontainers: [{name: c, image: busybox, command: [sh, -c, 'sleep 0.2; exit 1']}]\n",
+    );
+    root.ok(&["pod", "run", &spec]);
+    wait_for("the crash", || {
+        !events_json(&root, "event=backoff").is_empty()
+    });
+    // Killed in the middle of the 5 s back-off: the new agent must not forget the restart.
+    root.stop_agent(libc::SIGKILL);
+    root.start_agent(&["--restart-backoff", "100ms"]);
+    wait_for("the restart", || {
+        !events_json(&root, "event=restarted").is_empty()
+    });
+    let p: serde_json::Value =
+        serde_json::from_str(&root.ok(&["pod", "inspect", "crashy"])).unwrap();
+    assert!(
+        p["record"]["containers"]["c"]["restart_count"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(p["record"]["phase"], "running");
+}

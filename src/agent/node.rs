@@ -86,6 +86,8 @@ pub enum Action {
     },
     /// Tear down a pod found half-started.
     AbandonPod(String),
+    /// Hand a recovered running pod's ended containers to its restart policy.
+    ResumePod(String),
     /// The result of one health check.
     HealthResult {
         /// Container.
@@ -295,13 +297,18 @@ impl Node {
             node.watch_adopted(&id);
             node.watch_health(&id);
         }
-        let abandoned = super::pod::recover(&mut node);
-        for id in abandoned {
-            let tx = node.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(Action::AbandonPod(id)).await;
-            });
-        }
+        let (abandoned, running) = super::pod::recover(&mut node);
+        let queued: Vec<Action> = abandoned
+            .into_iter()
+            .map(Action::AbandonPod)
+            .chain(running.into_iter().map(Action::ResumePod))
+            .collect();
+        let tx = node.tx.clone();
+        tokio::spawn(async move {
+            for action in queued {
+                let _ = tx.send(action).await;
+            }
+        });
         tracing::info!(
             containers = node.containers.len(),
             pods = node.pods.len(),
@@ -416,6 +423,7 @@ impl Node {
                 previous,
             } => super::pod::restart_member(self, &pod, &name, &previous).await,
             Action::AbandonPod(id) => super::pod::abandon(self, &id).await,
+            Action::ResumePod(id) => super::pod::resume(self, &id).await,
             Action::Emit(ev) => self.emit(ev),
             Action::GcDone => self.gc_running = false,
             Action::Metrics(r) => {

@@ -22,7 +22,7 @@ use berth_runtime::pod::{PodSpec, QosClass};
 use berth_runtime::state::{read_json, ExitRecord, ProcessId};
 use serde::{Deserialize, Serialize};
 
-pub use restart::{on_container_exit, restart_member};
+pub use restart::{on_container_exit, restart_member, resume};
 pub use run::{create, pods_dir as run_pods_dir};
 pub use stop::{abandon, remove, stop};
 
@@ -169,11 +169,12 @@ pub fn members(node: &Node, pod_id: &str) -> Vec<String> {
 }
 
 /// Loads every pod record; corrupt ones are reported and skipped. Returns the ids of pods
-/// caught in the middle of starting, to be torn down.
-pub fn recover(node: &mut Node) -> Vec<String> {
+/// caught in the middle of starting (to be torn down) and of running pods (to resume).
+pub fn recover(node: &mut Node) -> (Vec<String>, Vec<String>) {
     let mut abandoned = Vec::new();
+    let mut running = Vec::new();
     let Ok(entries) = std::fs::read_dir(node.settings.pods_dir()) else {
-        return abandoned;
+        return (abandoned, running);
     };
     for entry in entries.flatten() {
         let dir = entry.path();
@@ -188,8 +189,10 @@ pub fn recover(node: &mut Node) -> Vec<String> {
                 continue;
             }
         };
-        if record.phase == PodPhase::Starting {
-            abandoned.push(record.id.clone());
+        match record.phase {
+            PodPhase::Starting => abandoned.push(record.id.clone()),
+            PodPhase::Running => running.push(record.id.clone()),
+            _ => {}
         }
         node.pods.insert(
             record.id.clone(),
@@ -200,5 +203,5 @@ pub fn recover(node: &mut Node) -> Vec<String> {
             },
         );
     }
-    abandoned
+    (abandoned, running)
 }

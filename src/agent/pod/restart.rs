@@ -78,6 +78,32 @@ pub async fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitR
     settle(node, &pod_id);
 }
 
+/// After an agent restart: a running pod's slot whose container ended before the agent
+/// could restart it (killed during the back-off) is handed to the policy again.
+pub async fn resume(node: &mut Node, pod_id: &str) {
+    let Some(pod) = node.pods.get(pod_id) else {
+        return;
+    };
+    if pod.record.phase != PodPhase::Running {
+        return;
+    }
+    let ended: Vec<(String, ExitRecord)> = pod
+        .record
+        .containers
+        .values()
+        .filter(|slot| !slot.init)
+        .filter_map(|slot| {
+            let c = node.containers.get(slot.id.as_ref()?)?;
+            // Only exits the owner already knows; others arrive as supervisor exits.
+            let exit = c.exit.borrow().clone()?;
+            Some((c.record.id.clone(), exit))
+        })
+        .collect();
+    for (cid, exit) in ended {
+        on_container_exit(node, &cid, &exit).await;
+    }
+}
+
 /// The pod's phase once no app container will run again.
 fn settle(node: &mut Node, pod_id: &str) {
     let Some(pod) = node.pods.get(pod_id) else {
