@@ -1,9 +1,13 @@
 //! `berth agent`: the root daemon, single owner of the node's state.
 //!
-//! Threads: the tokio runtime (2 workers) serves the API on a Unix socket and runs the
-//! owner task ([`node::Node`]); blocking filesystem work goes to tokio's blocking pool.
+//! Threads: the tokio runtime (2 workers) serves the API on a Unix socket (and, opt-in,
+//! metrics on TCP) and runs the owner task ([`node::Node`]): containers, pods, the events
+//! journal, health results, eviction and image GC checks on a 1 s tick. Blocking
+//! filesystem work goes to tokio's blocking pool; HTTP/TCP health checks to short-lived
+//! threads of their own (they enter a container's network namespace).
 //! Processes: one supervisor (`berth shim`) per container and per exec, each in its own
-//! session; they outlive the agent, so SIGTERM stops the agent and leaves containers running.
+//! session, and a pod init per pod with a shared PID namespace; they outlive the agent, so
+//! SIGTERM (or `kill -9`) stops the agent and leaves containers running.
 
 pub mod check;
 mod create;
