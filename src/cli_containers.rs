@@ -134,6 +134,9 @@ pub struct RunArgs {
     /// Failures in this time after start do not count.
     #[arg(long, default_value = "0s")]
     pub health_start_period: String,
+    /// Ignore the image's HEALTHCHECK.
+    #[arg(long, conflicts_with_all = ["health_cmd", "health_http", "health_tcp"])]
+    pub no_healthcheck: bool,
     /// Run in the background and print the id.
     #[arg(short = 'd', long)]
     pub detach: bool,

@@ -369,3 +369,20 @@ fn the_agent_reads_its_toml_config_and_checks_the_host() {
         assert!(text.contains(want), "{want}: {text}");
     }
 }
+
+#[test]
+fn the_images_healthcheck_is_used_unless_turned_off() {
+    let root = Root::new();
+    import(&root);
+    // The app fixture's config: HEALTHCHECK CMD-SHELL "test -f /tmp/healthy", 300 ms, 1 retry.
+    let id = run_detached(&root, &["app", "sleep 1000"]);
+    wait_for("unhealthy", || health(&root, &id) == "unhealthy");
+    root.ok(&["exec", &id, "touch", "/tmp/healthy"]);
+    wait_for("healthy", || health(&root, &id) == "healthy");
+    let plain = run_detached(&root, &["--no-healthcheck", "app", "sleep 1000"]);
+    let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", &plain])).unwrap();
+    assert!(
+        v["health"].is_null() && v["record"]["task"]["health"].is_null(),
+        "{v}"
+    );
+}

@@ -70,7 +70,7 @@ pub fn busybox_image() -> Result<Image> {
 }
 
 /// busybox with an application-style config: Entrypoint, Cmd, Env, a non-root User and a
-/// WorkingDir, an exposed port — what `berth run` must honour.
+/// WorkingDir, an exposed port, a HEALTHCHECK — what `berth run` must honour.
 pub fn app_image() -> Result<Image> {
     let config = json!({
         "Env": [
@@ -82,6 +82,7 @@ pub fn app_image() -> Result<Image> {
         "User": "berth",
         "WorkingDir": "/home/berth",
         "ExposedPorts": {"8080/tcp": {}},
+        "Healthcheck": {"Test": ["CMD-SHELL", "test -f /tmp/healthy"], "Interval": 300_000_000u64, "Retries": 1},
     });
     Ok(Image::new(vec![busybox_layer()?], config))
 }

@@ -113,6 +113,43 @@ impl HealthState {
     }
 }
 
+/// The image's own check (Docker's `HEALTHCHECK`, `config.Healthcheck` in the image
+/// config: `Test` is `["CMD", args…]`, `["CMD-SHELL", command]` or `["NONE"]`; durations
+/// in nanoseconds, 0 meaning the default).
+pub fn from_image_config(config: &serde_json::Value) -> Option<HealthCheck> {
+    let h = config.get("config")?.get("Healthcheck")?;
+    let test: Vec<String> = h
+        .get("Test")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<_>>()?;
+    let command = match test.split_first()? {
+        (kind, rest) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
+        (kind, [cmd]) if kind == "CMD-SHELL" => {
+            vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()]
+        }
+        _ => return None,
+    };
+    let ms = |key: &str, default: u64| {
+        h.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .filter(|ns| *ns > 0)
+            .map_or(default, |ns| (ns / 1_000_000).max(1))
+    };
+    Some(HealthCheck {
+        probe: Probe::Exec { command },
+        interval_ms: ms("Interval", default_interval()),
+        timeout_ms: ms("Timeout", default_interval()),
+        retries: h
+            .get("Retries")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|r| *r > 0)
+            .map_or(default_retries(), |r| r.min(u64::from(u32::MAX)) as u32),
+        start_period_ms: ms("StartPeriod", 0),
+    })
+}
+
 /// Parses a duration like Docker's and Go's: `300ms`, `10s`, `1m30s`, `2h`; a bare number is
 /// seconds.
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
@@ -160,6 +197,25 @@ mod tests {
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn image_healthcheck() {
+        let c = serde_json::json!({"config": {"Healthcheck": {
+            "Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 2_000_000_000u64, "Retries": 5}}});
+        let h = from_image_config(&c).unwrap_or_else(|| panic!("parsed"));
+        assert_eq!(
+            h.probe,
+            Probe::Exec {
+                command: vec!["/bin/sh".into(), "-c".into(), "curl -f localhost".into()]
+            }
+        );
+        assert_eq!((h.interval_ms, h.timeout_ms, h.retries), (2000, 30_000, 5));
+        let none = serde_json::json!({"config": {"Healthcheck": {"Test": ["NONE"]}}});
+        assert!(from_image_config(&none).is_none());
+        let cmd = serde_json::json!({"config": {"Healthcheck": {"Test": ["CMD", "true"]}}});
+        assert!(from_image_config(&cmd).is_some());
+        assert!(from_image_config(&serde_json::json!({"config": {}})).is_none());
     }
 
     #[test]

@@ -222,9 +222,12 @@ pub struct TaskSpec {
     /// Extra annotations (shown by `berth state`).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    /// Health check (`--health-*`, a pod's `livenessProbe`).
+    /// Health check (`--health-*`, a pod's `livenessProbe`; else the image's HEALTHCHECK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthCheck>,
+    /// `--no-healthcheck`: ignore the image's HEALTHCHECK.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_healthcheck: bool,
     /// Pod membership; set by the agent for containers of a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<crate::pod::PodMember>,

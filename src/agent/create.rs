@@ -70,15 +70,19 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         .iter()
         .map(|d| settings.store.snapshot_path(d))
         .collect();
-    let config: ImageConfiguration = settings
+    let config_bytes = settings
         .store
         .read_blob(&image.config)
-        .map_err(ApiError::internal)
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| {
-                ApiError::internal(format!("image config of {}: {e}", image.reference))
-            })
-        })?;
+        .map_err(ApiError::internal)?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.reference)))?;
+    let mut task = task;
+    if task.health.is_none() && !task.no_healthcheck {
+        // Docker's HEALTHCHECK is an extension oci-spec's config type does not carry.
+        task.health = serde_json::from_slice::<serde_json::Value>(&config_bytes)
+            .ok()
+            .and_then(|v| berth_runtime::health::from_image_config(&v));
+    }
     let mut record = ContainerRecord {
         version: STATE_VERSION,
         id: id.clone(),

@@ -107,6 +107,7 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
         auto_remove: args.rm,
         annotations: Default::default(),
         health: health_check(args)?,
+        no_healthcheck: args.no_healthcheck,
         pod: None,
     };
     spec.validate()?;

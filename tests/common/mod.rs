@@ -357,7 +357,7 @@ fn remove_tree(dir: &Path) {
 /// Keyed by the busybox binary and a format version; built in a private directory and
 /// renamed into place, so test binaries running at the same time never see half of it.
 pub fn fixtures() -> &'static Path {
-    const FORMAT: u32 = 3;
+    const FORMAT: u32 = 4;
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let busybox = std::fs::read(berth_integration::fixtures::BUSYBOX)
