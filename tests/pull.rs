@@ -108,6 +108,26 @@ fn pulls_gzip_zstd_plain_index_and_digest_references() {
     root.ok(&["pull", &pinned]);
     assert!(root.ok(&["images"]).contains(&format!("{host}/multiarch")));
     assert!(root.leftovers().is_empty());
+    let pulled = common::events_json(&root, "type=image,event=pulled");
+    assert!(
+        pulled.iter().any(|e| e["id"] == format!("{host}/multi:gz")),
+        "{pulled:?}"
+    );
+
+    // `pod run --pull` fetches what the agent lacks; without it the spec is refused.
+    let spec = common::write_spec(
+        &root,
+        "pulled",
+        &format!("name: pulled\ncontainers: [{{name: c, image: '{host}/busybox', command: [sleep, '100']}}]\n"),
+    );
+    let err = root.fails(&["pod", "run", &spec]);
+    assert!(err.contains("containers[0].image: no such image"), "{err}");
+    root.ok(&["pod", "run", "--pull", &spec]);
+    assert_eq!(
+        common::pod_json(&root, "pulled")["record"]["phase"],
+        "running"
+    );
+    root.ok(&["pod", "rm", "-f", "pulled"]);
 }
 
 #[test]
