@@ -386,3 +386,41 @@ fn the_images_healthcheck_is_used_unless_turned_off() {
         "{v}"
     );
 }
+
+#[test]
+fn a_check_over_its_timeout_fails_and_is_killed() {
+    let root = Root::new();
+    import(&root);
+    let id = run_detached(
+        &root,
+        &[
+            "--health-cmd",
+            "sleep 30",
+            "--health-timeout",
+            "200ms",
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "1",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    wait_for("unhealthy", || health(&root, &id) == "unhealthy");
+    let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", &id])).unwrap();
+    assert!(
+        v["health"]["last_output"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    // Timed-out checks do not pile up: at most the one in flight is left.
+    let top = root.ok(&["top", &id]);
+    assert!(top.matches("sleep 30").count() <= 1, "{top}");
+    let execs = root.path().join("containers").join(&id).join("exec");
+    let files = std::fs::read_dir(&execs).unwrap().count();
+    assert!(files <= 4, "{files} files in exec/");
+}

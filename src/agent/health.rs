@@ -42,11 +42,7 @@ pub fn spawn(
             if exit.borrow().is_some() {
                 return;
             }
-            let run = probe(&tx, &id, &check.probe, init, &execs);
-            let (ok, output) = match tokio::time::timeout(timeout, run).await {
-                Ok(r) => r,
-                Err(_) => (false, format!("health check timed out after {timeout:?}")),
-            };
+            let (ok, output) = probe(&tx, &id, &check.probe, init, &execs, timeout).await;
             if tx
                 .send(Action::HealthResult {
                     id: id.clone(),
@@ -68,14 +64,23 @@ async fn probe(
     probe: &Probe,
     init: ProcessId,
     execs: &std::path::Path,
+    timeout: Duration,
 ) -> (bool, String) {
+    let timed_out = || (false, format!("health check timed out after {timeout:?}"));
     match probe {
-        Probe::Exec { command } => match exec_probe(tx, id, command, execs).await {
+        // Times itself: a command over time is killed and its files still removed.
+        Probe::Exec { command } => match exec_probe(tx, id, command, execs, timeout).await {
             Ok((code, out)) => (code == 0, out),
             Err(e) => (false, e),
         },
-        Probe::Tcp { port } => in_netns(init, *port, None).await,
-        Probe::Http { port, path } => in_netns(init, *port, Some(path.clone())).await,
+        Probe::Tcp { port } => tokio::time::timeout(timeout, in_netns(init, *port, None))
+            .await
+            .unwrap_or_else(|_| timed_out()),
+        Probe::Http { port, path } => {
+            tokio::time::timeout(timeout, in_netns(init, *port, Some(path.clone())))
+                .await
+                .unwrap_or_else(|_| timed_out())
+        }
     }
 }
 
@@ -85,6 +90,7 @@ async fn exec_probe(
     id: &str,
     command: &[String],
     execs: &std::path::Path,
+    timeout: Duration,
 ) -> Result<(i32, String), String> {
     let req = ExecRequest {
         command: command.to_vec(),
@@ -98,27 +104,48 @@ async fn exec_probe(
         .await
         .map_err(|_| "the agent dropped the check".to_string())?
         .map_err(|e| e.message)?;
-    let result = drive_exec(&execs.join(format!("{exec_id}.sock"))).await;
+    let result = drive_exec(&execs.join(format!("{exec_id}.sock")), timeout).await;
     for suffix in ["sock", "json", "log", "process.json"] {
         let _ = std::fs::remove_file(execs.join(format!("{exec_id}.{suffix}")));
     }
     result
 }
 
-/// START, then collect output until EXIT.
-async fn drive_exec(socket: &std::path::Path) -> Result<(i32, String), String> {
+/// START, then collect output until EXIT; past `timeout` the process is killed (as
+/// Docker does) and its EXIT still awaited, so the supervisor has written its files before
+/// they are removed.
+async fn drive_exec(socket: &std::path::Path, timeout: Duration) -> Result<(i32, String), String> {
     let mut stream = super::start::connect(socket).await.map_err(|e| e.message)?;
     stream
         .write_all(&protocol::encode(protocol::START, b""))
         .await
         .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut started: Option<ProcessId> = None;
+    let mut timed_out = false;
     let mut output = Vec::new();
     loop {
         let mut head = [0u8; 5];
-        stream
-            .read_exact(&mut head)
-            .await
-            .map_err(|e| format!("exec supervisor: {e}"))?;
+        match tokio::time::timeout_at(deadline, stream.read_exact(&mut head)).await {
+            Ok(r) => {
+                r.map_err(|e| format!("exec supervisor: {e}"))?;
+            }
+            Err(_) if !timed_out => {
+                timed_out = true;
+                if let Some(p) = started.filter(|p| p.is_alive()) {
+                    // Our own exec process (pid and start time checked).
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p.pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+                    .await
+                    .map_err(|_| "the timed-out check did not end".to_string())?
+                    .map_err(|e| format!("exec supervisor: {e}"))?;
+            }
+            Err(_) => return Err("the timed-out check did not end".into()),
+        }
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > protocol::MAX_PAYLOAD {
             return Err("exec supervisor: oversized frame".into());
@@ -132,6 +159,13 @@ async fn drive_exec(socket: &std::path::Path) -> Result<(i32, String), String> {
             protocol::STDOUT | protocol::STDERR => {
                 let room = MAX_OUTPUT.saturating_sub(output.len());
                 output.extend_from_slice(&payload[..room.min(payload.len())]);
+            }
+            protocol::STARTED => {
+                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                started = v["pid"].as_i64().and_then(|p| ProcessId::of(p as i32));
+            }
+            protocol::EXIT if timed_out => {
+                return Err(format!("health check timed out after {timeout:?}"));
             }
             protocol::EXIT => {
                 let exit: ExitRecord =
