@@ -122,6 +122,9 @@ pub struct ContainerInfo {
     /// Health check state, when it has a check.
     #[serde(default)]
     pub health: Option<berth_runtime::health::HealthState>,
+    /// Stopped, and its restart policy will start it again.
+    #[serde(default)]
+    pub restarting: bool,
 }
 
 /// A pod as `pod ls` and `pod inspect` show it.

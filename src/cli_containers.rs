@@ -113,6 +113,9 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy: no, always, unless-stopped, on-failure[:max-retries].
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// Health check command, run with `/bin/sh -c` in the container (healthy on exit 0).
     #[arg(long)]
     pub health_cmd: Option<String>,

@@ -285,3 +285,108 @@ fn terminal_and_interactive_stdin() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
 }
+
+fn inspect(root: &Root, id: &str) -> serde_json::Value {
+    serde_json::from_str(&root.ok(&["inspect", id])).unwrap()
+}
+
+#[test]
+fn restart_policies_restart_the_same_container_with_its_writable_layer() {
+    let mut root = Root::new();
+    import(&root);
+    // on-failure:5 — fails twice, then succeeds: two restarts of the same container, and
+    // its writable layer keeps what each run wrote.
+    let id = run_detached(
+        &root,
+        &[
+            "--restart",
+            "on-failure:5",
+            "busybox",
+            "sh",
+            "-c",
+            "echo run >> /count; [ $(wc -l < /count) -ge 3 ]",
+        ],
+    );
+    wait_for("success after two restarts", || {
+        let v = inspect(&root, &id);
+        v["status"] == "stopped" && v["exit"]["exit_code"] == 0 && v["restarting"] == false
+    });
+    assert_eq!(inspect(&root, &id)["record"]["restart_count"], 2);
+    let upper = root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("fs/upper/count");
+    assert_eq!(std::fs::read_to_string(upper).unwrap(), "run\nrun\nrun\n");
+    assert!(root.mounts().is_empty(), "unmounted once it stays stopped");
+
+    // on-failure:1 — one restart, then it stays stopped with its code.
+    let once = run_detached(
+        &root,
+        &["--restart", "on-failure:1", "busybox", "sh", "-c", "exit 3"],
+    );
+    wait_for("one restart", || {
+        inspect(&root, &once)["record"]["restart_count"] == 1
+            && inspect(&root, &once)["status"] == "stopped"
+            && inspect(&root, &once)["restarting"] == false
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(inspect(&root, &once)["record"]["restart_count"], 1);
+    assert_eq!(state(&root, &once)["exitCode"], 3);
+
+    // always — restarted after an exit; `stop` holds it off; `start` runs it again.
+    let always = run_detached(
+        &root,
+        &[
+            "--restart",
+            "always",
+            "--name",
+            "svc",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 0.3",
+        ],
+    );
+    wait_for("a restart", || {
+        inspect(&root, &always)["record"]["restart_count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    root.ok(&["stop", "-t", "1", "svc"]);
+    let count = inspect(&root, &always)["record"]["restart_count"].clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = inspect(&root, &always);
+    assert_eq!(
+        (v["status"].as_str(), &v["record"]["restart_count"]),
+        (Some("stopped"), &count)
+    );
+    // An agent restart starts an operator-stopped `always` container again, as dockerd does.
+    root.stop_agent(libc::SIGTERM);
+    root.start_agent(&[]);
+    wait_for("started again by the agent", || {
+        inspect(&root, &always)["status"] == "running"
+            || inspect(&root, &always)["record"]["restart_count"].as_u64() > count.as_u64()
+    });
+    root.ok(&["stop", "-t", "1", "svc"]);
+    // `berth start` of a stopped container: same id and name.
+    let plain = run_detached(
+        &root,
+        &["--name", "again", "busybox", "sh", "-c", "echo hi"],
+    );
+    wait_for("exit", || state(&root, &plain)["status"] == "stopped");
+    root.ok(&["start", "again"]);
+    wait_for("second run", || root.ok(&["logs", "again"]) == "hi\nhi\n");
+    assert_eq!(inspect(&root, &plain)["record"]["restart_count"], 0);
+
+    let (code, _, err) = run(
+        &root,
+        &["run", "--rm", "--restart", "always", "busybox", "true"],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("conflicts with --rm"), "{err}");
+    let (code, _, err) = run(&root, &["run", "--restart", "sometimes", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--restart"), "{err}");
+}

@@ -134,6 +134,12 @@ pub struct ContainerRecord {
     /// The image's `ExposedPorts` (`8080/tcp`), recorded for port publishing.
     #[serde(default)]
     pub exposed_ports: Vec<String>,
+    /// Times its restart policy started it again.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The operator stopped or killed it: its restart policy holds off.
+    #[serde(default)]
+    pub stopped_by_operator: bool,
 }
 
 /// How a process ended, written by its supervisor.

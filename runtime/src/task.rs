@@ -52,6 +52,71 @@ impl FromStr for NetworkMode {
     }
 }
 
+/// Docker's `--restart` of a single container (pods have their own policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum RestartPolicy {
+    /// Never (`no`).
+    #[default]
+    No,
+    /// Whatever the exit, unless stopped by the operator.
+    Always,
+    /// As `always`, and an operator's stop also holds across agent restarts.
+    UnlessStopped,
+    /// On a non-zero exit, at most `max_retries` times (0: no limit).
+    OnFailure {
+        /// Limit of restarts.
+        #[serde(default)]
+        max_retries: u32,
+    },
+}
+
+impl RestartPolicy {
+    /// Whether a container that ended with `exit_code` after `restarts` restarts again.
+    pub fn restarts(self, exit_code: i32, restarts: u32, stopped_by_operator: bool) -> bool {
+        if stopped_by_operator {
+            return false;
+        }
+        match self {
+            Self::No => false,
+            Self::Always | Self::UnlessStopped => true,
+            Self::OnFailure { max_retries } => {
+                exit_code != 0 && (max_retries == 0 || restarts < max_retries)
+            }
+        }
+    }
+
+    fn is_no(&self) -> bool {
+        *self == Self::No
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, TaskError> {
+        let (name, max) = s.split_once(':').map_or((s, None), |(n, m)| (n, Some(m)));
+        let policy = match (name, max) {
+            ("no", None) => Self::No,
+            ("always", None) => Self::Always,
+            ("unless-stopped", None) => Self::UnlessStopped,
+            ("on-failure", None) => Self::OnFailure { max_retries: 0 },
+            ("on-failure", Some(m)) => Self::OnFailure {
+                max_retries: m
+                    .parse()
+                    .map_err(|_| bad("--restart", s, "the retry count must be a number"))?,
+            },
+            _ => {
+                return Err(bad(
+                    "--restart",
+                    s,
+                    "expected no, always, unless-stopped or on-failure[:max-retries]",
+                ))
+            }
+        };
+        Ok(policy)
+    }
+}
+
 /// A bind mount from the host (`-v host:ctr[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
@@ -225,6 +290,9 @@ pub struct TaskSpec {
     /// Health check (`--health-*`, a pod's `livenessProbe`; else the image's HEALTHCHECK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthCheck>,
+    /// `--restart`.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
+    pub restart: RestartPolicy,
     /// `--no-healthcheck`: ignore the image's HEALTHCHECK.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_healthcheck: bool,
@@ -297,6 +365,13 @@ impl TaskSpec {
         }
         if let Some(name) = &self.name {
             check_name(name)?;
+        }
+        if self.auto_remove && !self.restart.is_no() {
+            return Err(bad(
+                "--restart",
+                &format!("{:?}", self.restart).to_lowercase(),
+                "conflicts with --rm",
+            ));
         }
         if let Some(h) = &self.hostname {
             let ok = !h.is_empty()
@@ -405,6 +480,21 @@ pub fn check_name(name: &str) -> Result<(), TaskError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn restart_policies() {
+        let p = |s: &str| RestartPolicy::from_str(s);
+        assert_eq!(
+            p("on-failure:3").ok(),
+            Some(RestartPolicy::OnFailure { max_retries: 3 })
+        );
+        assert!(p("sometimes").is_err() && p("on-failure:x").is_err() && p("always:2").is_err());
+        let f = RestartPolicy::OnFailure { max_retries: 2 };
+        assert!(f.restarts(1, 1, false) && !f.restarts(1, 2, false) && !f.restarts(0, 0, false));
+        assert!(RestartPolicy::Always.restarts(0, 99, false));
+        assert!(!RestartPolicy::Always.restarts(1, 0, true));
+        assert!(!RestartPolicy::No.restarts(1, 0, false));
+    }
 
     #[test]
     fn sizes() {

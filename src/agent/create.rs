@@ -101,6 +101,8 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
             .as_ref()
             .and_then(|c| c.exposed_ports().clone())
             .unwrap_or_default(),
+        restart_count: 0,
+        stopped_by_operator: false,
     };
 
     // Filesystem work off the async threads; undone as a whole on failure.
@@ -153,6 +155,8 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
             dir,
             exit,
             health,
+            restart_pending: false,
+            backoff_step: 0,
         },
     );
     tracing::info!(id, name, pid, "container created");
@@ -271,7 +275,7 @@ fn write_etc(
 }
 
 /// Starts `berth shim init` and waits for its start-up line.
-async fn spawn_supervisor(
+pub async fn spawn_supervisor(
     node: &Node,
     record: &ContainerRecord,
     dir: &ContainerDir,

@@ -120,7 +120,9 @@ impl Node {
             if let Err(e) = super::remove::remove(self, id, true).await {
                 tracing::warn!(id, error = %e.message, "auto-remove failed");
             }
+            return;
         }
+        super::relaunch::on_exit(self, id, &exit);
     }
 }
 

@@ -8,7 +8,17 @@ use super::error::ApiError;
 use super::node::Node;
 
 pub fn kill(node: &mut Node, key: &str, signal: Signal, all: bool) -> Result<(), ApiError> {
-    let c = node.resolve(key)?;
+    let id = node.resolve_id(key)?;
+    // An operator's kill or stop holds its restart policy off (as Docker's does).
+    if let Some(c) = node.containers.get_mut(&id) {
+        let stopping = matches!(signal, Signal::SIGTERM | Signal::SIGKILL | Signal::SIGINT);
+        if stopping && c.record.task.restart != berth_runtime::task::RestartPolicy::No {
+            c.record.stopped_by_operator = true;
+            c.restart_pending = false;
+            let _ = berth_runtime::state::write_json(&c.dir.record(), &c.record);
+        }
+    }
+    let c = node.resolve(&id)?;
     if c.status() == Status::Stopped {
         return Err(ApiError::conflict(format!(
             "container {key} is not running"

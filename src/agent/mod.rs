@@ -24,6 +24,7 @@ mod metrics;
 pub mod node;
 pub mod pod;
 mod probe;
+mod relaunch;
 mod remove;
 mod routes;
 mod routes_pods;

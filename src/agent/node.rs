@@ -88,6 +88,8 @@ pub enum Action {
     AbandonPod(String),
     /// Hand a recovered running pod's ended containers to its restart policy.
     ResumePod(String),
+    /// A single container's restart back-off ended.
+    RestartContainer(String),
     /// The result of one health check.
     HealthResult {
         /// Container.
@@ -136,6 +138,10 @@ pub struct Container {
     pub exit: watch::Sender<Option<ExitRecord>>,
     /// Health check state (in memory: checks start over with the agent).
     pub health: Option<berth_runtime::health::HealthState>,
+    /// Its restart policy will start it again after a back-off.
+    pub restart_pending: bool,
+    /// Restarts in a row without a 10 s run (the back-off's exponent).
+    pub backoff_step: u32,
 }
 
 impl Container {
@@ -188,6 +194,7 @@ impl Container {
             record: self.record.clone(),
             exit,
             health: self.health.clone(),
+            restarting: self.restart_pending,
         }
     }
 }
@@ -291,6 +298,8 @@ impl Node {
                     record,
                     dir: cdir,
                     exit,
+                    restart_pending: false,
+                    backoff_step: 0,
                 },
             );
             node.check_supervisor(&id);
@@ -298,10 +307,12 @@ impl Node {
             node.watch_health(&id);
         }
         let (abandoned, running) = super::pod::recover(&mut node);
+        let restarts = node.restarts_due();
         let queued: Vec<Action> = abandoned
             .into_iter()
             .map(Action::AbandonPod)
             .chain(running.into_iter().map(Action::ResumePod))
+            .chain(restarts.into_iter().map(Action::RestartContainer))
             .collect();
         let tx = node.tx.clone();
         tokio::spawn(async move {
@@ -424,6 +435,7 @@ impl Node {
             } => super::pod::restart_member(self, &pod, &name, &previous).await,
             Action::AbandonPod(id) => super::pod::abandon(self, &id).await,
             Action::ResumePod(id) => super::pod::resume(self, &id).await,
+            Action::RestartContainer(id) => super::relaunch::restart(self, &id).await,
             Action::Emit(ev) => self.emit(ev),
             Action::GcDone => self.gc_running = false,
             Action::Metrics(r) => {
@@ -475,6 +487,34 @@ impl Node {
                 .iter()
                 .map(|(id, c)| (id.as_str(), c.record.name.as_str())),
         )
+    }
+
+    /// Single containers to start again after an agent restart, as Docker's daemon does:
+    /// a restart that was due (its back-off interrupted), and `always` containers an
+    /// operator stopped (`unless-stopped` ones stay stopped).
+    fn restarts_due(&mut self) -> Vec<String> {
+        use berth_runtime::task::RestartPolicy;
+        let mut due = Vec::new();
+        for (id, c) in self.containers.iter_mut() {
+            let Some(exit) = c.exit.borrow().clone() else {
+                continue;
+            };
+            if c.record.task.pod.is_some() || c.record.task.auto_remove {
+                continue;
+            }
+            let r = &mut c.record;
+            if r.task.restart == RestartPolicy::Always && r.stopped_by_operator {
+                r.stopped_by_operator = false;
+            }
+            if r.task
+                .restart
+                .restarts(exit.exit_code, r.restart_count, r.stopped_by_operator)
+            {
+                c.restart_pending = true;
+                due.push(id.clone());
+            }
+        }
+        due
     }
 
     /// Starts the health checks of a running container that has one.

@@ -88,15 +88,20 @@ pub async fn start(node: &mut Node, key: &str) -> Result<i32, ApiError> {
                 "container {key} is already running"
             )))
         }
-        Status::Stopped => {
-            return Err(ApiError::conflict(format!(
-                "container {key} has exited; create a new one"
-            )))
-        }
+        // As `docker start`: the same container again (same id, name, writable layer).
+        Status::Stopped => return super::relaunch::relaunch(node, &id, false).await,
     }
+    start_created(node, &id).await
+}
+
+/// Starts a container in the created state (its init waits for START).
+pub async fn start_created(node: &mut Node, id: &str) -> Result<i32, ApiError> {
+    let Some(c) = node.containers.get(id) else {
+        return Err(ApiError::not_found(format!("no such container: {id}")));
+    };
     let mut stream = connect(&c.dir.socket()).await?;
     let pid = send_start(&mut stream).await?;
-    mark_started(node, &id);
+    mark_started(node, id);
     Ok(pid)
 }
 

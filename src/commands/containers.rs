@@ -47,6 +47,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
         .to_vec()];
     for c in &all {
         let mut status = match (&c.exit, c.status) {
+            (Some(e), Status::Stopped) if c.restarting => format!("restarting ({})", e.exit_code),
             (Some(e), Status::Stopped) => format!("stopped ({})", e.exit_code),
             (_, s) => status_text(s).to_string(),
         };

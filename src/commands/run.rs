@@ -108,6 +108,7 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
         annotations: Default::default(),
         health: health_check(args)?,
         no_healthcheck: args.no_healthcheck,
+        restart: task::RestartPolicy::from_str(&args.restart)?,
         pod: None,
     };
     spec.validate()?;

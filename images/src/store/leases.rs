@@ -52,6 +52,19 @@ impl Store {
     }
 
     /// Removes the lease `name` (no error if absent).
+    /// The digests a lease keeps, in the order they were given.
+    pub fn lease_digests(&self, name: &str) -> Result<Vec<Digest>, StoreError> {
+        check_name(name)?;
+        let path = self.leases_dir().join(format!("{name}.json"));
+        let bytes = std::fs::read(&path).map_err(StoreError::io("read", path.clone()))?;
+        let file: LeaseFile =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMetadata {
+                path,
+                reason: e.to_string(),
+            })?;
+        Ok(file.digests)
+    }
+
     pub fn remove_lease(&self, name: &str) -> Result<(), StoreError> {
         check_name(name)?;
         let path = self.leases_dir().join(format!("{name}.json"));
