@@ -125,6 +125,8 @@ pub async fn relaunch(node: &mut Node, id: &str, by_policy: bool) -> Result<i32,
         // Waiters of the last run keep its exit; new ones wait for this run.
         c.exit = watch::channel(None).0;
         c.health = c.record.task.health.as_ref().map(|_| Default::default());
+        // A pending policy restart is moot once it runs (e.g. an operator's `start`).
+        c.restart_pending = false;
     }
     super::start::start_created(node, id).await
 }
