@@ -32,7 +32,7 @@ containers:
     volumeMounts: [{name: shared, mountPath: /www}]
   - name: client
     image: busybox
-    command: [sh, -c, "until wget -q -O /data/got http://127.0.0.1:8080/index.html; do sleep 0.1; done; hostname > /data/host; exec sleep 1000"]
+    command: [sh, -c, "until wget -q -O /data/got http://127.0.0.1:8080/index.html; do sleep 0.1; done; hostname > /data/host.tmp; mv /data/host.tmp /data/host; exec sleep 1000"]
     volumeMounts: [{name: shared, mountPath: /data}]
 "#,
     );
