@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{events_json, import, wait_for, write_spec, Root};
 
@@ -62,7 +62,13 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     unsafe {
         libc::kill(*victim_pid as i32, libc::SIGKILL);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Its supervisor records the exit (atomically) even with no agent to tell.
+    let exit_file = root
+        .path()
+        .join("containers")
+        .join(victim)
+        .join("exit.json");
+    wait_for("the exit record", || exit_file.exists());
 
     let began = Instant::now();
     root.start_agent(&[]);
