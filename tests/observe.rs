@@ -242,18 +242,23 @@ fn events_survive_an_agent_restart_and_filter() {
     assert!(root
         .fails(&["events", "--until", "0s", "--filter", "colour=red"])
         .contains("invalid filter key"));
-    // Following: a new event arrives on an open stream.
+    // Following: a new event arrives on an open stream (`--since` now: no older ones).
     let mut follow = root
-        .cmd(&["events", "--filter", "event=started"])
+        .cmd(&["events", "--since", "0s", "--filter", "event=started"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let out = follow.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let id = run_detached(&root, &["busybox", "sleep", "1000"]);
-    let mut out = follow.stdout.take().unwrap();
-    let mut buf = [0u8; 4096];
-    let n = out.read(&mut buf).unwrap();
-    let line = String::from_utf8_lossy(&buf[..n]);
+    let line = lines.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(
         line.contains("container started") && line.contains(&id[..12]),
         "{line}"
@@ -269,10 +274,10 @@ fn events_survive_an_agent_restart_and_filter() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = stats.stdout.take().unwrap();
-    let n = out.read(&mut buf).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_slice(buf[..n].split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let out = stats.stdout.take().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut first).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(v["type"], "stats");
     assert!(v["data"]["memory_usage"].as_u64().unwrap() > 0);
     // SAFETY: as above, our own child.
