@@ -76,11 +76,11 @@ containers:
   - name: web
     image: busybox
     command: [sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
-    livenessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 0.1, failureThreshold: 2}
+    livenessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 0.1, failureThreshold: 2, initialDelaySeconds: 2}
   - name: tcp
     image: busybox
     command: [sleep, "1000"]
-    livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 0.1}
+    livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 0.1, initialDelaySeconds: 2}
   - name: broken
     image: busybox
     command: [sleep, "1000"]
