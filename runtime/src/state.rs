@@ -142,6 +142,18 @@ pub struct ContainerRecord {
     pub stopped_by_operator: bool,
 }
 
+impl ContainerRecord {
+    /// How long the run that ended with `exit` lasted (zero when unknown).
+    pub fn ran_for(&self, exit: &ExitRecord) -> std::time::Duration {
+        self.started
+            .as_deref()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .zip(chrono::DateTime::parse_from_rfc3339(&exit.finished).ok())
+            .and_then(|(a, b)| (b - a).to_std().ok())
+            .unwrap_or_default()
+    }
+}
+
 /// How a process ended, written by its supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {

@@ -29,14 +29,7 @@ pub fn on_exit(node: &mut Node, id: &str, exit: &ExitRecord) {
     {
         return;
     }
-    let ran_for = r
-        .started
-        .as_deref()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .zip(chrono::DateTime::parse_from_rfc3339(&exit.finished).ok())
-        .and_then(|(a, b)| (b - a).to_std().ok())
-        .unwrap_or_default();
-    if ran_for >= Duration::from_secs(10) {
+    if r.ran_for(exit) >= Duration::from_secs(10) {
         c.backoff_step = 0;
     }
     let delay = Duration::from_millis(100)

@@ -67,40 +67,36 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         .filter(|d| !d.is_zero())
         .with_context(|| format!("invalid restart_backoff {backoff_text:?}: want 10s, 500ms"))?;
     let cpu_text = pick(&args.system_reserved_cpu, &config.system_reserved_cpu, "0m");
+    // Kubernetes quantities; "0" turns a reserve or threshold off.
+    let bytes = |field: &str, text: String| -> Result<u64> {
+        if text.trim() == "0" {
+            return Ok(0);
+        }
+        let q = berth_runtime::pod::Quantity::Text(text);
+        Ok(berth_runtime::pod::parse_memory(field, &q)? as u64)
+    };
     let reserved_millicpu = if cpu_text.trim_end_matches('m').trim() == "0" {
         0
     } else {
-        berth_runtime::pod::parse_cpu(
-            "system_reserved_cpu",
-            &berth_runtime::pod::Quantity::Text(cpu_text),
-        )?
+        let q = berth_runtime::pod::Quantity::Text(cpu_text);
+        berth_runtime::pod::parse_cpu("system_reserved_cpu", &q)?
     };
-    let mem_text = pick(
-        &args.system_reserved_memory,
-        &config.system_reserved_memory,
-        "0",
-    );
-    let reserved_memory = if mem_text.trim() == "0" {
-        0
-    } else {
-        berth_runtime::pod::parse_memory(
-            "system_reserved_memory",
-            &berth_runtime::pod::Quantity::Text(mem_text),
-        )? as u64
-    };
-    let evict_text = pick(
-        &args.eviction_memory_available,
-        &config.eviction_memory_available,
-        "100Mi",
-    );
-    let eviction_memory_available = if evict_text.trim() == "0" {
-        0
-    } else {
-        berth_runtime::pod::parse_memory(
-            "eviction_memory_available",
-            &berth_runtime::pod::Quantity::Text(evict_text),
-        )? as u64
-    };
+    let reserved_memory = bytes(
+        "system_reserved_memory",
+        pick(
+            &args.system_reserved_memory,
+            &config.system_reserved_memory,
+            "0",
+        ),
+    )?;
+    let eviction_memory_available = bytes(
+        "eviction_memory_available",
+        pick(
+            &args.eviction_memory_available,
+            &config.eviction_memory_available,
+            "100Mi",
+        ),
+    )?;
     let events_text = pick(&args.events_max_size, &config.events_max_size, "1m");
     let events_max_bytes = crate::config::parse_size(&events_text).context("events_max_size")?;
     let gc_high = args

@@ -22,14 +22,7 @@ pub async fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitR
     let Some(member) = c.record.task.pod.clone() else {
         return;
     };
-    let ran_for = c
-        .record
-        .started
-        .as_deref()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .zip(chrono::DateTime::parse_from_rfc3339(&exit.finished).ok())
-        .and_then(|(a, b)| (b - a).to_std().ok())
-        .unwrap_or_default();
+    let ran_for = c.record.ran_for(exit);
     let Some(pod) = node.pods.get_mut(&member.pod_id) else {
         return;
     };
