@@ -86,6 +86,15 @@ impl Node {
             }
         };
         tracing::info!(id, code = exit.exit_code, reason = %exit.reason, "container exited");
+        // It ran, but ended before the attach that started it was recorded: its start
+        // goes first.
+        let ran = matches!(exit.reason.as_str(), "exited" | "signaled" | "oom-killed");
+        if ran && c.record.started.is_none() {
+            super::start::mark_started(self, id);
+        }
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
         let record = c.record.clone();
         let dir = c.dir.clone();
         c.exit.send_replace(Some(exit.clone()));

@@ -41,7 +41,7 @@ pub enum Action {
     /// Start a created container.
     Start(String, Reply<i32>),
     /// An attach client started the container.
-    MarkStarted(String),
+    MarkStarted(String, Reply<()>),
     /// Look a container up (id, name or unique prefix).
     Resolve(String, Reply<Handle>),
     /// All containers.
@@ -361,7 +361,10 @@ impl Node {
                 let result = super::start::start(self, &id).await;
                 let _ = r.send(result);
             }
-            Action::MarkStarted(id) => super::start::mark_started(self, &id),
+            Action::MarkStarted(id, r) => {
+                super::start::mark_started(self, &id);
+                let _ = r.send(Ok(()));
+            }
             Action::Resolve(id, r) => {
                 let _ = r.send(self.resolve(&id).map(|c| Handle {
                     id: c.record.id.clone(),

@@ -232,7 +232,9 @@ async fn attach(
     }
     let response = splice(h.dir.socket(), q.start, req).await?;
     if q.start {
-        let _ = tx.send(Action::MarkStarted(h.id)).await;
+        // Recorded (and journaled) before the client hears back, so a client that sees the
+        // container end never finds it without its start.
+        let _ = ask(&tx, |r| Action::MarkStarted(h.id, r)).await;
     }
     Ok(response)
 }
