@@ -12,7 +12,7 @@ use std::time::Duration;
 use berth_runtime::health::{HealthCheck, HealthStatus, Probe};
 use berth_runtime::state::{ExitRecord, ProcessId};
 use berth_runtime::supervisor::protocol;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use super::events::Event;
@@ -125,11 +125,9 @@ async fn drive_exec(socket: &std::path::Path, timeout: Duration) -> Result<(i32,
     let mut timed_out = false;
     let mut output = Vec::new();
     loop {
-        let mut head = [0u8; 5];
-        match tokio::time::timeout_at(deadline, stream.read_exact(&mut head)).await {
-            Ok(r) => {
-                r.map_err(|e| format!("exec supervisor: {e}"))?;
-            }
+        let read = super::start::read_frame(&mut stream);
+        let frame = match tokio::time::timeout_at(deadline, read).await {
+            Ok(frame) => frame,
             Err(_) if !timed_out => {
                 timed_out = true;
                 if let Some(p) = started.filter(|p| p.is_alive()) {
@@ -139,23 +137,17 @@ async fn drive_exec(socket: &std::path::Path, timeout: Duration) -> Result<(i32,
                         nix::sys::signal::Signal::SIGKILL,
                     );
                 }
-                tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
-                    .await
-                    .map_err(|_| "the timed-out check did not end".to_string())?
-                    .map_err(|e| format!("exec supervisor: {e}"))?;
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    super::start::read_frame(&mut stream),
+                )
+                .await
+                .map_err(|_| "the timed-out check did not end".to_string())?
             }
             Err(_) => return Err("the timed-out check did not end".into()),
-        }
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > protocol::MAX_PAYLOAD {
-            return Err("exec supervisor: oversized frame".into());
-        }
-        let mut payload = vec![0u8; len];
-        stream
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| e.to_string())?;
-        match head[0] {
+        };
+        let (kind, payload) = frame.map_err(|e| format!("exec supervisor: {e}"))?;
+        match kind {
             protocol::STDOUT | protocol::STDERR => {
                 let room = MAX_OUTPUT.saturating_sub(output.len());
                 output.extend_from_slice(&payload[..room.min(payload.len())]);

@@ -68,20 +68,33 @@ pub async fn track(State(latency): State<Arc<ApiLatency>>, req: Request, next: N
 /// What the owner hands out for one scrape.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Containers: labels, cgroup, running, restarts.
-    pub containers: Vec<(Labels, PathBuf, bool, u32, Option<String>)>,
-    /// Pods: name, qos, phase, cgroup, restarts.
-    pub pods: Vec<(String, String, String, PathBuf, u32)>,
+    /// Containers.
+    pub containers: Vec<ContainerRow>,
+    /// Pods.
+    pub pods: Vec<PodRow>,
     /// Containers by status.
     pub by_status: BTreeMap<String, u64>,
 }
 
-/// Labels of a container series.
-#[derive(Debug, Clone)]
-pub struct Labels {
-    id: String,
-    name: String,
-    pod: String,
+/// One container of a scrape.
+#[derive(Debug)]
+pub struct ContainerRow {
+    /// Its series' labels: `id="…",name="…",pod="…"`.
+    labels: String,
+    cgroup: PathBuf,
+    running: bool,
+    restarts: u32,
+    health: Option<String>,
+}
+
+/// One pod of a scrape.
+#[derive(Debug)]
+pub struct PodRow {
+    /// Its series' labels: `pod="…",qos="…"`.
+    labels: String,
+    phase: String,
+    cgroup: PathBuf,
+    restarts: u32,
 }
 
 /// The owner's side of a scrape.
@@ -97,26 +110,27 @@ pub fn snapshot(node: &Node) -> Snapshot {
             .and_then(|m| node.pods.get(&m.pod_id))
             .and_then(|p| p.record.containers.get(&member?.container))
             .map_or(0, |slot| slot.restart_count);
-        s.containers.push((
-            Labels {
-                id: c.record.id.clone(),
-                name: c.record.name.clone(),
-                pod: member.map(|m| m.pod_name.clone()).unwrap_or_default(),
-            },
-            c.record.cgroup_path.clone(),
-            status == berth_runtime::state::Status::Running,
+        let pod = member.map(|m| m.pod_name.as_str()).unwrap_or_default();
+        s.containers.push(ContainerRow {
+            labels: format!(
+                "id=\"{}\",name=\"{}\",pod=\"{}\"",
+                esc(&c.record.id),
+                esc(&c.record.name),
+                esc(pod)
+            ),
+            cgroup: c.record.cgroup_path.clone(),
+            running: status == berth_runtime::state::Status::Running,
             restarts,
-            c.health.as_ref().map(|h| h.status.to_string()),
-        ));
+            health: c.health.as_ref().map(|h| h.status.to_string()),
+        });
     }
     for p in node.pods.values() {
-        s.pods.push((
-            p.record.name.clone(),
-            p.record.qos.to_string(),
-            p.record.phase.to_string(),
-            p.record.cgroup_path.clone(),
-            p.record.containers.values().map(|m| m.restart_count).sum(),
-        ));
+        s.pods.push(PodRow {
+            labels: format!("pod=\"{}\",qos=\"{}\"", esc(&p.record.name), p.record.qos),
+            phase: p.record.phase.to_string(),
+            cgroup: p.record.cgroup_path.clone(),
+            restarts: p.record.containers.values().map(|m| m.restart_count).sum(),
+        });
     }
     s
 }
@@ -151,11 +165,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The cgroup usage families of one scope (`container` or `pod`), a row per labelled cgroup.
-fn usage_families(
-    out: &mut String,
-    scope: &str,
-    rows: &[(String, &berth_runtime::cgroups::Usage)],
-) {
+fn usage_families(out: &mut String, scope: &str, rows: &[(&str, berth_runtime::cgroups::Usage)]) {
     type Pick = fn(&berth_runtime::cgroups::Usage) -> f64;
     let families: [(&str, &str, &str, Pick); 4] = [
         ("cpu_usage_seconds_total", "counter", "CPU time used", |u| {
@@ -194,22 +204,12 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
             .ok()
             .and_then(|m| berth_runtime::cgroups::usage(&m, path).ok())
     };
-    let running: Vec<_> = s
+    let rows: Vec<(&str, berth_runtime::cgroups::Usage)> = s
         .containers
         .iter()
-        .filter(|c| c.2)
-        .filter_map(|c| usage(&c.1).map(|u| (c, u)))
+        .filter(|c| c.running)
+        .filter_map(|c| usage(&c.cgroup).map(|u| (c.labels.as_str(), u)))
         .collect();
-    let label = |l: &Labels| {
-        format!(
-            "id=\"{}\",name=\"{}\",pod=\"{}\"",
-            esc(&l.id),
-            esc(&l.name),
-            esc(&l.pod)
-        )
-    };
-    let rows: Vec<(String, &berth_runtime::cgroups::Usage)> =
-        running.iter().map(|(c, u)| (label(&c.0), u)).collect();
     usage_families(&mut out, "container", &rows);
     family(
         &mut out,
@@ -221,8 +221,7 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
         let _ = writeln!(
             out,
             "berth_container_restarts_total{{{}}} {}",
-            label(&c.0),
-            c.3
+            c.labels, c.restarts
         );
     }
     family(
@@ -231,23 +230,20 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
         "gauge",
         "1 when the last health verdict is healthy (containers with a check).",
     );
-    for c in s.containers.iter().filter(|c| c.2) {
-        if let Some(h) = &c.4 {
+    for c in s.containers.iter().filter(|c| c.running) {
+        if let Some(h) = &c.health {
             let v = u8::from(h == "healthy");
             let _ = writeln!(
                 out,
                 "berth_container_healthy{{{},status=\"{h}\"}} {v}",
-                label(&c.0)
+                c.labels
             );
         }
     }
-    let pods: Vec<_> = s.pods.iter().map(|p| (p, usage(&p.3))).collect();
-    let pod_label = |p: &(String, String, String, PathBuf, u32)| {
-        format!("pod=\"{}\",qos=\"{}\"", esc(&p.0), p.1)
-    };
-    let rows: Vec<(String, &berth_runtime::cgroups::Usage)> = pods
+    let rows: Vec<(&str, berth_runtime::cgroups::Usage)> = s
+        .pods
         .iter()
-        .filter_map(|(p, u)| u.as_ref().map(|u| (pod_label(p), u)))
+        .filter_map(|p| usage(&p.cgroup).map(|u| (p.labels.as_str(), u)))
         .collect();
     usage_families(&mut out, "pod", &rows);
     family(
@@ -256,13 +252,17 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
         "counter",
         "Restarts of the pod's containers.",
     );
-    for (p, _) in &pods {
-        let _ = writeln!(out, "berth_pod_restarts_total{{{}}} {}", pod_label(p), p.4);
+    for p in &s.pods {
+        let _ = writeln!(
+            out,
+            "berth_pod_restarts_total{{{}}} {}",
+            p.labels, p.restarts
+        );
     }
     family(&mut out, "berth_pods", "gauge", "Pods by phase.");
     let mut phases: BTreeMap<&str, u64> = BTreeMap::new();
     for p in &s.pods {
-        *phases.entry(p.2.as_str()).or_default() += 1;
+        *phases.entry(p.phase.as_str()).or_default() += 1;
     }
     for (phase, n) in phases {
         let _ = writeln!(out, "berth_pods{{phase=\"{phase}\"}} {n}");

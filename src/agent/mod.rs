@@ -83,7 +83,7 @@ impl Settings {
 
     /// `pods/` below the data root.
     pub fn pods_dir(&self) -> PathBuf {
-        pod::run_pods_dir(&self.root)
+        self.root.join("pods")
     }
 
     /// The cgroup of a QoS class.

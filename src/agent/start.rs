@@ -37,6 +37,19 @@ pub async fn connect(socket: &Path) -> Result<UnixStream, ApiError> {
     Ok(stream)
 }
 
+/// Reads one frame of the supervisor protocol: its type and payload.
+pub async fn read_frame(stream: &mut UnixStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > protocol::MAX_PAYLOAD {
+        return Err(std::io::Error::other("oversized frame"));
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await?;
+    Ok((head[0], payload))
+}
+
 /// Reads frames until STARTED, ERROR or EXIT.
 pub async fn send_start(stream: &mut UnixStream) -> Result<i32, ApiError> {
     stream
@@ -45,18 +58,11 @@ pub async fn send_start(stream: &mut UnixStream) -> Result<i32, ApiError> {
         .map_err(ApiError::internal)?;
     let read = async {
         loop {
-            let mut head = [0u8; 5];
-            stream.read_exact(&mut head).await?;
-            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            if len > protocol::MAX_PAYLOAD {
-                return Err(std::io::Error::other("oversized frame"));
-            }
-            let mut payload = vec![0u8; len];
-            stream.read_exact(&mut payload).await?;
-            match head[0] {
+            let (kind, payload) = read_frame(stream).await?;
+            match kind {
                 protocol::STARTED => {
                     let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                    return Ok(Ok(v["pid"].as_i64().unwrap_or(0) as i32));
+                    return Ok::<_, std::io::Error>(Ok(v["pid"].as_i64().unwrap_or(0) as i32));
                 }
                 protocol::ERROR => {
                     return Ok(Err(String::from_utf8_lossy(&payload).into_owned()));

@@ -23,7 +23,7 @@ use berth_runtime::state::{read_json, ExitRecord, ProcessId};
 use serde::{Deserialize, Serialize};
 
 pub use restart::{on_container_exit, restart_member, resume};
-pub use run::{create, pods_dir as run_pods_dir};
+pub use run::create;
 pub use stop::{abandon, remove, stop};
 
 use super::error::ApiError;

@@ -3,7 +3,7 @@
 //! container and start them together. Any failure tears the whole pod down.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use berth_runtime::cgroups::ParentLimits;
@@ -383,9 +383,4 @@ pub async fn fail(node: &mut Node, id: &str, message: String) {
         ))
         .with_exit_code(125)));
     }
-}
-
-/// The pods dir of a data root.
-pub fn pods_dir(root: &Path) -> PathBuf {
-    root.join("pods")
 }
