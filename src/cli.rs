@@ -102,6 +102,9 @@ pub enum Command {
     Pod(crate::cli_pods::PodCommand),
     /// Lifecycle events (journal, then live), or a container's usage with `--stats`.
     Events(crate::cli_pods::EventsArgs),
+    /// CNI networks: list them, check an attachment.
+    #[command(subcommand)]
+    Network(crate::cli_pods::NetworkCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,6 +49,25 @@ pub struct AgentArgs {
     /// Size of one events journal file (two are kept; default 1m).
     #[arg(long)]
     pub events_max_size: Option<String>,
+    /// Dir of CNI network configurations (default /etc/cni/net.d).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin search path (default /opt/cni/bin:/usr/lib/cni).
+    #[arg(long)]
+    pub cni_plugin_dir: Option<String>,
+    /// Longest one CNI plugin call may run (default 30s).
+    #[arg(long)]
+    pub cni_timeout: Option<String>,
+    /// Network of pods and of `run --network bridge|default` (default `berth`, installed
+    /// when missing; `none` for loopback only).
+    #[arg(long)]
+    pub default_network: Option<String>,
+    /// Bridge device of the installed default network (default berth0).
+    #[arg(long)]
+    pub bridge_name: Option<String>,
+    /// Subnet of the installed default network (default: a free 10.x.0.0/16).
+    #[arg(long)]
+    pub bridge_subnet: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -107,9 +126,13 @@ pub struct RunArgs {
     /// `no-new-privileges` or `seccomp=unconfined`.
     #[arg(long)]
     pub security_opt: Vec<String>,
-    /// `none` (own namespace with lo) or `host`.
-    #[arg(long, default_value = "none")]
+    /// `bridge` (the agent's default network), a CNI network's name, `none` (own
+    /// namespace with only lo) or `host`.
+    #[arg(long, default_value = "bridge")]
     pub network: String,
+    /// Publish a port: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,

@@ -19,6 +19,15 @@ pub enum PodCommand {
     Rm(PodRmArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List the CNI networks of the agent's config dir.
+    #[command(alias = "list")]
+    Ls(PodLsArgs),
+    /// Run CNI CHECK on a pod's or container's network.
+    Check(PodIdArgs),
+}
+
 #[derive(Debug, Args)]
 pub struct PodRunArgs {
     /// The spec file.

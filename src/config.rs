@@ -21,6 +21,12 @@
 //! image_gc_low_percent = 80              # ... and where it stops
 //! eviction_memory_available = "100Mi"    # below it, pods that are not guaranteed go
 //! events_max_size = "1m"                 # events journal, per file (two kept)
+//! cni_conf_dir = "/etc/cni/net.d"        # CNI network configurations
+//! cni_plugin_dir = "/opt/cni/bin:/usr/lib/cni"
+//! cni_timeout = "30s"                    # per plugin call
+//! default_network = "berth"              # pods' and `run --network bridge`'s; or "none"
+//! bridge_name = "berth0"                 # of the default network, when Berth installs it
+//! bridge_subnet = "10.77.0.0/16"         # ditto; default: a free 10.x.0.0/16
 //! insecure_registries = ["registry.lan:5000"]   # plain HTTP (loopback always is)
 //! max_layer_bytes = 34359738368          # decompression-bomb limit per layer
 //! ```
@@ -69,6 +75,18 @@ pub struct Config {
     pub eviction_memory_available: Option<String>,
     #[serde(default)]
     pub events_max_size: Option<String>,
+    #[serde(default)]
+    pub cni_conf_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub cni_plugin_dir: Option<String>,
+    #[serde(default)]
+    pub cni_timeout: Option<String>,
+    #[serde(default)]
+    pub default_network: Option<String>,
+    #[serde(default)]
+    pub bridge_name: Option<String>,
+    #[serde(default)]
+    pub bridge_subnet: Option<String>,
     #[serde(default)]
     pub insecure_registries: BTreeSet<String>,
     #[serde(default)]

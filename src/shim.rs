@@ -9,7 +9,8 @@
 //! berth shim init --id ID --dir DIR --cgroup PATH --log-max-bytes N --log-max-files N [--tty] [--stdin] [--network-none]
 //! berth shim exec --id ID --dir DIR --exec-id EID --process FILE [--tty] [--stdin]
 //! berth shim run  --id ID --bundle DIR --state DIR      (runc-run style, for benchmarks)
-//! berth shim sandbox --dir DIR --hostname NAME [--share-pid]   (a pod's namespaces)
+//! berth shim sandbox --dir DIR --hostname NAME [--share-pid] [--host-network]   (a pod's namespaces)
+//! berth shim sandbox --dir DIR --net-only     (the network namespace of a container on a CNI network)
 //! ```
 
 use std::collections::HashMap;
@@ -34,7 +35,14 @@ fn report_pipe() -> std::fs::File {
     unsafe { std::fs::File::from_raw_fd(dup) }
 }
 
-const FLAGS: &[&str] = &["--tty", "--stdin", "--network-none", "--share-pid"];
+const FLAGS: &[&str] = &[
+    "--tty",
+    "--stdin",
+    "--network-none",
+    "--share-pid",
+    "--host-network",
+    "--net-only",
+];
 
 struct Parsed {
     values: HashMap<String, OsString>,
@@ -119,10 +127,21 @@ fn dispatch(args: &[OsString]) -> Result<i32, String> {
         "sandbox" => {
             use std::io::Write;
             let mut out = report_pipe();
+            let net_only = p.flag("--net-only");
+            let namespaces = berth_runtime::sandbox::Namespaces {
+                net: !p.flag("--host-network"),
+                ipc_uts: !net_only,
+                pid: p.flag("--share-pid"),
+            };
+            let hostname = if net_only {
+                None
+            } else {
+                Some(p.text("--hostname")?)
+            };
             let ready = match berth_runtime::sandbox::create(
                 &p.path("--dir")?,
-                &p.text("--hostname")?,
-                p.flag("--share-pid"),
+                hostname.as_deref(),
+                namespaces,
             ) {
                 Ok(pid) => berth_runtime::supervisor::Ready {
                     pid: pid.unwrap_or(0),

@@ -190,16 +190,33 @@ impl Cni {
                 reason: "the ADD never finished".into(),
             });
         };
+        let has_ipv6 = crate::CniResult::from_value(result)
+            .map(|r| r.ips.iter().any(|ip| ip.address.contains(':')))
+            .unwrap_or(true);
         for i in 0..net.plugins.len() {
             let conf = plugin_config(&net, i, Some(result), &entry.capability_args);
-            plugin::run(
+            match plugin::run(
                 net.plugin_type(i),
                 &self.call(Operation::Check, entry),
                 &conf,
-            )?;
+            ) {
+                Ok(_) => {}
+                Err(e) if !has_ipv6 && is_portmap_ipv6_check_bug(&e) => {
+                    tracing::debug!(error = %e, "portmap CHECK looked for IPv6 rules of an IPv4-only attachment (plugins#819); ignored");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
+}
+
+/// portmap before 1.2.0 (Debian bookworm ships 1.1.1) fails CHECK of every IPv4-only
+/// attachment: it looks for IPv6 NAT chains it never made
+/// (<https://github.com/containernetworking/plugins/issues/819>).
+fn is_portmap_ipv6_check_bug(e: &CniError) -> bool {
+    matches!(e, CniError::Plugin { plugin, msg, .. }
+        if plugin == "portmap" && msg.starts_with("could not check ipv6 dnat"))
 }
 
 /// The configuration plugin `i` gets on stdin: its own object plus the list's `name` and

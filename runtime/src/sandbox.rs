@@ -13,6 +13,17 @@ use nix::sched::{unshare, CloneFlags};
 /// Namespaces every container of a pod shares.
 pub const SHARED: [&str; 3] = ["net", "ipc", "uts"];
 
+/// Which namespaces a sandbox makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Namespaces {
+    /// A network namespace (not with `hostNetwork`).
+    pub net: bool,
+    /// IPC and UTS namespaces (a pod's; a lone container on a CNI network makes only `net`).
+    pub ipc_uts: bool,
+    /// A PID namespace with Berth's pod init as PID 1.
+    pub pid: bool,
+}
+
 /// A sandbox step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -38,17 +49,37 @@ fn io(what: &'static str, path: &Path, e: impl Into<std::io::Error>) -> SandboxE
 
 /// Creates the namespaces and their bind mounts in `dir`. Call only in a single-threaded
 /// process that may change its own namespaces (the sandbox helper). Returns the pod init's
-/// pid when `share_pid`.
-pub fn create(dir: &Path, hostname: &str, share_pid: bool) -> Result<Option<i32>, SandboxError> {
+/// pid with `ns.pid`.
+pub fn create(
+    dir: &Path,
+    hostname: Option<&str>,
+    ns: Namespaces,
+) -> Result<Option<i32>, SandboxError> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(|e| io("unshare", dir, e))?;
-    nix::unistd::sethostname(hostname).map_err(|e| io("sethostname", dir, e))?;
-    crate::supervisor::launch::set_lo_up().map_err(|e| io("bringing up lo", dir, e))?;
-    for ns in SHARED {
-        bind_ns(&PathBuf::from(format!("/proc/self/ns/{ns}")), &dir.join(ns))?;
+    let mut flags = CloneFlags::empty();
+    if ns.net {
+        flags |= CloneFlags::CLONE_NEWNET;
     }
-    if !share_pid {
+    if ns.ipc_uts {
+        flags |= CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    }
+    unshare(flags).map_err(|e| io("unshare", dir, e))?;
+    if let Some(name) = hostname.filter(|_| ns.ipc_uts) {
+        nix::unistd::sethostname(name).map_err(|e| io("sethostname", dir, e))?;
+    }
+    if ns.net {
+        crate::supervisor::launch::set_lo_up().map_err(|e| io("bringing up lo", dir, e))?;
+        bind_ns(Path::new("/proc/self/ns/net"), &dir.join("net"))?;
+    }
+    if ns.ipc_uts {
+        for name in ["ipc", "uts"] {
+            bind_ns(
+                &PathBuf::from(format!("/proc/self/ns/{name}")),
+                &dir.join(name),
+            )?;
+        }
+    }
+    if !ns.pid {
         return Ok(None);
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| io("unshare pid", dir, e))?;

@@ -140,6 +140,9 @@ pub struct ContainerRecord {
     /// The operator stopped or killed it: its restart policy holds off.
     #[serde(default)]
     pub stopped_by_operator: bool,
+    /// The CNI attachment of a container on a network of its own (pods keep theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
 }
 
 impl ContainerRecord {
@@ -249,6 +252,33 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
 #[derive(Deserialize)]
 struct Versioned {
     version: u32,
+}
+
+/// Where a container or pod is on a CNI network: what `ps` and inspect show, and what
+/// its `/etc/hosts` names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// The CNI network.
+    pub network: String,
+    /// Interface inside (`eth0`).
+    pub interface: String,
+    /// Addresses (no prefix length), the container's interface first.
+    pub ips: Vec<String>,
+    /// Gateway of the first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// MAC address of the interface inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Published ports, `0.0.0.0:8080->80/tcp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::task::PublishedPort>,
+    /// DNS servers the plugins handed back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains the plugins handed back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
 }
 
 /// Reads a versioned record; `Ok(None)` if the file does not exist.

@@ -30,15 +30,28 @@ fn bad(field: &'static str, value: &str, reason: impl Into<String>) -> TaskError
     }
 }
 
-/// Network mode of a single container.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Network mode of a container or pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum NetworkMode {
     /// A new network namespace with only `lo` (up).
     #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace attached to this CNI network. `bridge` and `default` name
+    /// the agent's default network until the agent resolves them.
+    Cni(String),
+}
+
+impl NetworkMode {
+    /// Attached to a CNI network.
+    pub fn cni(&self) -> Option<&str> {
+        match self {
+            Self::Cni(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 impl FromStr for NetworkMode {
@@ -47,8 +60,111 @@ impl FromStr for NetworkMode {
         match s {
             "none" => Ok(Self::None),
             "host" => Ok(Self::Host),
-            other => Err(bad("--network", other, "expected none or host")),
+            // CNI's network name grammar.
+            n if n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
+            {
+                Ok(Self::Cni(n.to_string()))
+            }
+            other => Err(bad(
+                "--network",
+                other,
+                "expected none, host, bridge or a CNI network name",
+            )),
         }
+    }
+}
+
+impl TryFrom<String> for NetworkMode {
+    type Error = TaskError;
+    fn try_from(s: String) -> Result<Self, TaskError> {
+        s.parse()
+    }
+}
+
+impl From<NetworkMode> for String {
+    fn from(m: NetworkMode) -> String {
+        m.to_string()
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Host => f.write_str("host"),
+            Self::Cni(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A published port (`-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`), set up by the
+/// network's `portmap` plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// Host address; empty: every address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+    /// Port on the host.
+    pub host_port: u16,
+    /// Port in the container.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+}
+
+impl FromStr for PublishedPort {
+    type Err = TaskError;
+    fn from_str(s: &str) -> Result<Self, TaskError> {
+        let fail = |why: &str| bad("--publish", s, why);
+        let (spec, protocol) = match s.rsplit_once('/') {
+            Some((spec, proto)) => (spec, proto.to_ascii_lowercase()),
+            None => (s, "tcp".to_string()),
+        };
+        if !["tcp", "udp", "sctp"].contains(&protocol.as_str()) {
+            return Err(fail("the protocol must be tcp, udp or sctp"));
+        }
+        let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+        let port = |p: &str| -> Result<u16, TaskError> {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| fail("ports are numbers from 1 to 65535"))
+        };
+        let (host_ip, host, container) = match parts.as_slice() {
+            [c, h] => (String::new(), *h, *c),
+            [c, h, ip] => {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| fail("the host address is not an IP address"))?;
+                (ip.to_string(), *h, *c)
+            }
+            _ => return Err(fail(
+                "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (a host port is required)",
+            )),
+        };
+        Ok(Self {
+            host_ip,
+            host_port: port(host)?,
+            container_port: port(container)?,
+            protocol,
+        })
+    }
+}
+
+impl std::fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = if self.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host_ip
+        };
+        write!(
+            f,
+            "{ip}:{}->{}/{}",
+            self.host_port, self.container_port, self.protocol
+        )
     }
 }
 
@@ -275,6 +391,9 @@ pub struct TaskSpec {
     /// `--network`.
     #[serde(default)]
     pub network: NetworkMode,
+    /// Published ports (CNI networks only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishedPort>,
     /// `-t`.
     #[serde(default)]
     pub tty: bool,
@@ -371,6 +490,16 @@ impl TaskSpec {
                 "--restart",
                 &format!("{:?}", self.restart).to_lowercase(),
                 "conflicts with --rm",
+            ));
+        }
+        if !self.publish.is_empty() && self.network.cni().is_none() {
+            return Err(bad(
+                "--publish",
+                &self.publish[0].to_string(),
+                &format!(
+                    "conflicts with --network {}: ports are published on a CNI network",
+                    self.network
+                ),
             ));
         }
         if let Some(h) = &self.hostname {
@@ -480,6 +609,49 @@ pub fn check_name(name: &str) -> Result<(), TaskError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn published_ports_and_network_modes() {
+        let p = |s: &str| PublishedPort::from_str(s).map(|p| p.to_string());
+        assert_eq!(p("8080:80").unwrap(), "0.0.0.0:8080->80/tcp");
+        assert_eq!(
+            p("127.0.0.1:53:5353/UDP").unwrap(),
+            "127.0.0.1:53->5353/udp"
+        );
+        assert_eq!(p("[::1]:8443:443").unwrap(), "::1:8443->443/tcp");
+        for bad in [
+            "80",
+            "0:80",
+            "8080:70000",
+            "x:80",
+            "8080:80/icmp",
+            "a.b:1:2",
+            "1:2:3:4",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let m = |s: &str| NetworkMode::from_str(s);
+        assert_eq!(m("none").unwrap(), NetworkMode::None);
+        assert_eq!(m("host").unwrap(), NetworkMode::Host);
+        assert_eq!(m("my-net.1").unwrap(), NetworkMode::Cni("my-net.1".into()));
+        assert!(m("-x").is_err() && m("a/b").is_err() && m("").is_err());
+        // Stored as plain strings: records written before CNI still read.
+        let v: NetworkMode = serde_json::from_str("\"none\"").unwrap();
+        assert_eq!(v, NetworkMode::None);
+        assert_eq!(
+            serde_json::to_string(&NetworkMode::Cni("b".into())).unwrap(),
+            "\"b\""
+        );
+        let mut t = TaskSpec {
+            image: "x".into(),
+            publish: vec![PublishedPort::from_str("1:2").unwrap()],
+            ..TaskSpec::default()
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("conflicts with --network none"), "{e}");
+        t.network = NetworkMode::Cni("berth".into());
+        t.validate().unwrap();
+    }
 
     #[test]
     fn restart_policies() {

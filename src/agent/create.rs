@@ -30,8 +30,9 @@ pub fn new_id() -> Result<String, ApiError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError> {
+pub async fn create(node: &mut Node, mut task: TaskSpec) -> Result<Created, ApiError> {
     let began = std::time::Instant::now();
+    task.network = super::network::resolve(&node.settings, &task.network);
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
     let settings = node.settings.clone();
@@ -76,7 +77,6 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         .map_err(ApiError::internal)?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.reference)))?;
-    let mut task = task;
     if task.health.is_none() && !task.no_healthcheck {
         // Docker's HEALTHCHECK is an extension oci-spec's config type does not carry.
         task.health = serde_json::from_slice::<serde_json::Value>(&config_bytes)
@@ -103,9 +103,48 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
             .unwrap_or_default(),
         restart_count: 0,
         stopped_by_operator: false,
+        network: None,
     };
+    // A pod's members share its network; a lone container on a CNI network is attached
+    // to a namespace of its own before anything else is made.
+    let mut netns = None;
+    if let Some(member) = &task.pod {
+        record.network = node
+            .pods
+            .get(&member.pod_id)
+            .and_then(|p| p.record.network.clone());
+    } else if let Some(network) = task.network.cni() {
+        super::network::check_ports_free(node, &task.publish)?;
+        let path = super::network::make_netns(&settings, &id).await?;
+        let req = super::network::AttachRequest {
+            id: id.clone(),
+            name: name.clone(),
+            network: network.to_string(),
+            netns: path.clone(),
+            ports: task.publish.clone(),
+        };
+        let s = settings.clone();
+        let attached = tokio::task::spawn_blocking(move || super::network::attach(&s, &req))
+            .await
+            .map_err(ApiError::internal)
+            .and_then(|r| r);
+        match attached {
+            Ok(status) => {
+                record.network = Some(status);
+                netns = Some(path);
+            }
+            Err(e) => {
+                let (s, id) = (settings.clone(), id.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || super::network::release_container(&s, &id))
+                        .await;
+                return Err(e);
+            }
+        }
+    }
 
     // Filesystem work off the async threads; undone as a whole on failure.
+    let attached = netns.is_some();
     let prepared = {
         let (dir, settings, record_in, config) = (
             dir.clone(),
@@ -114,9 +153,14 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
             config.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let r = prepare(&dir, &settings, record_in, &config, &lowers, &snapshots);
+            let r = prepare(
+                &dir, &settings, record_in, &config, &lowers, &snapshots, netns,
+            );
             if r.is_err() {
                 rollback(&dir, &settings.store, &cgroup_path);
+                if attached {
+                    super::network::release_container(&settings, &id_of(&dir));
+                }
             }
             r
         })
@@ -131,8 +175,13 @@ pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError
         Ok(r) => r,
         Err(e) => {
             let (dir2, settings2, cg) = (dir.clone(), settings.clone(), record.cgroup_path.clone());
-            let _ =
-                tokio::task::spawn_blocking(move || rollback(&dir2, &settings2.store, &cg)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                rollback(&dir2, &settings2.store, &cg);
+                if attached {
+                    super::network::release_container(&settings2, &id_of(&dir2));
+                }
+            })
+            .await;
             return Err(e);
         }
     };
@@ -177,6 +226,7 @@ fn prepare(
     config: &ImageConfiguration,
     lowers: &[PathBuf],
     snapshots: &[berth_images::digest::Digest],
+    netns: Option<PathBuf>,
 ) -> Result<ContainerRecord, ApiError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -194,13 +244,14 @@ fn prepare(
     record.rootfs = berth_runtime::rootfs::prepare(&dirs, lowers, settings.rootfs_copy)
         .map_err(ApiError::internal)?;
     let hostname = berth_runtime::spec::hostname(&record.task, &record.id);
-    let etc = write_etc(dir, &record.task, &hostname)?;
+    let etc = write_etc(dir, &record.task, &hostname, record.network.as_ref())?;
     let inputs = berth_runtime::spec::SpecInputs {
         id: &record.id,
         image: config,
         rootfs: &dirs.rootfs,
         cgroup_path: record.cgroup_path.clone(),
         etc_files: etc,
+        netns,
     };
     let spec = berth_runtime::spec::build(&record.task, &inputs).map_err(|e| {
         let code = match e {
@@ -229,13 +280,16 @@ pub fn rollback(dir: &ContainerDir, store: &berth_images::store::Store, cgroup: 
         return;
     }
     let _ = berth_runtime::cgroups::remove(cgroup);
-    let id = dir
-        .path()
+    let _ = store.remove_lease(&lease_name(&id_of(dir)));
+    let _ = std::fs::remove_dir_all(dir.path());
+}
+
+/// The container id a state dir is named after.
+fn id_of(dir: &ContainerDir) -> String {
+    dir.path()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let _ = store.remove_lease(&lease_name(&id));
-    let _ = std::fs::remove_dir_all(dir.path());
+        .unwrap_or_default()
 }
 
 /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the container, as Docker writes them.
@@ -243,23 +297,19 @@ fn write_etc(
     dir: &ContainerDir,
     task: &TaskSpec,
     hostname: &str,
+    network: Option<&berth_runtime::state::NetworkStatus>,
 ) -> Result<[PathBuf; 3], ApiError> {
     let etc = dir.etc();
-    let hosts = match task.network {
-        NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        NetworkMode::None => format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-        ),
-    };
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = match task.network {
-        NetworkMode::Host => host_resolv,
-        // A loopback resolver of the host is unreachable from another network namespace.
-        NetworkMode::None => host_resolv
-            .lines()
-            .filter(|l| !(l.starts_with("nameserver") && l.contains(" 127.")))
-            .map(|l| format!("{l}\n"))
-            .collect(),
+    let (hosts, resolv) = match task.network {
+        NetworkMode::Host => (
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            host_resolv,
+        ),
+        _ => (
+            super::network::etc_hosts(hostname, network),
+            super::network::resolv_conf(network, &host_resolv),
+        ),
     };
     let files = [
         (etc.join("hosts"), hosts),

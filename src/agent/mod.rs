@@ -21,6 +21,7 @@ mod health;
 mod images;
 mod kill;
 mod metrics;
+pub mod network;
 pub mod node;
 pub mod pod;
 mod probe;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub image_gc: (u8, u8),
     /// Evict pods when the node has less memory available (bytes; 0: never).
     pub eviction_memory_available: u64,
+    /// CNI networks and plugins.
+    pub network: network::NetworkSettings,
 }
 
 impl Settings {
@@ -156,6 +159,10 @@ pub struct AgentOptions {
     pub image_gc: (u8, u8),
     /// Eviction threshold of available memory, bytes.
     pub eviction_memory_available: u64,
+    /// CNI networks and plugins (the cache dir is set below the data root).
+    pub network: network::NetworkSettings,
+    /// Bridge and subnet of the default network, if Berth installs it.
+    pub bridge: (String, Option<String>),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -183,6 +190,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         events_max_bytes: opts.events_max_bytes,
         image_gc: opts.image_gc,
         eviction_memory_available: opts.eviction_memory_available,
+        network: network::NetworkSettings {
+            cni: berth_cni::Cni {
+                cache_dir: opts.root.join("cni").join("cache"),
+                ..opts.network.cni
+            },
+            ..opts.network
+        },
     });
     // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it.
     for (qos, shares) in [
@@ -199,6 +213,15 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     }
     for dir in [settings.containers_dir(), settings.pods_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A broken default network fails its pods with the reason; the agent still serves.
+    if let Err(e) = network::install_default(
+        &settings.network,
+        &settings.root,
+        &opts.bridge.0,
+        opts.bridge.1.clone(),
+    ) {
+        tracing::error!(error = %e, "installing the default network");
     }
 
     if let Some(parent) = opts.socket.parent() {

@@ -84,6 +84,10 @@ pub enum Action {
         /// The ended instance.
         previous: String,
     },
+    /// The CNI networks of the config dir.
+    ListNetworks(Reply<Vec<super::network::NetworkInfo>>),
+    /// CNI CHECK of a pod's or container's network (name, id or prefix of either).
+    CheckNetwork(String, Reply<Vec<String>>),
     /// Tear down a pod found half-started.
     AbandonPod(String),
     /// Hand a recovered running pod's ended containers to its restart policy.
@@ -307,6 +311,9 @@ impl Node {
             node.watch_health(&id);
         }
         let (abandoned, running) = super::pod::recover(&mut node);
+        let orphans = super::network::orphans(&node);
+        let settings = node.settings.clone();
+        tokio::task::spawn_blocking(move || super::network::sweep(&settings, orphans));
         let restarts = node.restarts_due();
         let queued: Vec<Action> = abandoned
             .into_iter()
@@ -436,6 +443,16 @@ impl Node {
                 name,
                 previous,
             } => super::pod::restart_member(self, &pod, &name, &previous).await,
+            Action::ListNetworks(r) => {
+                let settings = self.settings.clone();
+                tokio::spawn(async move {
+                    let list = tokio::task::spawn_blocking(move || super::network::list(&settings))
+                        .await
+                        .map_err(ApiError::internal);
+                    let _ = r.send(list);
+                });
+            }
+            Action::CheckNetwork(key, r) => super::network::check_async(self, &key, r),
             Action::AbandonPod(id) => super::pod::abandon(self, &id).await,
             Action::ResumePod(id) => super::pod::resume(self, &id).await,
             Action::RestartContainer(id) => super::relaunch::restart(self, &id).await,

@@ -30,6 +30,7 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
     let record = c.record.clone();
     let dir = c.dir.clone();
     let store = node.settings.store.clone();
+    let settings = node.settings.clone();
     let result = tokio::task::spawn_blocking(move || {
         // Everything in the cgroup first (forked children included), then the supervisor,
         // which we started ourselves (pid and start time recorded).
@@ -46,6 +47,10 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
             )));
         }
         let _ = store.remove_lease(&super::create::lease_name(&record.id));
+        // A pod's network is the pod's to release.
+        if record.task.pod.is_none() && record.task.network.cni().is_some() {
+            super::network::release_container(&settings, &record.id);
+        }
         std::fs::remove_dir_all(dir.path())
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", dir.path().display())))
     })

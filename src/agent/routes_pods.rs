@@ -1,5 +1,6 @@
 //! The pod and event routes of the API (docs/api.md): pods are created from a JSON pod
-//! spec; events stream as NDJSON, the journal first, then live ones.
+//! spec; events stream as NDJSON, the journal first, then live ones; CNI networks are
+//! listed and checked.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,13 +19,27 @@ use super::events::{parse_filters, Event};
 use super::node::Action;
 use super::routes::{ask, Tx};
 
-/// Routes of `/v1/pods` and `/v1/events`.
+/// Routes of `/v1/pods`, `/v1/events` and `/v1/networks`.
 pub fn router() -> Router<Tx> {
     Router::new()
         .route("/v1/pods", post(create).get(list))
         .route("/v1/pods/{id}", get(inspect).delete(remove))
         .route("/v1/pods/{id}/stop", post(stop))
         .route("/v1/events", get(events))
+        .route("/v1/networks", get(networks))
+        .route("/v1/networks/check/{id}", post(check_network))
+}
+
+async fn networks(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(ask(&tx, Action::ListNetworks).await?))
+}
+
+/// CNI CHECK of a pod's or container's network; answers the networks checked.
+async fn check_network(
+    State(tx): State<Tx>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(ask(&tx, |r| Action::CheckNetwork(id, r)).await?))
 }
 
 async fn create(

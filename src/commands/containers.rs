@@ -42,9 +42,11 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut rows = vec![["ID", "NAME", "POD", "PID", "STATUS", "IMAGE", "CREATED"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "ID", "NAME", "POD", "PID", "STATUS", "IP", "PORTS", "IMAGE", "CREATED",
+    ]
+    .map(String::from)
+    .to_vec()];
     for c in &all {
         let mut status = match (&c.exit, c.status) {
             (Some(e), Status::Stopped) if c.restarting => format!("restarting ({})", e.exit_code),
@@ -64,6 +66,8 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
                 .map_or("-".into(), |m| m.pod_name.clone()),
             c.pid.map_or("0".into(), |p| p.to_string()),
             status,
+            super::pods::ip_of(c.record.network.as_ref()),
+            super::pods::ports_of(c.record.network.as_ref()),
             c.record.image.clone(),
             format::age(Some(&c.record.created)),
         ]);

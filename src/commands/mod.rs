@@ -13,6 +13,7 @@ mod rmi;
 mod rootfs;
 mod run;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -119,6 +120,40 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
                 .with_context(|| format!("metrics_addr {a:?}"))
         })
         .transpose()?;
+    let cni_timeout_text = pick(&args.cni_timeout, &config.cni_timeout, "30s");
+    let cni_timeout = berth_runtime::health::parse_duration(&cni_timeout_text)
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("invalid cni_timeout {cni_timeout_text:?}: want 30s, 500ms"))?;
+    let default_network = pick(&args.default_network, &config.default_network, "berth");
+    if default_network != "none" {
+        berth_cni::config::check_name(&default_network)
+            .map_err(|e| anyhow::anyhow!("invalid default_network {default_network:?}: {e}"))?;
+    }
+    let network = crate::agent::network::NetworkSettings {
+        cni: berth_cni::Cni {
+            plugin_dirs: berth_cni::plugin::split_path(&pick(
+                &args.cni_plugin_dir,
+                &config.cni_plugin_dir,
+                "/opt/cni/bin:/usr/lib/cni",
+            )),
+            cache_dir: PathBuf::new(),
+            timeout: cni_timeout,
+        },
+        conf_dir: args
+            .cni_conf_dir
+            .clone()
+            .or_else(|| config.cni_conf_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("/etc/cni/net.d")),
+        default_network,
+    };
+    let bridge_name = pick(&args.bridge_name, &config.bridge_name, "berth0");
+    if bridge_name.is_empty() || bridge_name.len() > 15 || bridge_name.contains(['/', ' ']) {
+        anyhow::bail!("invalid bridge_name {bridge_name:?}: a device name of 1 to 15 characters");
+    }
+    let bridge_subnet = args
+        .bridge_subnet
+        .clone()
+        .or_else(|| config.bridge_subnet.clone());
     let socket = match (&config.socket, cli.defaulted.0) {
         (Some(s), true) => s.clone(),
         _ => cli.socket.clone(),
@@ -156,6 +191,8 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         metrics_addr,
         image_gc: (gc_high, gc_low),
         eviction_memory_available,
+        network,
+        bridge: (bridge_name, bridge_subnet),
         config,
     };
     crate::agent::run(opts).await
@@ -179,6 +216,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top(a) => containers::top(&client, &a.id).await?,
         Command::Stats(a) => containers::stats(&client, a).await?,
         Command::Pod(c) => pods::pod(&client, c).await?,
+        Command::Network(c) => pods::network(&client, c).await?,
         Command::Events(a) => pods::events(&client, a).await?,
         Command::Wait(a) => return containers::wait(&client, &a.id).await,
         Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {

@@ -84,9 +84,71 @@ async fn pull_missing(client: &Client, spec: &berth_runtime::pod::PodSpec) -> Re
     Ok(())
 }
 
+/// `berth network ls|check`.
+pub async fn network(client: &Client, cmd: crate::cli_pods::NetworkCommand) -> Result<()> {
+    use crate::agent::network::NetworkInfo;
+    match cmd {
+        crate::cli_pods::NetworkCommand::Ls(a) => {
+            let list: Vec<NetworkInfo> = client.get("/v1/networks").await?;
+            if a.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            let mut rows = vec![["NAME", "VERSION", "PLUGINS", "FILE"]
+                .map(String::from)
+                .to_vec()];
+            for n in list.iter().filter(|n| !a.quiet || n.error.is_none()) {
+                if a.quiet {
+                    println!("{}", n.name);
+                    continue;
+                }
+                let name = match (&n.error, n.default) {
+                    (Some(_), _) => "(unreadable)".to_string(),
+                    (None, true) => format!("{} (default)", n.name),
+                    (None, false) => n.name.clone(),
+                };
+                rows.push(vec![
+                    name,
+                    n.cni_version.clone(),
+                    n.error.clone().unwrap_or_else(|| n.plugins.join(",")),
+                    n.file.display().to_string(),
+                ]);
+            }
+            if !a.quiet {
+                print!("{}", format::table(&rows));
+            }
+        }
+        crate::cli_pods::NetworkCommand::Check(a) => {
+            let checked: Vec<String> = client
+                .post(&format!("/v1/networks/check/{}", a.pod), &())
+                .await?;
+            println!("{}: ok ({})", a.pod, checked.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The first IP of a network status, or `-`.
+pub fn ip_of(n: Option<&berth_runtime::state::NetworkStatus>) -> String {
+    n.and_then(|n| n.ips.first().cloned())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Published ports as Docker lists them, or `-`.
+pub fn ports_of(n: Option<&berth_runtime::state::NetworkStatus>) -> String {
+    let ports: Vec<String> = n
+        .map(|n| n.ports.iter().map(|p| p.to_string()).collect())
+        .unwrap_or_default();
+    if ports.is_empty() {
+        "-".into()
+    } else {
+        ports.join(",")
+    }
+}
+
 fn pod_rows(pods: &[PodInfo]) -> Vec<Vec<String>> {
     let mut rows = vec![[
-        "POD ID", "NAME", "STATUS", "QOS", "READY", "RESTARTS", "CREATED",
+        "POD ID", "NAME", "STATUS", "QOS", "READY", "RESTARTS", "IP", "PORTS", "CREATED",
     ]
     .map(String::from)
     .to_vec()];
@@ -108,6 +170,8 @@ fn pod_rows(pods: &[PodInfo]) -> Vec<Vec<String>> {
             p.record.qos.to_string(),
             format!("{running}/{}", apps.len()),
             restarts.to_string(),
+            ip_of(p.record.network.as_ref()),
+            ports_of(p.record.network.as_ref()),
             format::age(Some(&p.record.created)),
         ]);
     }

@@ -102,6 +102,11 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
         no_new_privileges,
         seccomp_unconfined,
         network: NetworkMode::from_str(&args.network)?,
+        publish: args
+            .publish
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
         tty: args.tty,
         stdin: args.interactive,
         auto_remove: args.rm,

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::{Resources, TaskSpec};
+use crate::task::{NetworkMode, PublishedPort, Resources, TaskSpec};
 
 mod plan;
 mod quantity;
@@ -90,6 +90,13 @@ pub struct PodSpec {
     /// One PID namespace for the pod, with Berth's init as PID 1.
     #[serde(default)]
     pub share_process_namespace: bool,
+    /// Use the host's network namespace (no CNI network).
+    #[serde(default)]
+    pub host_network: bool,
+    /// Berth: the CNI network to attach the pod to, or `none` (loopback only); default:
+    /// the agent's default network.
+    #[serde(default)]
+    pub network: Option<String>,
     /// Pod volumes.
     #[serde(default)]
     pub volumes: Vec<PodVolume>,
@@ -185,6 +192,29 @@ pub struct PodContainer {
     /// Liveness probe; failing, the container is killed and the restart policy applies.
     #[serde(default)]
     pub liveness_probe: Option<ProbeSpec>,
+    /// Ports; those with a `hostPort` are published on the host.
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+}
+
+/// A container port (`ports[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    /// Port the container listens on.
+    pub container_port: u16,
+    /// Publish it on this host port.
+    #[serde(default)]
+    pub host_port: Option<u16>,
+    /// `TCP` (default), `UDP` or `SCTP`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Host address to publish on (default: every address).
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: Option<String>,
+    /// A name for the port.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `{name, value}`.
@@ -367,6 +397,10 @@ pub struct PodPlan {
     pub requests: (u64, u64),
     /// Pod-wide limits when every app container has one: CPUs and bytes.
     pub limits: (Option<f64>, Option<i64>),
+    /// The pod's network (`bridge`/`default`: the agent's default network).
+    pub network: NetworkMode,
+    /// Host ports to publish (from the containers' `hostPort`s).
+    pub ports: Vec<PublishedPort>,
 }
 
 /// Parses a spec from JSON or YAML text.

@@ -9,7 +9,7 @@ use super::{
     QosClass, Quantity, ResourceRequirements,
 };
 use crate::health::{HealthCheck, Probe};
-use crate::task::{Resources, TaskSpec, Volume};
+use crate::task::{NetworkMode, PublishedPort, Resources, TaskSpec, Volume};
 
 fn check_dns_name(field: &str, name: &str) -> Result<(), PodSpecError> {
     let ok = !name.is_empty()
@@ -168,6 +168,17 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
         }
     }
 
+    let network = match (&spec.network, spec.host_network) {
+        (Some(_), true) => {
+            return Err(bad("network", "conflicts with hostNetwork: true"));
+        }
+        (_, true) => NetworkMode::Host,
+        (None, false) => NetworkMode::Cni("default".into()),
+        (Some(n), false) => n
+            .parse()
+            .map_err(|e: crate::task::TaskError| bad("network", e.reason))?,
+    };
+    let mut ports: Vec<PublishedPort> = Vec::new();
     let mut names = BTreeSet::new();
     let mut sized = Vec::new();
     let mut build =
@@ -186,6 +197,50 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
                     return Err(bad(format!("{field}.image"), "missing image"));
                 }
                 let s = sizes(&format!("{field}.resources"), &c.resources)?;
+                for (j, p) in c.ports.iter().enumerate() {
+                    let pfield = format!("{field}.ports[{j}]");
+                    if p.container_port == 0 {
+                        return Err(bad(format!("{pfield}.containerPort"), "must be 1 to 65535"));
+                    }
+                    let protocol = p.protocol.as_deref().unwrap_or("TCP");
+                    if !["TCP", "UDP", "SCTP"].contains(&protocol) {
+                        return Err(bad(
+                            format!("{pfield}.protocol"),
+                            format!("{protocol:?}: want TCP, UDP or SCTP"),
+                        ));
+                    }
+                    let Some(host_port) = p.host_port else {
+                        continue;
+                    };
+                    if host_port == 0 {
+                        return Err(bad(format!("{pfield}.hostPort"), "must be 1 to 65535"));
+                    }
+                    let host_ip = p.host_ip.clone().unwrap_or_default();
+                    if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                        return Err(bad(format!("{pfield}.hostIP"), "not an IP address"));
+                    }
+                    if network.cni().is_none() {
+                        return Err(bad(
+                            format!("{pfield}.hostPort"),
+                            format!("needs a CNI network, not {network}"),
+                        ));
+                    }
+                    let port = PublishedPort {
+                        host_ip,
+                        host_port,
+                        container_port: p.container_port,
+                        protocol: protocol.to_ascii_lowercase(),
+                    };
+                    if ports.iter().any(|q: &PublishedPort| {
+                        q.host_port == port.host_port && q.protocol == port.protocol
+                    }) {
+                        return Err(bad(
+                            format!("{pfield}.hostPort"),
+                            format!("{host_port}/{} is published twice", port.protocol),
+                        ));
+                    }
+                    ports.push(port);
+                }
                 let mut task = TaskSpec {
                     image: c.image.clone(),
                     name: Some(format!("{}_{}", spec.name, c.name)),
@@ -198,6 +253,12 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
                         .collect(),
                     workdir: c.working_dir.clone(),
                     user: c.user.clone(),
+                    // Members join the sandbox's network namespace, or the host's.
+                    network: if network == NetworkMode::Host {
+                        NetworkMode::Host
+                    } else {
+                        NetworkMode::None
+                    },
                     ..TaskSpec::default()
                 };
                 task.resources = Resources {
@@ -297,6 +358,8 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
             .map(|b| b.max(total(&|s| s.mem_limit.unwrap_or(0) as u64) as i64)),
     );
     Ok(PodPlan {
+        network,
+        ports,
         qos,
         init,
         containers,

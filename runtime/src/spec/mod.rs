@@ -75,6 +75,8 @@ pub struct SpecInputs<'a> {
     pub cgroup_path: PathBuf,
     /// Host files bound to `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: [PathBuf; 3],
+    /// The network namespace file made for a container on a CNI network (outside a pod).
+    pub netns: Option<PathBuf>,
 }
 
 /// The process arguments Docker would run: entrypoint + cmd, with `--entrypoint` dropping the
@@ -297,7 +299,7 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         mounts.push(defaults::tmpfs(t.target.clone(), &t.options));
     }
 
-    let namespaces = namespaces(task)?;
+    let namespaces = namespaces(task, inputs.netns.as_deref())?;
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -350,16 +352,20 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
 
 /// New pid, mount, UTS, IPC (and network unless `--network host`) namespaces; a pod's
 /// container joins the pod's network, IPC and UTS (and with a shared PID namespace, PID)
-/// namespaces by the paths of their bind mounts.
-fn namespaces(task: &TaskSpec) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
+/// namespaces by the paths of their bind mounts, and a container on a CNI network joins
+/// the network namespace made (and attached) for it.
+fn namespaces(
+    task: &TaskSpec,
+    netns: Option<&Path>,
+) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
     let mut list: Vec<(LinuxNamespaceType, Option<PathBuf>)> = vec![
         (LinuxNamespaceType::Pid, None),
         (LinuxNamespaceType::Mount, None),
         (LinuxNamespaceType::Uts, None),
         (LinuxNamespaceType::Ipc, None),
     ];
-    if task.network == NetworkMode::None {
-        list.push((LinuxNamespaceType::Network, None));
+    if task.network != NetworkMode::Host {
+        list.push((LinuxNamespaceType::Network, netns.map(Path::to_path_buf)));
     }
     if let Some(pod) = &task.pod {
         for (typ, path) in list.iter_mut() {

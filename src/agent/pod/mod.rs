@@ -105,6 +105,9 @@ pub struct PodRecord {
     /// PID 1 of a shared PID namespace.
     #[serde(default)]
     pub pod_init: Option<ProcessId>,
+    /// Its CNI attachment (IPs, published ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<berth_runtime::state::NetworkStatus>,
     /// Slots by container name.
     pub containers: BTreeMap<String, MemberState>,
 }

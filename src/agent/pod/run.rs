@@ -9,7 +9,7 @@ use std::process::Stdio;
 use berth_runtime::cgroups::ParentLimits;
 use berth_runtime::pod::{PodMember, PodPlan, PodSpec, QosClass};
 use berth_runtime::state::{ProcessId, STATE_VERSION};
-use berth_runtime::task::TaskSpec;
+use berth_runtime::task::{NetworkMode, TaskSpec};
 
 use super::{MemberState, Pod, PodPhase, PodRecord};
 use crate::agent::error::ApiError;
@@ -67,6 +67,7 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         }
     }
     check_fits(node, &plan)?;
+    crate::agent::network::check_ports_free(node, &plan.ports)?;
 
     let cgroup_path = node.settings.qos_cgroup(plan.qos).join(&id);
     let mut containers = BTreeMap::new();
@@ -94,6 +95,7 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         phase: PodPhase::Starting,
         message: None,
         pod_init: None,
+        network: None,
         containers,
         spec,
     };
@@ -220,6 +222,10 @@ async fn make_sandbox(node: &mut Node, id: &str, plan: &PodPlan) -> Result<(), A
     if pod.record.spec.share_process_namespace {
         cmd.arg("--share-pid");
     }
+    let network = crate::agent::network::resolve(&node.settings, &plan.network);
+    if network == NetworkMode::Host {
+        cmd.arg("--host-network");
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -229,11 +235,32 @@ async fn make_sandbox(node: &mut Node, id: &str, plan: &PodPlan) -> Result<(), A
     if let Some(e) = ready.error {
         return Err(ApiError::internal(e));
     }
+    let mut attach = None;
     if let Some(pod) = node.pods.get_mut(id) {
         if ready.pid > 0 {
             pod.record.pod_init = ProcessId::of(ready.pid);
         }
         pod.save()?;
+        if let Some(name) = network.cni() {
+            attach = Some(crate::agent::network::AttachRequest {
+                id: id.to_string(),
+                name: pod.record.name.clone(),
+                network: name.to_string(),
+                netns: pod.dir.join("ns").join("net"),
+                ports: plan.ports.clone(),
+            });
+        }
+    }
+    if let Some(req) = attach {
+        let settings = node.settings.clone();
+        let status =
+            tokio::task::spawn_blocking(move || crate::agent::network::attach(&settings, &req))
+                .await
+                .map_err(ApiError::internal)??;
+        if let Some(pod) = node.pods.get_mut(id) {
+            pod.record.network = Some(status);
+            pod.save()?;
+        }
     }
     Ok(())
 }

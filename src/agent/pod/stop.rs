@@ -133,7 +133,14 @@ pub async fn teardown(node: &mut Node, id: &str) -> bool {
     let init = pod.record.pod_init;
     let cgroup = pod.record.cgroup_path.clone();
     let dir = pod.dir.clone();
+    let settings = node.settings.clone();
+    let pod_id = id.to_string();
     let released = tokio::task::spawn_blocking(move || {
+        // Before the namespace goes (plugins clean up inside it); a DEL that fails is
+        // retried at the next agent start, from the cache.
+        if let Err(e) = crate::agent::network::detach(&settings, &pod_id) {
+            tracing::error!(error = %e.message, "cni DEL of a pod");
+        }
         if let Some(p) = init.filter(|p| p.is_alive()) {
             // Our own pod init (pid and start time recorded).
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
