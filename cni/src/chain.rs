@@ -6,7 +6,7 @@
 //! An ADD that fails part-way is undone by a DEL of the whole chain before the error is
 //! returned, so a failed attachment leaves no veth, lease or firewall rule behind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -147,9 +147,33 @@ impl Cni {
             .as_ref()
             .filter(|_| net.version_at_least("0.4.0"));
         let mut first_error = None;
+        // A namespace that is gone is passed as none at all, which every reference plugin
+        // takes as "release what is outside" (a leftover non-namespace file would make
+        // them fail instead).
+        let netns_gone = !crate::workarounds::is_namespace(Path::new(&entry.netns));
+        let mut call_entry = entry.clone();
+        if netns_gone {
+            call_entry.netns.clear();
+        }
         for i in (0..net.plugins.len()).rev() {
             let conf = plugin_config(&net, i, prev, &entry.capability_args);
-            match plugin::run(net.plugin_type(i), &self.call(Operation::Del, entry), &conf) {
+            match plugin::run(
+                net.plugin_type(i),
+                &self.call(Operation::Del, &call_entry),
+                &conf,
+            ) {
+                Ok(_) if is_masquerading_bridge(&net, i) => {
+                    match crate::workarounds::remove_leftover_masquerade(
+                        &net.name,
+                        &entry.container_id,
+                    ) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rules = n, "removed masquerade rules bridge left"),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(e @ CniError::PluginNotFound { .. }) => {
                     tracing::warn!(error = %e, "cni DEL: skipping a plugin that is not installed");
@@ -201,7 +225,7 @@ impl Cni {
                 &conf,
             ) {
                 Ok(_) => {}
-                Err(e) if !has_ipv6 && is_portmap_ipv6_check_bug(&e) => {
+                Err(e) if !has_ipv6 && crate::workarounds::is_portmap_ipv6_check_bug(&e) => {
                     tracing::debug!(error = %e, "portmap CHECK looked for IPv6 rules of an IPv4-only attachment (plugins#819); ignored");
                 }
                 Err(e) => return Err(e),
@@ -211,12 +235,9 @@ impl Cni {
     }
 }
 
-/// portmap before 1.2.0 (Debian bookworm ships 1.1.1) fails CHECK of every IPv4-only
-/// attachment: it looks for IPv6 NAT chains it never made
-/// (<https://github.com/containernetworking/plugins/issues/819>).
-fn is_portmap_ipv6_check_bug(e: &CniError) -> bool {
-    matches!(e, CniError::Plugin { plugin, msg, .. }
-        if plugin == "portmap" && msg.starts_with("could not check ipv6 dnat"))
+fn is_masquerading_bridge(net: &NetworkConfigList, i: usize) -> bool {
+    net.plugin_type(i) == "bridge"
+        && net.plugins[i].get("ipMasq").and_then(Value::as_bool) == Some(true)
 }
 
 /// The configuration plugin `i` gets on stdin: its own object plus the list's `name` and
@@ -259,7 +280,6 @@ pub fn plugin_config(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
 
     /// A plugin that logs `COMMAND stdin` lines and answers ADD with a result naming itself.
     fn recorder(dir: &Path, name: &str, fail_add: bool) {

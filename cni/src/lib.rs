@@ -21,6 +21,8 @@ pub mod default_network;
 pub mod plugin;
 /// The result of an ADD (interfaces, IPs, routes, DNS), from 0.4.0 and 1.0.0 plugins.
 pub mod result;
+/// Known bugs of Debian's reference plugins, worked around.
+pub mod workarounds;
 
 pub use chain::{Attachment, Cni, PortMapping};
 pub use config::NetworkConfigList;

@@ -17,6 +17,21 @@ pub struct Root {
     pub dir: tempfile::TempDir,
     pub agent: Option<Child>,
     pub cgroup_root: PathBuf,
+    /// With [`Root::with_bridge`]: the default network's bridge and subnet, private to
+    /// this test. Otherwise the agent's default network is `none`.
+    pub bridge: Option<(String, String)>,
+}
+
+/// A bridge name and /24 no other test of this run uses.
+fn unique_bridge() -> (String, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    (
+        format!("bt{}x{n}", pid % 100_000),
+        format!("10.{}.{}.0/24", 210 + pid % 40, n % 256),
+    )
 }
 
 /// The test process's own cgroup (the deepest of its v1 controller paths, or the v2 one).
@@ -55,6 +70,16 @@ impl Root {
     }
 
     pub fn with_agent_args(extra: &[&str]) -> Self {
+        Self::make(extra, None)
+    }
+
+    /// An agent whose default network is Berth's bridge network, on a bridge and subnet
+    /// of this test's own.
+    pub fn with_bridge(extra: &[&str]) -> Self {
+        Self::make(extra, Some(unique_bridge()))
+    }
+
+    fn make(extra: &[&str], bridge: Option<(String, String)>) -> Self {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("berth-test-root-")
@@ -71,6 +96,7 @@ impl Root {
             dir,
             agent: None,
             cgroup_root,
+            bridge,
         };
         root.start_agent(extra);
         root
@@ -88,9 +114,25 @@ impl Root {
             .append(true)
             .open(self.path().join("agent.log"))
             .expect("agent log");
+        let mut net: Vec<String> = Vec::new();
+        if !extra.contains(&"--cni-conf-dir") {
+            net.push("--cni-conf-dir".into());
+            net.push(self.path().join("net.d").display().to_string());
+        }
+        match &self.bridge {
+            Some((name, subnet)) => {
+                net.extend(["--bridge-name".into(), name.clone()]);
+                net.extend(["--bridge-subnet".into(), subnet.clone()]);
+            }
+            None if !extra.contains(&"--default-network") => {
+                net.extend(["--default-network".into(), "none".into()]);
+            }
+            None => {}
+        }
         let child = self
             .cmd_of(exe, &["agent", "--cgroup-root"])
             .arg(&self.cgroup_root)
+            .args(&net)
             .args(extra)
             .env("BERTH_LOG", "info")
             .stdout(Stdio::null())
@@ -318,7 +360,28 @@ impl Drop for Root {
             remove_tree(&d);
         }
         remove_created_parents(&self.cgroup_root);
+        let mut leftover_net = Vec::new();
+        if let Some((bridge, _)) = &self.bridge {
+            leftover_net.extend(bridge_ports(bridge));
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for dir in ["cni/cache", "netns"] {
+            for e in std::fs::read_dir(self.path().join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                leftover_net.push(e.path().display().to_string());
+            }
+        }
         if !std::thread::panicking() {
+            assert!(
+                leftover_net.is_empty(),
+                "network state left behind: {leftover_net:?}"
+            );
             assert!(
                 leftover_mounts.is_empty(),
                 "mounts left behind: {leftover_mounts:?}"
@@ -329,6 +392,42 @@ impl Drop for Root {
             );
         }
     }
+}
+
+/// Interfaces enslaved to `bridge` (veths of attached containers).
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// Every iptables rule (all tables) that mentions `needle`.
+pub fn iptables_rules_with(needle: &str) -> Vec<String> {
+    let out = Command::new("iptables-save")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+/// Leases host-local holds in `dir` (files named after an IP address).
+pub fn leases(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect()
 }
 
 /// Directories below `dir`, deepest first.

@@ -83,6 +83,7 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     for (name, _) in &plan.containers {
         containers.insert(name.clone(), MemberState::default());
     }
+    let spec_name = spec.name.clone();
     let record = PodRecord {
         version: STATE_VERSION,
         id: id.clone(),
@@ -114,7 +115,9 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     node.pods.insert(id.clone(), pod);
     if let Err(e) = make_sandbox(node, &id, &plan).await {
         super::stop::teardown(node, &id).await;
-        return Err(e);
+        node.emit(Event::new("pod", "failed", &id, &spec_name).with("message", &e.message));
+        let message = format!("pod {spec_name} failed to start: {}", e.message);
+        return Err(ApiError { message, ..e });
     }
     if let Some(p) = node.pods.get(&id) {
         let ev = Event::new("pod", "created", &id, &p.record.name).with("qos", p.record.qos);
