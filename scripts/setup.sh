@@ -10,8 +10,10 @@ set -euo pipefail
 # apache2-utils: htpasswd for the basic-auth registry; cmake + gcc + pkg-config: zlib-ng;
 # libseccomp-dev: libcontainer's seccomp filters;
 # umoci: OCI layout tooling; curl: readiness probes; time: peak RSS in benchmarks;
-# python3: small JSON/port helpers in the demo and benchmark; mount: overlayfs in tests.
-PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount)
+# python3: small JSON/port helpers in the demo and benchmark; mount: overlayfs in tests;
+# containernetworking-plugins + iptables + iproute2: pod networking (CNI bridge, portmap);
+# util-linux: nsenter in the network tests.
+PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux)
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(podman runc crun hyperfine e2fsprogs)
 fi

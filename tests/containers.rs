@@ -54,12 +54,29 @@ fn exit_codes_and_bad_input_leave_nothing() {
             "busybox",
             "true",
         ],
-        &["run", "--rm", "--network", "bridge0", "busybox", "true"],
+        &["run", "--rm", "--network", "bridge/0", "busybox", "true"],
+        &[
+            "run",
+            "--rm",
+            "-p",
+            "80",
+            "--network",
+            "host",
+            "busybox",
+            "true",
+        ],
     ] {
         let (code, _, err) = run(&root, bad);
         assert_eq!(code, 125, "{bad:?}: {err}");
         assert!(err.contains("invalid"), "{bad:?}: {err}");
     }
+    // A network no config defines.
+    let (code, _, err) = run(
+        &root,
+        &["run", "--rm", "--network", "nonet", "busybox", "true"],
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("no network named \"nonet\""), "{err}");
     let (code, _, err) = run(&root, &["run", "--rm", "127.0.0.1:1/nope", "true"]);
     assert_ne!(code, 0);
     assert!(err.contains("127.0.0.1:1/nope"), "{err}");

@@ -19,6 +19,8 @@ pub fn is_portmap_ipv6_check_bug(e: &CniError) -> bool {
 pub fn is_namespace(path: &Path) -> bool {
     // "nsfs" as a filesystem magic number.
     const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // f_type is i64 on x86_64 glibc and narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
 }
 

@@ -496,7 +496,7 @@ impl TaskSpec {
             return Err(bad(
                 "--publish",
                 &self.publish[0].to_string(),
-                &format!(
+                format!(
                     "conflicts with --network {}: ports are published on a CNI network",
                     self.network
                 ),
