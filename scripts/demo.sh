@@ -2,7 +2,9 @@
 # The demo, offline and self-contained (root): builds Berth and busybox images from
 # Debian's busybox-static, starts a private docker-registry on 127.0.0.1 and a private
 # Berth agent (own socket, data root and cgroup root), then pulls, imports and runs
-# containers through it: foreground, detached, exec, logs, stats, limits, OOM, stop, rm.
+# containers through it: foreground, detached, exec, logs, stats, limits, OOM, stop, rm;
+# a published port and pods on the default CNI bridge network (the agent's own config dir
+# and bridge here, so the host's /etc/cni/net.d is untouched).
 # Stops the agent and leaves nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ REG_PID=""; AGENT_PID=""
 . scripts/cgroups.sh
 OWN_CG=$(own_cgroup)
 CG_ROOT="${OWN_CG%/}/berth-demo-$$"
+BRIDGE="bdemo$$"; BRIDGE=${BRIDGE:0:15}
 cleanup() {
   set +e
   if [ -n "$AGENT_PID" ]; then
@@ -25,6 +28,7 @@ cleanup() {
     kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
   fi
   [ -n "$REG_PID" ] && kill "$REG_PID" && wait "$REG_PID" 2>/dev/null
+  ip link del "$BRIDGE" 2>/dev/null
   remove_cgroup_tree "$CG_ROOT"
   rm -rf "$WORK"
 }
@@ -50,7 +54,7 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/busybox-oci:late
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/multilayer-oci:latest" "docker://$REG/demo/multilayer:1.0"
 
 echo "== starting a private agent (socket $BERTH_SOCKET, cgroup root $CG_ROOT)"
-"$BIN/berth" agent --cgroup-root "$CG_ROOT" 2>"$WORK/agent.log" &
+"$BIN/berth" agent --cgroup-root "$CG_ROOT" --cni-conf-dir "$WORK/net.d" --bridge-name "$BRIDGE" 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
 
@@ -81,7 +85,18 @@ set -e
 step "$BIN/berth" rm hog
 
 echo
-echo "== a pod: an httpd and a client polling it over the pod's shared localhost"
+echo "== networking: the default bridge network, a published port"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SITE_PORT=$(free_port); POD_PORT=$(free_port)
+step "$BIN/berth" network ls
+step "$BIN/berth" run -d --name site -p "$SITE_PORT:80" "$REG/library/busybox" sh -c 'echo "served by $(hostname) at $(ip -o -4 addr show eth0 | awk "{print \$4}")" > /tmp/index.html; exec httpd -f -p 80 -h /tmp'
+sleep 0.3
+step "$BIN/berth" ps
+step curl -s "http://127.0.0.1:$SITE_PORT/"
+step "$BIN/berth" rm -f site
+
+echo
+echo "== a pod: an httpd and a client polling it over the pod's shared localhost; the httpd's port published"
 cat > "$WORK/web.yaml" <<YAML
 name: web
 volumes:
@@ -91,6 +106,7 @@ containers:
     image: $REG/library/busybox
     command: [sh, -c, "echo 'hello from the httpd container' > /www/index.html; exec httpd -f -p 8080 -h /www"]
     volumeMounts: [{name: shared, mountPath: /www}]
+    ports: [{containerPort: 8080, hostPort: $POD_PORT}]
     resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 500m, memory: 32Mi}}
     livenessProbe: {httpGet: {path: /index.html, port: 8080}, periodSeconds: 1}
   - name: client
@@ -105,6 +121,15 @@ step "$BIN/berth" pod ls
 step "$BIN/berth" ps
 step "$BIN/berth" logs --tail 2 web_client
 step "$BIN/berth" stats web_httpd
+step curl -s "http://127.0.0.1:$POD_PORT/"
+WEB_IP=$("$BIN/berth" pod inspect web | python3 -c 'import json,sys; print(json.load(sys.stdin)["record"]["network"]["ips"][0])')
+echo "(a second pod reaches web by its IP, $WEB_IP, across the bridge)"
+printf 'name: peer\nrestartPolicy: Never\ncontainers:\n  - {name: get, image: %s, command: [wget, -q, -O, -, "http://%s:8080/"]}\n' "$REG/library/busybox" "$WEB_IP" > "$WORK/peer.yaml"
+step "$BIN/berth" pod run "$WORK/peer.yaml"
+sleep 0.5
+step "$BIN/berth" logs peer_get
+step "$BIN/berth" network check web
+step "$BIN/berth" pod rm -f peer
 step "$BIN/berth" events --since 1m --until 0s --filter pod=web
 step "$BIN/berth" pod stop -t 1 web
 step "$BIN/berth" pod rm web

@@ -5,7 +5,7 @@
 #      `network: none`: the networking overhead of a pod start;
 #   2. end to end: `berth run --rm --network berth busybox true` vs `--network none`, and
 #      `podman run --rm --network bridge` of the same image (podman's own default network
-#      backend) vs `podman run --rm --network none`.
+#      backend, runc: crun refuses this hybrid cgroup layout) vs `podman run --rm --network none`.
 #
 #   sudo integration/bench/net.sh [RUNS]          (default 30 runs per command)
 #
@@ -32,7 +32,7 @@ SUBNET="10.99.$(( $$ % 200 )).0/24"
 export BERTH_SOCKET="$WORK/b.sock" BERTH_ROOT="$WORK/root" BERTH_CONFIG=/nonexistent
 P=(podman --root "$WORK/podroot" --runroot "$WORK/podrun" --cgroup-manager cgroupfs
    --events-backend file --storage-driver overlay --tmpdir "$WORK/podtmp")
-PODRUN=(--rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+PODRUN=(--rm --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
         --cgroups=no-conmon --cgroup-parent="$CG/podman")
 # podman's bridges, if this run is what creates them, go at the end.
 PODMAN_BRIDGES=()
@@ -81,6 +81,9 @@ hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/pod.json" \
   >/dev/null 2>"$WORK/hf1.err" || { cat "$WORK/hf1.err" >&2; exit 1; }
 
 echo "== 2. run --rm true ($RUNS runs each)"
+# Each once first, with its output: a command that fails says why here.
+for net in berth none; do "$BERTH" run --rm --network "$net" busybox true; done
+for net in bridge none; do "${P[@]}" run "${PODRUN[@]}" --network "$net" "$IMG" true; done
 hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/run.json" \
   -n "berth run --network berth" "$BERTH run --rm --network berth busybox true" \
   -n "berth run --network none" "$BERTH run --rm --network none busybox true" \

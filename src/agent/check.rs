@@ -99,7 +99,7 @@ fn items(root: &Path) -> Vec<Item> {
         Err(e) => out.push(item("own cgroup", false, true, e.to_string())),
     }
     let cni = ["/opt/cni/bin", "/usr/lib/cni"];
-    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+    for plugin in ["bridge", "host-local", "loopback", "portmap", "firewall"] {
         let found = find_binary(plugin, &cni);
         out.push(item(
             "CNI plugin",
