@@ -521,3 +521,59 @@ fn host_network_and_none_pods() {
         "{err}"
     );
 }
+
+#[test]
+fn a_0_4_0_single_plugin_network_attaches_checks_and_deletes() {
+    let root = Root::with_bridge(&[]);
+    import(&root);
+    let (bridge, subnet) = root.bridge.clone().unwrap();
+    // Same bridge, another /24 (the bridge takes a second gateway address).
+    let mut octets: Vec<u32> = subnet
+        .split(['.', '/'])
+        .map(|p| p.parse().unwrap())
+        .collect();
+    octets[2] = (octets[2] + 128) % 256;
+    let old_subnet = format!("10.{}.{}.0/24", octets[1], octets[2]);
+    let ipam = root.path().join("old-ipam");
+    std::fs::write(
+        root.path().join("net.d/30-old.conf"),
+        format!(
+            r#"{{"cniVersion":"0.4.0","name":"old","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,
+                "ipam":{{"type":"host-local","dataDir":"{}","subnet":"{old_subnet}"}}}}"#,
+            ipam.display()
+        ),
+    )
+    .unwrap();
+    let nets = root.ok(&["network", "ls"]);
+    assert!(nets.contains("old") && nets.contains("0.4.0"), "{nets}");
+    let id = root
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "o",
+            "--network",
+            "old",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let ip = ip_of_container(&root, "o");
+    let prefix = old_subnet.rsplit_once('.').unwrap().0;
+    assert!(ip.starts_with(prefix), "{ip} in {old_subnet}");
+    let inside = root.ok(&["exec", "o", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(inside.contains(&ip), "{inside}");
+    assert!(root.ok(&["network", "check", "o"]).contains("ok (old)"));
+    assert_eq!(leases(&ipam.join("old")).len(), 1);
+    assert!(!iptables_rules_with(&id).is_empty());
+    root.ok(&["rm", "-f", "o"]);
+    assert!(leases(&ipam.join("old")).is_empty());
+    assert!(
+        iptables_rules_with(&id).is_empty(),
+        "{:?}",
+        iptables_rules_with(&id)
+    );
+    assert!(bridge_ports(&bridge).is_empty());
+}

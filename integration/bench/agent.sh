@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_agent() {
-  "$BERTH" agent --cgroup-root "$CG/berth" 2>>"$WORK/agent.log" &
+  "$BERTH" agent --cgroup-root "$CG/berth" --default-network none --cni-conf-dir "$WORK/net.d" 2>>"$WORK/agent.log" &
   AGENT_PID=$!
 }
 

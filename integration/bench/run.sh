@@ -55,7 +55,7 @@ echo "== building berth (release) and the busybox image"
 (cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
 BERTH="$REPO/target/release/berth"
 "$REPO/target/release/berth-fixture" all "$WORK/fixtures" >/dev/null
-"$BERTH" agent --root "$WORK/root" --cgroup-root "$CG/berth" 2>"$WORK/agent.log" &
+"$BERTH" agent --root "$WORK/root" --cgroup-root "$CG/berth" --default-network none --cni-conf-dir "$WORK/net.d" 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
 "$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null

@@ -425,11 +425,36 @@ mod tests {
             ("name: a\ncontainers: []\n", "containers"),
             ("name: a\ncontainers:\n- {name: c, image: b, livenessProbe: {periodSeconds: 1}}\n", "containers[0].livenessProbe"),
             ("name: a\nbogus: 1\ncontainers: []\n", "spec"),
+            ("name: a\nhostNetwork: true\nnetwork: n\ncontainers:\n- {name: c, image: b}\n", "network"),
+            ("name: a\nnetwork: 'a b'\ncontainers:\n- {name: c, image: b}\n", "network"),
+            ("name: a\nnetwork: none\ncontainers:\n- {name: c, image: b, ports: [{containerPort: 1, hostPort: 2}]}\n", "containers[0].ports[0].hostPort"),
+            ("name: a\ncontainers:\n- {name: c, image: b, ports: [{containerPort: 0}]}\n", "containers[0].ports[0].containerPort"),
+            ("name: a\ncontainers:\n- {name: c, image: b, ports: [{containerPort: 1, protocol: ICMP}]}\n", "containers[0].ports[0].protocol"),
+            ("name: a\ncontainers:\n- {name: c, image: b, ports: [{containerPort: 1, hostPort: 2, hostIP: x}]}\n", "containers[0].ports[0].hostIP"),
+            ("name: a\ncontainers:\n- {name: c, image: b, ports: [{containerPort: 1, hostPort: 2}]}\n- {name: d, image: b, ports: [{containerPort: 3, hostPort: 2}]}\n", "containers[1].ports[0].hostPort"),
         ];
         for (yaml, field) in cases {
             let e = plan_of(yaml).unwrap_err();
             assert_eq!(e.field, field, "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn networks_and_published_ports() {
+        let p = plan_of("name: a\ncontainers:\n- {name: c, image: b, ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 53, hostPort: 53, protocol: UDP}, {containerPort: 9}]}\n").unwrap();
+        assert_eq!(p.network, NetworkMode::Cni("default".into()));
+        let ports: Vec<String> = p.ports.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ports, ["0.0.0.0:8080->80/tcp", "0.0.0.0:53->53/udp"]);
+        // Members join the sandbox's namespace (None here), or the host's.
+        assert_eq!(p.containers[0].1.network, NetworkMode::None);
+        let h =
+            plan_of("name: a\nhostNetwork: true\ncontainers:\n- {name: c, image: b}\n").unwrap();
+        assert_eq!(h.network, NetworkMode::Host);
+        assert_eq!(h.containers[0].1.network, NetworkMode::Host);
+        let n = plan_of("name: a\nnetwork: none\ncontainers:\n- {name: c, image: b}\n").unwrap();
+        assert_eq!(n.network, NetworkMode::None);
+        let m = plan_of("name: a\nnetwork: mynet\ncontainers:\n- {name: c, image: b}\n").unwrap();
+        assert_eq!(m.network, NetworkMode::Cni("mynet".into()));
     }
 
     #[test]
