@@ -326,9 +326,33 @@ echo $$ >> {}; exec sleep 600"#,
             ),
         );
         let began = Instant::now();
-        let err = root.fails(&["pod", "run", &spec]);
+        let err = if network == "hanging" {
+            // While a plugin hangs the agent keeps serving, and the pod being set up
+            // cannot be removed under the plugin's feet.
+            let pending = root
+                .cmd(&["pod", "run", &spec])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            wait_for("the hanging plugin", || pids.exists());
+            let asked = Instant::now();
+            assert!(root.ok(&["pod", "ls"]).contains("p-hanging"));
+            root.ok(&["ps"]);
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                asked.elapsed()
+            );
+            let busy = root.fails(&["pod", "rm", "-f", "p-hanging"]);
+            assert!(busy.contains("still being set up"), "{busy}");
+            let out = pending.wait_with_output().unwrap();
+            assert!(!out.status.success());
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        } else {
+            root.fails(&["pod", "run", &spec])
+        };
         assert!(
-            err.contains(&format!("pod p-{network} failed to start")) || err.contains(want),
+            err.contains(&format!("pod p-{network} failed to start")),
             "{network}: {err}"
         );
         assert!(err.contains(want), "{network}: {err}");

@@ -30,7 +30,18 @@ pub fn new_id() -> Result<String, ApiError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub async fn create(node: &mut Node, mut task: TaskSpec) -> Result<Created, ApiError> {
+/// Creates a container that needs no network of its own (a pod's, `none`, `host`).
+pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError> {
+    create_with(node, task, None).await
+}
+
+/// Creates a container; `attached` is the id and network status of one whose network
+/// namespace was made and attached first. The caller releases that network on failure.
+pub async fn create_with(
+    node: &mut Node,
+    mut task: TaskSpec,
+    attached: Option<(String, berth_runtime::state::NetworkStatus)>,
+) -> Result<Created, ApiError> {
     let began = std::time::Instant::now();
     task.network = super::network::resolve(&node.settings, &task.network);
     task.validate()
@@ -45,7 +56,10 @@ pub async fn create(node: &mut Node, mut task: TaskSpec) -> Result<Created, ApiE
         .ok_or_else(|| {
             ApiError::not_found(format!("no such image: {}", task.image)).with_exit_code(125)
         })?;
-    let id = new_id()?;
+    let (id, attached) = match attached {
+        Some((id, status)) => (id, Some(status)),
+        None => (new_id()?, None),
+    };
     let name = match &task.name {
         Some(n) => {
             if node.containers.values().any(|c| &c.record.name == n) {
@@ -105,46 +119,24 @@ pub async fn create(node: &mut Node, mut task: TaskSpec) -> Result<Created, ApiE
         stopped_by_operator: false,
         network: None,
     };
-    // A pod's members share its network; a lone container on a CNI network is attached
-    // to a namespace of its own before anything else is made.
+    // A pod's members share its network; a lone container on a CNI network was attached
+    // to a namespace of its own before (`create_networked.rs`).
     let mut netns = None;
     if let Some(member) = &task.pod {
         record.network = node
             .pods
             .get(&member.pod_id)
             .and_then(|p| p.record.network.clone());
-    } else if let Some(network) = task.network.cni() {
-        super::network::check_ports_free(node, &task.publish)?;
-        let path = super::network::make_netns(&settings, &id).await?;
-        let req = super::network::AttachRequest {
-            id: id.clone(),
-            name: name.clone(),
-            network: network.to_string(),
-            netns: path.clone(),
-            ports: task.publish.clone(),
-        };
-        let s = settings.clone();
-        let attached = tokio::task::spawn_blocking(move || super::network::attach(&s, &req))
-            .await
-            .map_err(ApiError::internal)
-            .and_then(|r| r);
-        match attached {
-            Ok(status) => {
-                record.network = Some(status);
-                netns = Some(path);
-            }
-            Err(e) => {
-                let (s, id) = (settings.clone(), id.clone());
-                let _ =
-                    tokio::task::spawn_blocking(move || super::network::release_container(&s, &id))
-                        .await;
-                return Err(e);
-            }
-        }
+    } else if let Some(status) = attached {
+        record.network = Some(status);
+        netns = Some(super::network::netns_dir(&settings, &id).join("net"));
+    } else if task.network.cni().is_some() {
+        return Err(ApiError::internal(
+            "a container on a CNI network is created once its network is attached",
+        ));
     }
 
     // Filesystem work off the async threads; undone as a whole on failure.
-    let attached = netns.is_some();
     let prepared = {
         let (dir, settings, record_in, config) = (
             dir.clone(),
@@ -158,9 +150,6 @@ pub async fn create(node: &mut Node, mut task: TaskSpec) -> Result<Created, ApiE
             );
             if r.is_err() {
                 rollback(&dir, &settings.store, &cgroup_path);
-                if attached {
-                    super::network::release_container(&settings, &id_of(&dir));
-                }
             }
             r
         })
@@ -175,13 +164,8 @@ pub async fn create(node: &mut Node, mut task: TaskSpec) -> Result<Created, ApiE
         Ok(r) => r,
         Err(e) => {
             let (dir2, settings2, cg) = (dir.clone(), settings.clone(), record.cgroup_path.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                rollback(&dir2, &settings2.store, &cg);
-                if attached {
-                    super::network::release_container(&settings2, &id_of(&dir2));
-                }
-            })
-            .await;
+            let _ =
+                tokio::task::spawn_blocking(move || rollback(&dir2, &settings2.store, &cg)).await;
             return Err(e);
         }
     };

@@ -11,6 +11,7 @@
 
 pub mod check;
 mod create;
+mod create_networked;
 mod disk;
 mod error;
 pub mod events;

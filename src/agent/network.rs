@@ -258,15 +258,26 @@ pub fn list(settings: &Settings) -> Vec<NetworkInfo> {
 
 /// Refuses host ports another pod or container of this node already publishes.
 pub fn check_ports_free(node: &Node, ports: &[PublishedPort]) -> Result<(), ApiError> {
-    let taken = node
+    // Attached containers, containers being attached, and every pod's hostPorts (from
+    // its spec: a pod being set up has no attachment yet; a stopped one keeps its own).
+    let mut taken: HashSet<(u16, String)> = node
         .containers
         .values()
         .filter_map(|c| c.record.network.as_ref())
-        .chain(node.pods.values().filter_map(|p| p.record.network.as_ref()))
-        .flat_map(|s| s.ports.iter());
-    let taken: HashSet<(u16, &str)> = taken.map(|p| (p.host_port, p.protocol.as_str())).collect();
+        .flat_map(|s| s.ports.iter())
+        .chain(node.pending_ports.values().flatten())
+        .map(|p| (p.host_port, p.protocol.clone()))
+        .collect();
+    for pod in node.pods.values() {
+        for c in &pod.record.spec.containers {
+            for p in c.ports.iter().filter(|p| p.host_port.is_some()) {
+                let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+                taken.insert((p.host_port.unwrap_or_default(), proto));
+            }
+        }
+    }
     for p in ports {
-        if taken.contains(&(p.host_port, p.protocol.as_str())) {
+        if taken.contains(&(p.host_port, p.protocol.clone())) {
             return Err(ApiError::conflict(format!(
                 "host port {}/{} is already published by another container or pod",
                 p.host_port, p.protocol

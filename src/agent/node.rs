@@ -84,6 +84,26 @@ pub enum Action {
         /// The ended instance.
         previous: String,
     },
+    /// A pod's sandbox task finished (`pod/sandbox.rs`).
+    SandboxReady {
+        /// Pod id.
+        pod: String,
+        /// What it made.
+        made: super::pod::sandbox::SandboxMade,
+        /// Why it stopped short.
+        error: Option<ApiError>,
+    },
+    /// The network of a container being created is attached (or failed).
+    NetworkReady {
+        /// The new container's id.
+        id: String,
+        /// Its task.
+        task: Box<berth_runtime::task::TaskSpec>,
+        /// The attachment.
+        result: Result<berth_runtime::state::NetworkStatus, ApiError>,
+        /// The `create` caller.
+        reply: Reply<Created>,
+    },
     /// The CNI networks of the config dir.
     ListNetworks(Reply<Vec<super::network::NetworkInfo>>),
     /// CNI CHECK of a pod's or container's network (name, id or prefix of either).
@@ -219,6 +239,8 @@ pub struct Node {
     pub ticks: u64,
     /// Own sender, for tasks reporting back.
     pub tx: mpsc::Sender<Action>,
+    /// Host ports of containers whose network is being attached (not in `containers` yet).
+    pub pending_ports: HashMap<String, Vec<berth_runtime::task::PublishedPort>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -249,6 +271,7 @@ impl Node {
             gc_running: false,
             ticks: 0,
             tx,
+            pending_ports: HashMap::new(),
         };
         let dir = node.settings.containers_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -360,10 +383,7 @@ impl Node {
             Action::RemoveImage(req, r) => super::images::remove(self, req, r),
             Action::Prune(r) => super::images::prune(self, r),
             Action::Rootfs(req, r) => super::images::rootfs(self, req, r),
-            Action::Create(task, r) => {
-                let result = super::create::create(self, *task).await;
-                let _ = r.send(result);
-            }
+            Action::Create(task, r) => super::create_networked::request(self, *task, r).await,
             Action::Start(id, r) => {
                 let result = super::start::start(self, &id).await;
                 let _ = r.send(result);
@@ -443,6 +463,15 @@ impl Node {
                 name,
                 previous,
             } => super::pod::restart_member(self, &pod, &name, &previous).await,
+            Action::SandboxReady { pod, made, error } => {
+                super::pod::sandbox::on_ready(self, &pod, made, error).await
+            }
+            Action::NetworkReady {
+                id,
+                task,
+                result,
+                reply,
+            } => super::create_networked::on_ready(self, id, *task, result, reply).await,
             Action::ListNetworks(r) => {
                 let settings = self.settings.clone();
                 tokio::spawn(async move {

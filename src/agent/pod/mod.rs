@@ -1,7 +1,8 @@
 //! Pods in the agent: co-located containers sharing the sandbox's network, IPC and UTS (and
 //! optionally PID) namespaces, one parent cgroup with the pod's totals, pod volumes, init
 //! containers, restart policy with back-off. The owner task holds every [`Pod`]; one file
-//! per verb: `run` (admission, sandbox, init containers, start together or roll back),
+//! per verb: `run` (admission, init containers, start together or roll back), `sandbox`
+//! (cgroup, volumes, namespaces, network: off the owner task),
 //! `restart` (exits, back-off), `stop` (stop, remove, tear down).
 //!
 //! On disk, per pod (`<root>/pods/<id>/`):
@@ -13,6 +14,7 @@
 
 mod restart;
 mod run;
+pub mod sandbox;
 mod stop;
 
 use std::collections::BTreeMap;
@@ -121,6 +123,8 @@ pub struct Pod {
     pub dir: PathBuf,
     /// The `pod run` caller, answered once started or failed.
     pub pending: Option<Reply<PodInfo>>,
+    /// Its sandbox task is running (`sandbox.rs`): not to be stopped or removed yet.
+    pub setting_up: bool,
 }
 
 impl Pod {
@@ -203,6 +207,7 @@ pub fn recover(node: &mut Node) -> (Vec<String>, Vec<String>) {
                 record,
                 dir,
                 pending: None,
+                setting_up: false,
             },
         );
     }

@@ -1,15 +1,13 @@
-//! `pod run`: check and admit, record the pod as starting, make its cgroup, volumes and
-//! sandbox, run the init containers one by one (each to a zero exit), then create every app
+//! `pod run`: check and admit, record the pod as starting, have its cgroup, volumes,
+//! namespaces and network made (`sandbox.rs`), run the init containers one by one (each to a zero exit), then create every app
 //! container and start them together. Any failure tears the whole pod down.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 
-use berth_runtime::cgroups::ParentLimits;
 use berth_runtime::pod::{PodMember, PodPlan, PodSpec, QosClass};
-use berth_runtime::state::{ProcessId, STATE_VERSION};
-use berth_runtime::task::{NetworkMode, TaskSpec};
+use berth_runtime::state::STATE_VERSION;
+use berth_runtime::task::TaskSpec;
 
 use super::{MemberState, Pod, PodPhase, PodRecord};
 use crate::agent::error::ApiError;
@@ -31,7 +29,6 @@ pub async fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
             if let Some(pod) = node.pods.get_mut(&id) {
                 pod.pending = Some(reply);
             }
-            advance(node, &id).await;
         }
         Err(e) => {
             let _ = reply.send(Err(e));
@@ -39,7 +36,7 @@ pub async fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
     }
 }
 
-/// Checks, admits and makes the sandbox; the pod is recorded as starting.
+/// Checks and admits; the pod is recorded as starting and its sandbox is being made.
 async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     let id = crate::agent::create::new_id()?;
     let dir = node.settings.pods_dir().join(&id);
@@ -83,7 +80,6 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     for (name, _) in &plan.containers {
         containers.insert(name.clone(), MemberState::default());
     }
-    let spec_name = spec.name.clone();
     let record = PodRecord {
         version: STATE_VERSION,
         id: id.clone(),
@@ -106,6 +102,7 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         record,
         dir: dir.clone(),
         pending: None,
+        setting_up: false,
     };
     // Recorded before anything exists on the host: a crash from here on is cleaned up.
     if let Err(e) = pod.save() {
@@ -113,16 +110,9 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         return Err(e);
     }
     node.pods.insert(id.clone(), pod);
-    if let Err(e) = make_sandbox(node, &id, &plan).await {
-        super::stop::teardown(node, &id).await;
-        node.emit(Event::new("pod", "failed", &id, &spec_name).with("message", &e.message));
-        let message = format!("pod {spec_name} failed to start: {}", e.message);
-        return Err(ApiError { message, ..e });
-    }
-    if let Some(p) = node.pods.get(&id) {
-        let ev = Event::new("pod", "created", &id, &p.record.name).with("qos", p.record.qos);
-        node.emit(ev);
-    }
+    // Cgroup, volumes, namespaces and the CNI ADD are made off the owner task (plugins
+    // may take up to their timeout); the owner goes on with `SandboxReady`.
+    super::sandbox::start(node, &id, &plan);
     Ok(id)
 }
 
@@ -156,114 +146,6 @@ fn check_fits(node: &Node, plan: &PodPlan) -> Result<(), ApiError> {
             mem_alloc.saturating_sub(mem_used),
             mem_alloc
         )));
-    }
-    Ok(())
-}
-
-/// Pod cgroup with the pod's totals, `emptyDir` volumes, namespaces.
-async fn make_sandbox(node: &mut Node, id: &str, plan: &PodPlan) -> Result<(), ApiError> {
-    let Some(pod) = node.pods.get(id) else {
-        return Err(ApiError::internal("pod vanished"));
-    };
-    let limits = ParentLimits {
-        cpu_shares: Some(if plan.qos == QosClass::BestEffort {
-            2
-        } else {
-            (plan.requests.0 * 1024 / 1000).max(2)
-        }),
-        cpus: plan.limits.0,
-        memory: plan.limits.1,
-    };
-    let cgroup = pod.record.cgroup_path.clone();
-    let dir = pod.dir.clone();
-    // (name, Some(size) for a Memory volume's tmpfs | None for a plain dir)
-    let mut volumes: Vec<(String, Option<Option<i64>>)> = Vec::new();
-    for v in &pod.record.spec.volumes {
-        let Some(e) = &v.empty_dir else {
-            continue;
-        };
-        let memory = e.medium.as_deref() == Some("Memory");
-        let size = e
-            .size_limit
-            .as_ref()
-            .and_then(|q| berth_runtime::pod::parse_memory("sizeLimit", q).ok());
-        volumes.push((v.name.clone(), memory.then_some(size)));
-    }
-    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        berth_runtime::cgroups::ensure_parent(&cgroup, &limits).map_err(ApiError::internal)?;
-        for (name, memory) in volumes {
-            use std::os::unix::fs::PermissionsExt;
-            let path = dir.join("volumes").join(name);
-            match memory {
-                Some(size) => berth_runtime::sandbox::mount_memory_volume(&path, size)
-                    .map_err(ApiError::internal)?,
-                None => std::fs::create_dir_all(&path)
-                    .and_then(|()| {
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
-                    })
-                    .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?,
-            }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(ApiError::internal)??;
-
-    let hostname = pod
-        .record
-        .spec
-        .hostname
-        .clone()
-        .unwrap_or_else(|| pod.record.name.clone());
-    let mut cmd = tokio::process::Command::new(&node.settings.exe);
-    cmd.arg("shim")
-        .arg("sandbox")
-        .arg("--dir")
-        .arg(pod.dir.join("ns"))
-        .arg("--hostname")
-        .arg(&hostname);
-    if pod.record.spec.share_process_namespace {
-        cmd.arg("--share-pid");
-    }
-    let network = crate::agent::network::resolve(&node.settings, &plan.network);
-    if network == NetworkMode::Host {
-        cmd.arg("--host-network");
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(false);
-    let (mut child, ready) = crate::agent::create::start_and_read_ready(cmd).await?;
-    let _ = child.wait().await;
-    if let Some(e) = ready.error {
-        return Err(ApiError::internal(e));
-    }
-    let mut attach = None;
-    if let Some(pod) = node.pods.get_mut(id) {
-        if ready.pid > 0 {
-            pod.record.pod_init = ProcessId::of(ready.pid);
-        }
-        pod.save()?;
-        if let Some(name) = network.cni() {
-            attach = Some(crate::agent::network::AttachRequest {
-                id: id.to_string(),
-                name: pod.record.name.clone(),
-                network: name.to_string(),
-                netns: pod.dir.join("ns").join("net"),
-                ports: plan.ports.clone(),
-            });
-        }
-    }
-    if let Some(req) = attach {
-        let settings = node.settings.clone();
-        let status =
-            tokio::task::spawn_blocking(move || crate::agent::network::attach(&settings, &req))
-                .await
-                .map_err(ApiError::internal)??;
-        if let Some(pod) = node.pods.get_mut(id) {
-            pod.record.network = Some(status);
-            pod.save()?;
-        }
     }
     Ok(())
 }

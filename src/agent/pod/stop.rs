@@ -14,7 +14,10 @@ use crate::agent::node::{Action, Node, Reply};
 
 /// Stops every container; the reply comes once all have exited.
 pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
-    let id = match super::resolve(node, key) {
+    let id = match super::resolve(node, key).and_then(|id| {
+        refuse_while_setting_up(node, &id, key)?;
+        Ok(id)
+    }) {
         Ok(id) => id,
         Err(e) => {
             let _ = reply.send(Err(e));
@@ -74,6 +77,7 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
 /// Removes a pod (`force`: running containers too).
 pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiError> {
     let id = super::resolve(node, key)?;
+    refuse_while_setting_up(node, &id, key)?;
     let running = members(node, &id).iter().any(|cid| {
         node.containers
             .get(cid)
@@ -95,6 +99,17 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
         )));
     }
     node.emit(Event::new("pod", "removed", &id, &name));
+    Ok(())
+}
+
+/// A pod whose sandbox task runs cannot be stopped or removed until it reports (at most
+/// the plugins' timeouts): it would tear down what the task is still making.
+fn refuse_while_setting_up(node: &Node, id: &str, key: &str) -> Result<(), ApiError> {
+    if node.pods.get(id).is_some_and(|p| p.setting_up) {
+        return Err(ApiError::conflict(format!(
+            "pod {key} is still being set up (namespaces, network); retry once it started or failed"
+        )));
+    }
     Ok(())
 }
 

@@ -1,0 +1,108 @@
+//! Creating a container on a CNI network in two steps, so the owner task never waits on
+//! plugins (each may take up to its timeout): quick checks, then a task makes the network
+//! namespace and runs the chain's ADD, then `Action::NetworkReady` brings the owner back
+//! to create the container in it (`create::create_with`). Its host ports are held in
+//! `Node::pending_ports` meanwhile, so two creates cannot publish the same port. Anything
+//! that fails after the ADD DELs it again.
+
+use berth_runtime::state::NetworkStatus;
+use berth_runtime::task::TaskSpec;
+
+use super::error::ApiError;
+use super::network::{self, AttachRequest};
+use super::node::{Action, Node, Reply};
+use crate::api::Created;
+
+/// `POST /v1/containers`: containers without a network of their own are created at once.
+pub async fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
+    task.network = network::resolve(&node.settings, &task.network);
+    let Some(net) = task
+        .network
+        .cni()
+        .filter(|_| task.pod.is_none())
+        .map(str::to_string)
+    else {
+        let _ = reply.send(super::create::create(node, task).await);
+        return;
+    };
+    let id = match precheck(node, &task).and_then(|()| super::create::new_id()) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    node.pending_ports.insert(id.clone(), task.publish.clone());
+    let name = task
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("berth-{}", &id[..12]));
+    let (settings, tx) = (node.settings.clone(), node.tx.clone());
+    tokio::spawn(async move {
+        let result = async {
+            let netns = network::make_netns(&settings, &id).await?;
+            let req = AttachRequest {
+                id: id.clone(),
+                name,
+                network: net,
+                netns,
+                ports: task.publish.clone(),
+            };
+            let s = settings.clone();
+            tokio::task::spawn_blocking(move || network::attach(&s, &req))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        .await;
+        if result.is_err() {
+            // The ADD undid itself; the namespace is left.
+            let (s, id) = (settings.clone(), id.clone());
+            let _ = tokio::task::spawn_blocking(move || network::release_container(&s, &id)).await;
+        }
+        // Gone only if the agent is stopping: the next start DELs the orphan.
+        let _ = tx
+            .send(Action::NetworkReady {
+                id,
+                task: Box::new(task),
+                result,
+                reply,
+            })
+            .await;
+    });
+}
+
+/// What can be refused before anything is made.
+fn precheck(node: &Node, task: &TaskSpec) -> Result<(), ApiError> {
+    task.validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
+    if let Some(n) = &task.name {
+        if node.containers.values().any(|c| &c.record.name == n) {
+            return Err(
+                ApiError::conflict(format!("the container name {n:?} is already in use"))
+                    .with_exit_code(125),
+            );
+        }
+    }
+    network::check_ports_free(node, &task.publish)
+}
+
+/// The attachment is done: create the container in it, or DEL it if that fails.
+pub async fn on_ready(
+    node: &mut Node,
+    id: String,
+    task: TaskSpec,
+    result: Result<NetworkStatus, ApiError>,
+    reply: Reply<Created>,
+) {
+    node.pending_ports.remove(&id);
+    let created = match result {
+        Ok(status) => super::create::create_with(node, task, Some((id.clone(), status))).await,
+        Err(e) => Err(e),
+    };
+    if created.is_err() {
+        let settings = node.settings.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || network::release_container(&settings, &id)).await;
+    }
+    let _ = reply.send(created);
+}
