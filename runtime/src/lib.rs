@@ -10,6 +10,8 @@ pub mod cgroups;
 pub mod health;
 /// Container logs in the CRI format with size rotation, tail and follow.
 pub mod logs;
+/// Network modes (`none`, `host`, CNI networks) and published ports of tasks and pods.
+pub mod network;
 /// Pod specs (JSON/YAML, kubelet field names), checks naming the field, QoS classes.
 pub mod pod;
 /// The overlayfs rootfs over layer snapshots (copy fallback), mount and unmount.

@@ -9,6 +9,7 @@
 //! session, and a pod init per pod with a shared PID namespace; they outlive the agent, so
 //! SIGTERM (or `kill -9`) stops the agent and leaves containers running.
 
+mod actions;
 pub mod check;
 mod create;
 mod create_networked;

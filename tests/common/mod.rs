@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub use berth_integration::require_root;
 
+mod net;
+pub use net::{bridge_ports, iptables_rules_with, leases, unique_bridge};
+
 /// A private agent: its own data root, socket and cgroup root (below this test process's
 /// own cgroup). At drop every container is removed, the agent stopped, its cgroups removed,
 /// and the test fails if a mount or cgroup of it is left.
@@ -20,18 +23,6 @@ pub struct Root {
     /// With [`Root::with_bridge`]: the default network's bridge and subnet, private to
     /// this test. Otherwise the agent's default network is `none`.
     pub bridge: Option<(String, String)>,
-}
-
-/// A bridge name and /24 no other test of this run uses.
-fn unique_bridge() -> (String, String) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let pid = std::process::id();
-    (
-        format!("bt{}x{n}", pid % 100_000),
-        format!("10.{}.{}.0/24", 210 + pid % 40, n % 256),
-    )
 }
 
 /// The test process's own cgroup (the deepest of its v1 controller paths, or the v2 one).
@@ -392,42 +383,6 @@ impl Drop for Root {
             );
         }
     }
-}
-
-/// Interfaces enslaved to `bridge` (veths of attached containers).
-pub fn bridge_ports(bridge: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show", "master", bridge])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect()
-}
-
-/// Every iptables rule (all tables) that mentions `needle`.
-pub fn iptables_rules_with(needle: &str) -> Vec<String> {
-    let out = Command::new("iptables-save")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .filter(|l| l.contains(needle))
-        .map(String::from)
-        .collect()
-}
-
-/// Leases host-local holds in `dir` (files named after an IP address).
-pub fn leases(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-        .collect()
 }
 
 /// Directories below `dir`, deepest first.

@@ -1,0 +1,134 @@
+//! The actions the API (and the owner's own tasks) send the node owner: one variant per
+//! request or report, each with the reply channel its caller waits on.
+
+use berth_runtime::state::NetworkStatus;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::ApiError;
+use super::node::Handle;
+use crate::api::{ContainerInfo, Created, ExecRequest, ImportQuery, ProgressLine, PullRequest};
+
+/// Reply channel of an action.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// Everything the API can ask of the node.
+#[derive(Debug)]
+pub enum Action {
+    /// Pull an image; progress goes to `lines`.
+    Pull(PullRequest, mpsc::Sender<ProgressLine>),
+    /// Import an archive or layout.
+    Import(ImportQuery, mpsc::Sender<ProgressLine>),
+    /// Image list.
+    ListImages(Reply<Vec<berth_images::store::metadata::ImageRecord>>),
+    /// Image inspect.
+    InspectImage(String, Reply<serde_json::Value>),
+    /// Image removal.
+    RemoveImage(
+        crate::api::RemoveImageRequest,
+        Reply<crate::api::RemoveImageResponse>,
+    ),
+    /// Image GC.
+    Prune(Reply<berth_images::gc::GcReport>),
+    /// Flattened rootfs copy.
+    Rootfs(crate::api::RootfsRequest, Reply<()>),
+    /// Create a container (its init waits for start).
+    Create(Box<berth_runtime::task::TaskSpec>, Reply<Created>),
+    /// Start a created container.
+    Start(String, Reply<i32>),
+    /// An attach client started the container.
+    MarkStarted(String, Reply<()>),
+    /// Look a container up (id, name or unique prefix).
+    Resolve(String, Reply<Handle>),
+    /// All containers.
+    List(Reply<Vec<ContainerInfo>>),
+    /// Send a signal to the init (or, with `all`, to every process of the cgroup).
+    Kill {
+        /// Container.
+        id: String,
+        /// Signal.
+        signal: nix::sys::signal::Signal,
+        /// Whole cgroup.
+        all: bool,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Remove a stopped container (`force`: kill it first).
+    Remove(String, bool, Reply<()>),
+    /// Start an exec supervisor.
+    Exec(String, Box<ExecRequest>, Reply<String>),
+    /// A supervisor ended (or was found dead).
+    ShimExited(String),
+    /// Periodic check of supervisors the agent did not start itself.
+    Tick,
+    /// Start a pod.
+    CreatePod(Box<berth_runtime::pod::PodSpec>, Reply<crate::api::PodInfo>),
+    /// All pods.
+    ListPods(Reply<Vec<crate::api::PodInfo>>),
+    /// One pod (name, id or prefix).
+    InspectPod(String, Reply<crate::api::PodInfo>),
+    /// Stop a pod's containers (TERM, KILL after the timeout).
+    StopPod(String, std::time::Duration, Reply<()>),
+    /// Remove a pod (`force`: running too).
+    RemovePod(String, bool, Reply<()>),
+    /// A back-off ended: replace `previous` in slot `name` of `pod`.
+    RestartMember {
+        /// Pod id.
+        pod: String,
+        /// Slot.
+        name: String,
+        /// The ended instance.
+        previous: String,
+    },
+    /// A pod's sandbox task finished (`pod/sandbox.rs`).
+    SandboxReady {
+        /// Pod id.
+        pod: String,
+        /// What it made.
+        made: super::pod::sandbox::SandboxMade,
+        /// Why it stopped short.
+        error: Option<ApiError>,
+    },
+    /// The network of a container being created is attached (or failed).
+    NetworkReady {
+        /// The new container's id.
+        id: String,
+        /// Its task.
+        task: Box<berth_runtime::task::TaskSpec>,
+        /// The attachment.
+        result: Result<NetworkStatus, ApiError>,
+        /// The `create` caller.
+        reply: Reply<Created>,
+    },
+    /// The CNI networks of the config dir.
+    ListNetworks(Reply<Vec<super::network::NetworkInfo>>),
+    /// CNI CHECK of a pod's or container's network (name, id or prefix of either).
+    CheckNetwork(String, Reply<Vec<String>>),
+    /// Tear down a pod found half-started.
+    AbandonPod(String),
+    /// Hand a recovered running pod's ended containers to its restart policy.
+    ResumePod(String),
+    /// A single container's restart back-off ended.
+    RestartContainer(String),
+    /// The result of one health check.
+    HealthResult {
+        /// Container.
+        id: String,
+        /// Passed.
+        ok: bool,
+        /// Output or error.
+        output: String,
+    },
+    /// Image GC by watermarks finished.
+    GcDone,
+    /// The numbers of one metrics scrape.
+    Metrics(Reply<super::metrics::Snapshot>),
+    /// Record an event from a task the owner spawned.
+    Emit(super::events::Event),
+    /// The journal so far and a live receiver (subscribed first: no event falls between).
+    Events(
+        Reply<(
+            Vec<super::events::Event>,
+            tokio::sync::broadcast::Receiver<super::events::Event>,
+        )>,
+    ),
+}
