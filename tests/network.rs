@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
-    bridge_ports, import, iptables_rules_with, leases, pod_json, wait_for, write_spec, Root,
-};
+use common::net::{bridge_ports, iptables_rules_with, leases};
+use common::{import, pod_json, wait_for, write_spec, Root};
 
 /// A TCP port free on 127.0.0.1 right now.
 fn free_port() -> u16 {

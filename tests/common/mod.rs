@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 pub use berth_integration::require_root;
 
-mod net;
-pub use net::{bridge_ports, iptables_rules_with, leases, unique_bridge};
+pub mod net;
+use net::{bridge_ports, unique_bridge};
 
 /// A private agent: its own data root, socket and cgroup root (below this test process's
 /// own cgroup). At drop every container is removed, the agent stopped, its cgroups removed,
