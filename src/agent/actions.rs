@@ -88,6 +88,19 @@ pub enum Action {
         /// Why it stopped short.
         error: Option<ApiError>,
     },
+    /// The network of a removed container is released (`remove.rs`).
+    NetworkReleased(String),
+    /// A pod's release task finished (`pod/teardown.rs`).
+    PodReleased {
+        /// Pod id.
+        id: String,
+        /// Its state dir is gone.
+        released: bool,
+        /// Everything went without an error.
+        clean: bool,
+        /// What follows.
+        after: super::pod::teardown::After,
+    },
     /// The network of a container being created is attached (or failed).
     NetworkReady {
         /// The new container's id.

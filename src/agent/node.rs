@@ -118,8 +118,12 @@ pub struct Node {
     pub ticks: u64,
     /// Own sender, for tasks reporting back.
     pub tx: mpsc::Sender<Action>,
-    /// Host ports of containers whose network is being attached (not in `containers` yet).
+    /// Host ports of containers whose network is being attached (not in `containers` yet)
+    /// or released (removed already).
     pub pending_ports: HashMap<String, Vec<berth_runtime::task::PublishedPort>>,
+    /// Removed containers whose network is being released: name and the `rm` callers
+    /// waiting for it.
+    pub releasing: HashMap<String, (String, Vec<Reply<()>>)>,
 }
 
 impl std::fmt::Debug for Node {
@@ -151,6 +155,7 @@ impl Node {
             ticks: 0,
             tx,
             pending_ports: HashMap::new(),
+            releasing: HashMap::new(),
         };
         let dir = node.settings.containers_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -305,9 +310,30 @@ impl Node {
                     Some(p) => Err(ApiError::conflict(format!(
                         "container {id} belongs to pod {p}: remove the pod (berth pod rm {p})"
                     ))),
-                    None => super::remove::remove(self, &id, force).await,
+                    None => match self.resolve_id(&id) {
+                        Ok(full) => super::remove::remove(self, &full, force)
+                            .await
+                            .map(|()| full),
+                        Err(e) => Err(e),
+                    },
                 };
-                let _ = r.send(result);
+                // Answered once its network is released too, if it had one of its own; a
+                // container removed already whose network is being released is waited for.
+                match result {
+                    Ok(full) => {
+                        if let Some(r) = super::remove::wait_for_release(self, &full, r) {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                        if let Some(r) = super::remove::wait_for_release(self, &id, r) {
+                            let _ = r.send(Err(e));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = r.send(Err(e));
+                    }
+                }
             }
             Action::Exec(id, req, r) => {
                 let result = super::exec::exec(self, &id, *req).await;
@@ -334,9 +360,14 @@ impl Node {
                 let _ = r.send(info);
             }
             Action::StopPod(key, timeout, r) => super::pod::stop(self, &key, timeout, r),
-            Action::RemovePod(key, force, r) => {
-                let _ = r.send(super::pod::remove(self, &key, force).await);
-            }
+            Action::RemovePod(key, force, r) => super::pod::remove(self, &key, force, r).await,
+            Action::NetworkReleased(id) => super::remove::on_network_released(self, &id),
+            Action::PodReleased {
+                id,
+                released,
+                clean,
+                after,
+            } => super::pod::teardown::on_released(self, &id, released, clean, after),
             Action::RestartMember {
                 pod,
                 name,

@@ -1,4 +1,7 @@
 //! Remove: a stopped container's mounts, cgroup, lease and state dir; `force` kills first.
+//! A container on a CNI network of its own is then detached (DEL, namespace) by a task off
+//! the owner (plugins may take up to their timeout); its host ports stay held and callers
+//! of `rm` wait (`Node::releasing`) until `Action::NetworkReleased`.
 
 use berth_runtime::rootfs::RootfsDirs;
 use berth_runtime::state::{ContainerDir, ContainerRecord, Status};
@@ -29,8 +32,13 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
     }
     let record = c.record.clone();
     let dir = c.dir.clone();
+    // A pod's network is the pod's to release.
+    let detached =
+        (record.task.pod.is_none() && record.task.network.cni().is_some()).then(|| Detached {
+            name: record.name.clone(),
+            ports: record.task.publish.clone(),
+        });
     let store = node.settings.store.clone();
-    let settings = node.settings.clone();
     let result = tokio::task::spawn_blocking(move || {
         // Everything in the cgroup first (forked children included), then the supervisor,
         // which we started ourselves (pid and start time recorded).
@@ -47,10 +55,6 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
             )));
         }
         let _ = store.remove_lease(&super::create::lease_name(&record.id));
-        // A pod's network is the pod's to release.
-        if record.task.pod.is_none() && record.task.network.cni().is_some() {
-            super::network::release_container(&settings, &record.id);
-        }
         std::fs::remove_dir_all(dir.path())
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", dir.path().display())))
     })
@@ -68,6 +72,64 @@ pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiEr
                 )));
         }
     }
+    release_network(node, &id, detached);
     tracing::info!(id, "container removed");
     Ok(())
+}
+
+/// The network a removed container still holds.
+#[derive(Debug)]
+struct Detached {
+    name: String,
+    ports: Vec<berth_runtime::task::PublishedPort>,
+}
+
+/// DEL and namespace release in a task; ports held until it reports.
+fn release_network(node: &mut Node, id: &str, detached: Option<Detached>) {
+    let Some(d) = detached else {
+        return;
+    };
+    node.pending_ports.insert(id.to_string(), d.ports);
+    node.releasing.insert(id.to_string(), (d.name, Vec::new()));
+    let (settings, tx, id) = (node.settings.clone(), node.tx.clone(), id.to_string());
+    tokio::spawn(async move {
+        let s = settings.clone();
+        let cid = id.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || super::network::release_container(&s, &cid)).await;
+        let _ = tx.send(super::node::Action::NetworkReleased(id)).await;
+    });
+}
+
+/// `rm` of a container whose network is still being released: answered once it is.
+/// Returns the reply back when `key` names no such container.
+pub fn wait_for_release(
+    node: &mut Node,
+    key: &str,
+    reply: super::node::Reply<()>,
+) -> Option<super::node::Reply<()>> {
+    let id = node
+        .releasing
+        .iter()
+        .find(|(id, (name, _))| {
+            id.as_str() == key || name == key || (key.len() >= 12 && id.starts_with(key))
+        })
+        .map(|(id, _)| id.clone());
+    match id.and_then(|id| node.releasing.get_mut(&id)) {
+        Some((_, waiters)) => {
+            waiters.push(reply);
+            None
+        }
+        None => Some(reply),
+    }
+}
+
+/// The release task reported: free the ports, answer the waiting callers.
+pub fn on_network_released(node: &mut Node, id: &str) {
+    node.pending_ports.remove(id);
+    if let Some((_, waiters)) = node.releasing.remove(id) {
+        for w in waiters {
+            let _ = w.send(Ok(()));
+        }
+    }
 }

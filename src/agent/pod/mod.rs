@@ -2,7 +2,7 @@
 //! optionally PID) namespaces, one parent cgroup with the pod's totals, pod volumes, init
 //! containers, restart policy with back-off. The owner task holds every [`Pod`]; one file
 //! per verb: `run` (admission, init containers, start together or roll back), `sandbox`
-//! (cgroup, volumes, namespaces, network: off the owner task),
+//! (cgroup, volumes, namespaces, network: off the owner task), `teardown` (the reverse),
 //! `restart` (exits, back-off), `stop` (stop, remove, tear down).
 //!
 //! On disk, per pod (`<root>/pods/<id>/`):
@@ -16,6 +16,7 @@ mod restart;
 mod run;
 pub mod sandbox;
 mod stop;
+pub mod teardown;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -123,8 +124,9 @@ pub struct Pod {
     pub dir: PathBuf,
     /// The `pod run` caller, answered once started or failed.
     pub pending: Option<Reply<PodInfo>>,
-    /// Its sandbox task is running (`sandbox.rs`): not to be stopped or removed yet.
-    pub setting_up: bool,
+    /// A task is making (`sandbox.rs`) or releasing (`teardown.rs`) its sandbox: what it
+    /// is doing, for the refusal of a stop or removal meanwhile.
+    pub busy: Option<&'static str>,
 }
 
 impl Pod {
@@ -207,7 +209,7 @@ pub fn recover(node: &mut Node) -> (Vec<String>, Vec<String>) {
                 record,
                 dir,
                 pending: None,
-                setting_up: false,
+                busy: None,
             },
         );
     }

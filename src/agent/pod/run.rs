@@ -102,7 +102,7 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         record,
         dir: dir.clone(),
         pending: None,
-        setting_up: false,
+        busy: None,
     };
     // Recorded before anything exists on the host: a crash from here on is cleaned up.
     if let Err(e) = pod.save() {
@@ -280,19 +280,12 @@ pub async fn advance(node: &mut Node, id: &str) {
 
 /// Tears a starting pod down and answers its caller with `message`.
 pub async fn fail(node: &mut Node, id: &str, message: String) {
-    let pending = node.pods.get_mut(id).and_then(|p| p.pending.take());
+    let reply = node.pods.get_mut(id).and_then(|p| p.pending.take());
     let name = node
         .pods
         .get(id)
         .map(|p| p.record.name.clone())
         .unwrap_or_default();
     tracing::warn!(pod = %name, %message, "pod failed to start; rolling back");
-    super::stop::teardown(node, id).await;
-    node.emit(Event::new("pod", "failed", id, &name).with("message", &message));
-    if let Some(reply) = pending {
-        let _ = reply.send(Err(ApiError::bad_request(format!(
-            "pod {name} failed to start: {message}"
-        ))
-        .with_exit_code(125)));
-    }
+    super::teardown::start(node, id, super::teardown::After::Fail { message, reply }).await;
 }

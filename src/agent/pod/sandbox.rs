@@ -2,7 +2,7 @@
 //! `emptyDir` volumes, the namespaces (`berth shim sandbox`) and the CNI attachment. A
 //! plugin may take up to its timeout, and the owner must go on serving meanwhile: the work
 //! runs in a task of its own and reports with `Action::SandboxReady`; the pod is marked
-//! `setting_up` until then, so nothing else tears it down under the task's feet.
+//! `busy` until then, so nothing else tears it down under the task's feet.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -47,7 +47,7 @@ pub fn start(node: &mut Node, id: &str, plan: &PodPlan) {
     let Some(pod) = node.pods.get_mut(id) else {
         return;
     };
-    pod.setting_up = true;
+    pod.busy = Some("still being set up (namespaces, network)");
     let network = crate::agent::network::resolve(&node.settings, &plan.network);
     let mut volumes = Vec::new();
     for v in &pod.record.spec.volumes {
@@ -175,7 +175,7 @@ pub async fn on_ready(node: &mut Node, id: &str, made: SandboxMade, error: Optio
     let Some(pod) = node.pods.get_mut(id) else {
         return;
     };
-    pod.setting_up = false;
+    pod.busy = None;
     pod.record.pod_init = made.pod_init;
     pod.record.network = made.network;
     let saved = pod.save();

@@ -1,0 +1,149 @@
+//! Tearing a pod down, in reverse order of creation: its containers (on the owner task:
+//! they hold no network of their own), then — in a task, so the owner goes on serving
+//! while CNI plugins run (each up to its timeout) — the CNI DEL, the pod init, the cgroup,
+//! volumes, namespaces and the state dir. The task reports with `Action::PodReleased`;
+//! what follows (answer `pod rm`, report a failed start) is carried in [`After`]. The pod
+//! is `busy` meanwhile: it cannot be stopped or removed twice.
+
+use nix::sys::signal::Signal;
+
+use super::{members, PodPhase};
+use crate::agent::error::ApiError;
+use crate::agent::events::Event;
+use crate::agent::node::{Action, Node, Reply};
+use crate::api::PodInfo;
+
+/// What to do once the pod is gone.
+#[derive(Debug)]
+pub enum After {
+    /// `pod rm`: answer the caller.
+    Remove {
+        /// As the caller named the pod.
+        key: String,
+        /// The caller.
+        reply: Reply<()>,
+    },
+    /// A start that failed: report it, and answer the `pod run` caller if any.
+    Fail {
+        /// Why.
+        message: String,
+        /// The caller.
+        reply: Option<Reply<PodInfo>>,
+    },
+    /// A pod found half-started at agent start.
+    Abandon,
+}
+
+/// Starts removing everything of pod `id`.
+pub async fn start(node: &mut Node, id: &str, after: After) {
+    if let Some(pod) = node.pods.get_mut(id) {
+        // Nothing restarts while it goes.
+        pod.record.phase = PodPhase::Stopped;
+        pod.busy = Some("being removed");
+        let _ = pod.save();
+    }
+    let mut clean = true;
+    for cid in members(node, id) {
+        if let Err(e) = crate::agent::remove::remove(node, &cid, true).await {
+            tracing::error!(error = %e.message, "removing a pod container");
+            clean = false;
+        }
+    }
+    let Some(pod) = node.pods.get(id) else {
+        finish(node, id, clean, after);
+        return;
+    };
+    let init = pod.record.pod_init;
+    let cgroup = pod.record.cgroup_path.clone();
+    let dir = pod.dir.clone();
+    let (settings, tx, pod_id) = (node.settings.clone(), node.tx.clone(), id.to_string());
+    tokio::spawn(async move {
+        let id = pod_id.clone();
+        let released = tokio::task::spawn_blocking(move || {
+            // Before the namespace goes (plugins clean up inside it); a DEL that fails is
+            // retried at the next agent start, from the cache.
+            if let Err(e) = crate::agent::network::detach(&settings, &pod_id) {
+                tracing::error!(error = %e.message, "cni DEL of a pod");
+            }
+            if let Some(p) = init.filter(|p| p.is_alive()) {
+                // Our own pod init (pid and start time recorded).
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+            berth_runtime::cgroups::remove_empty_up_to(&cgroup, &cgroup);
+            if let Err(e) = berth_runtime::sandbox::release_volumes(&dir.join("volumes")) {
+                tracing::error!(error = %e, "unmounting the pod's volumes");
+                return false;
+            }
+            if let Err(e) = berth_runtime::sandbox::release(&dir.join("ns")) {
+                tracing::error!(error = %e, "releasing the pod's namespaces");
+                return false;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "removing the pod dir");
+                    false
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        let _ = tx
+            .send(Action::PodReleased {
+                id,
+                released,
+                clean: clean && released,
+                after,
+            })
+            .await;
+    });
+}
+
+/// The release task reported: forget the pod (if all of it is gone), then do `after`.
+pub fn on_released(node: &mut Node, id: &str, released: bool, clean: bool, after: After) {
+    if !released {
+        // Kept, so `pod rm` can be tried again.
+        if let Some(pod) = node.pods.get_mut(id) {
+            pod.busy = None;
+        }
+    }
+    finish(node, id, clean, after);
+    if released {
+        node.pods.remove(id);
+    }
+}
+
+fn finish(node: &mut Node, id: &str, clean: bool, after: After) {
+    let name = node
+        .pods
+        .get(id)
+        .map(|p| p.record.name.clone())
+        .unwrap_or_default();
+    match after {
+        After::Remove { key, reply } => {
+            let answer = if clean {
+                node.emit(Event::new("pod", "removed", id, &name));
+                Ok(())
+            } else {
+                Err(ApiError::internal(format!(
+                    "pod {key} could not be removed completely; see the agent's log"
+                )))
+            };
+            let _ = reply.send(answer);
+        }
+        After::Fail { message, reply } => {
+            node.emit(Event::new("pod", "failed", id, &name).with("message", &message));
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ApiError::bad_request(format!(
+                    "pod {name} failed to start: {message}"
+                ))
+                .with_exit_code(125)));
+            }
+        }
+        After::Abandon => node.emit(
+            Event::new("pod", "failed", id, &name)
+                .with("message", "agent stopped while starting the pod"),
+        ),
+    }
+}
