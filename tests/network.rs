@@ -143,6 +143,19 @@ containers:
     assert!(err.contains("conflicts with --network none"), "{err}");
     assert_eq!(leases(&lease_dir(&root)).len(), 2);
 
+    // `run --rm` returns once its network is released too.
+    let cached = || {
+        std::fs::read_dir(root.path().join("cni/cache"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(cached(), 2);
+    let port = format!("{}:80", free_port());
+    root.ok(&["run", "--rm", "-p", &port, "busybox", "true"]);
+    assert_eq!(leases(&lease_dir(&root)).len(), 2);
+    assert_eq!(cached(), 2);
+    root.ok(&["run", "--rm", "-p", &port, "busybox", "true"]);
+
     // CHECK passes, then fails once the container's interface is gone.
     assert!(root.ok(&["network", "check", "web"]).contains("ok"));
     assert!(root.ok(&["network", "check", "client"]).contains("ok"));

@@ -308,7 +308,16 @@ async fn remove(
     Path(id): Path<String>,
     Query(q): Query<RemoveQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut h = resolve(&tx, id).await?;
+    let mut h = match resolve(&tx, id.clone()).await {
+        Ok(h) => h,
+        // Removed already (`--rm`), its network maybe still being released: the owner
+        // answers once it is, or with the same 404.
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            ask(&tx, |r| Action::Remove(id, q.force, r)).await?;
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        Err(e) => return Err(e),
+    };
     // A pod's container is refused by the owner (the pod owns it): not killed first.
     let in_pod = h.info.record.task.pod.is_some();
     if q.force && !in_pod && h.exit.borrow().is_none() {
