@@ -15,13 +15,14 @@ use common::net::{
     bridge_ports, free_port, http_get, http_unreachable, ip_of_container, ip_of_pod,
     iptables_rules_with, lease_dir, leases,
 };
-use common::{import, pod_json, write_spec, Root};
+use common::{import, pod_json, wait_for, write_spec, Root};
 
 #[test]
 fn pods_and_containers_talk_by_ip_and_publish_ports() {
     let root = Root::with_bridge(&[]);
     import(&root);
     let bridge = root.bridge.clone().unwrap().0;
+    let netns_before = ip_netns();
     let (pod_port, ctr_port) = (free_port(), free_port());
     let spec = write_spec(
         &root,
@@ -89,6 +90,21 @@ containers:
         &format!("http://{ctr_ip}:80/hostname"),
     ]);
     assert_eq!(got.trim(), "client");
+    // Pod → pod: a second pod fetches from the first by its IP, then ends.
+    let peer = write_spec(
+        &root,
+        "peer",
+        &format!(
+            "name: peer\nrestartPolicy: Never\ncontainers:\n  - {{name: get, image: busybox, command: [wget, -q, -O, -, 'http://{pod_ip}:8080/hostname']}}\n"
+        ),
+    );
+    root.ok(&["pod", "run", &peer]);
+    wait_for("the peer pod to end", || {
+        pod_json(&root, "peer")["record"]["phase"] == "succeeded"
+    });
+    assert_eq!(root.ok(&["logs", "peer_get"]).trim(), "web");
+    assert_ne!(ip_of_pod(&root, "peer"), pod_ip);
+    root.ok(&["pod", "rm", "peer"]);
     // /etc/hosts names the container's own address.
     let hosts = root.ok(&["exec", "web_server", "cat", "/etc/hosts"]);
     assert!(hosts.contains(&format!("{pod_ip}\tweb")), "{hosts}");
@@ -169,7 +185,8 @@ containers:
     let err = root.fails(&["network", "check", "client"]);
     assert!(err.contains("network berth: plugin"), "{err}");
 
-    // Removal releases leases, veths and every iptables rule of both.
+    // Removal releases leases, veths and every iptables rule of both; `ip netns` (where
+    // other tools name namespaces) never saw ours.
     assert!(!iptables_rules_with(&pod_id).is_empty());
     root.ok(&["rm", "-f", "client"]);
     root.ok(&["pod", "rm", "-f", "web"]);
@@ -191,6 +208,13 @@ containers:
         );
     }
     assert!(http_unreachable(pod_port));
+    assert_eq!(ip_netns(), netns_before);
+}
+
+/// `ip netns list`.
+fn ip_netns() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
