@@ -19,7 +19,8 @@ use common::{import, pod_json, wait_for, write_spec, Root};
 
 #[test]
 fn pods_and_containers_talk_by_ip_and_publish_ports() {
-    let root = Root::with_bridge(&[]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let root = Root::with_bridge(&["--metrics-addr", &metrics]);
     import(&root);
     let bridge = root.bridge.clone().unwrap().0;
     let netns_before = ip_netns();
@@ -175,6 +176,20 @@ containers:
     // CHECK passes, then fails once the container's interface is gone.
     assert!(root.ok(&["network", "check", "web"]).contains("ok"));
     assert!(root.ok(&["network", "check", "client"]).contains("ok"));
+    // Every ADD, DEL and CHECK so far is in the metrics.
+    let text = http_get(&metrics, "/metrics");
+    let count = |op: &str| -> u64 {
+        let series =
+            format!("berth_cni_operation_duration_seconds_count{{op=\"{op}\",result=\"ok\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(
+        (count("add"), count("del"), count("check")),
+        (5, 3, 2),
+        "{text}"
+    );
     let netns = root.path().join("netns").join(&ctr_id).join("net");
     let status = Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))

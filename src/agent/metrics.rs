@@ -1,6 +1,7 @@
 //! The Prometheus endpoint (`--metrics-addr`, off by default): per-container and per-pod
 //! cpu, memory, pids, restarts and OOM kills read from cgroups at scrape time, and the
-//! agent's own numbers (containers and pods by state, image store size, API latency).
+//! agent's own numbers (containers and pods by state, image store size, API latency, CNI
+//! operation latency).
 //!
 //! The text format is written here: it is a few lines per metric, values are gathered on
 //! scrape from cgroupfs, and a metrics registry crate would hold copies of them for nothing.
@@ -18,16 +19,20 @@ use tokio::sync::mpsc;
 
 use super::node::{Action, Node};
 
-/// Upper bounds (seconds) of the API latency histogram.
+/// Upper bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 10] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0,
 ];
 
-/// API latency per route, filled by [`track`].
+/// Latency histograms by label set (`route="…"` for the API, filled by [`track`];
+/// `op="add",result="ok"` for CNI operations).
 #[derive(Debug, Default)]
-pub struct ApiLatency {
+pub struct Latencies {
     routes: Mutex<BTreeMap<String, Histogram>>,
 }
+
+/// The API's latencies.
+pub type ApiLatency = Latencies;
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -36,12 +41,13 @@ struct Histogram {
     sum: f64,
 }
 
-impl ApiLatency {
-    fn observe(&self, route: &str, secs: f64) {
+impl Latencies {
+    /// Counts one observation of the series `labels` (already in Prometheus form).
+    pub fn observe(&self, labels: &str, secs: f64) {
         let Ok(mut routes) = self.routes.lock() else {
             return;
         };
-        let h = routes.entry(route.to_string()).or_default();
+        let h = routes.entry(labels.to_string()).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
                 h.counts[i] += 1;
@@ -61,7 +67,10 @@ pub async fn track(State(latency): State<Arc<ApiLatency>>, req: Request, next: N
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let began = std::time::Instant::now();
     let resp = next.run(req).await;
-    latency.observe(&route, began.elapsed().as_secs_f64());
+    latency.observe(
+        &format!("route=\"{}\"", esc(&route)),
+        began.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -197,7 +206,7 @@ fn usage_families(out: &mut String, scope: &str, rows: &[(&str, berth_runtime::c
 }
 
 /// Renders a scrape (blocking: reads cgroupfs and walks the image store).
-pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
+pub fn render(s: &Snapshot, root: &Path, latency: &Latencies, cni: &Latencies) -> String {
     let mut out = String::new();
     let usage = |path: &Path| {
         berth_runtime::cgroups::manager(path)
@@ -300,47 +309,42 @@ pub fn render(s: &Snapshot, root: &Path, latency: &ApiLatency) -> String {
         .unwrap_or(0)
         * 4096;
     let _ = writeln!(out, "berth_agent_resident_memory_bytes {rss}");
-    family(
+    histogram(
         &mut out,
         "berth_api_request_duration_seconds",
-        "histogram",
         "API request latency by route, until the response headers.",
+        latency,
     );
-    if let Ok(routes) = latency.routes.lock() {
-        for (route, h) in routes.iter() {
-            let r = esc(route);
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "berth_api_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "berth_api_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "berth_api_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "berth_api_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                h.count
-            );
-        }
-    }
+    histogram(
+        &mut out,
+        "berth_cni_operation_duration_seconds",
+        "CNI ADD, DEL and CHECK of a whole plugin chain, by result.",
+        cni,
+    );
     out
+}
+
+/// One histogram family, a series per label set.
+fn histogram(out: &mut String, name: &str, help: &str, l: &Latencies) {
+    family(out, name, "histogram", help);
+    let Ok(series) = l.routes.lock() else {
+        return;
+    };
+    for (labels, h) in series.iter() {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+    }
 }
 
 /// Serves `GET /metrics` on `addr` until the agent stops.
 pub async fn serve(
     addr: std::net::SocketAddr,
     tx: mpsc::Sender<Action>,
-    root: PathBuf,
+    settings: Arc<super::Settings>,
     latency: Arc<ApiLatency>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use anyhow::Context;
@@ -350,7 +354,7 @@ pub async fn serve(
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (tx, root, latency) = (tx.clone(), root.clone(), latency.clone());
+            let (tx, settings, latency) = (tx.clone(), settings.clone(), latency.clone());
             async move {
                 let snap = super::routes::ask(&tx, Action::Metrics).await;
                 let Ok(snap) = snap else {
@@ -359,7 +363,9 @@ pub async fn serve(
                 };
                 let text = tokio::time::timeout(
                     Duration::from_secs(30),
-                    tokio::task::spawn_blocking(move || render(&snap, &root, &latency)),
+                    tokio::task::spawn_blocking(move || {
+                        render(&snap, &settings.root, &latency, &settings.cni_latency)
+                    }),
                 )
                 .await;
                 match text {

@@ -78,6 +78,8 @@ pub struct Settings {
     pub eviction_memory_available: u64,
     /// CNI networks and plugins.
     pub network: network::NetworkSettings,
+    /// Latency of CNI operations, for the metrics endpoint.
+    pub cni_latency: metrics::Latencies,
 }
 
 impl Settings {
@@ -199,6 +201,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             },
             ..opts.network
         },
+        cni_latency: metrics::Latencies::default(),
     });
     // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it.
     for (qos, shares) in [
@@ -264,7 +267,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let latency = Arc::new(metrics::ApiLatency::default());
     let metrics_task = match opts.metrics_addr {
         Some(addr) => {
-            Some(metrics::serve(addr, tx.clone(), settings.root.clone(), latency.clone()).await?)
+            Some(metrics::serve(addr, tx.clone(), settings.clone(), latency.clone()).await?)
         }
         None => None,
     };

@@ -121,7 +121,9 @@ pub fn attach(settings: &Settings, req: &AttachRequest) -> Result<NetworkStatus,
             .collect(),
     };
     let began = std::time::Instant::now();
-    let raw = n.cni.add(&net, &attachment).map_err(fail)?;
+    let raw = n.cni.add(&net, &attachment);
+    observe(settings, "add", began, raw.is_ok());
+    let raw = raw.map_err(fail)?;
     tracing::debug!(id = req.id, network = req.network, elapsed = ?began.elapsed(), "cni ADD");
     let result = berth_cni::CniResult::from_value(&raw).unwrap_or_default();
     let inside = result
@@ -142,11 +144,19 @@ pub fn attach(settings: &Settings, req: &AttachRequest) -> Result<NetworkStatus,
 
 /// DEL of every attachment of `id` (blocking), from the cache alone.
 pub fn detach(settings: &Settings, id: &str) -> Result<(), ApiError> {
-    settings
-        .network
-        .cni
-        .del_all(id)
-        .map_err(|e| ApiError::internal(format!("detaching {id} from its network: {e}")))
+    let began = std::time::Instant::now();
+    let result = settings.network.cni.del_all(id);
+    observe(settings, "del", began, result.is_ok());
+    result.map_err(|e| ApiError::internal(format!("detaching {id} from its network: {e}")))
+}
+
+/// One CNI operation for the metrics endpoint.
+fn observe(settings: &Settings, op: &str, began: std::time::Instant, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    settings.cni_latency.observe(
+        &format!("op=\"{op}\",result=\"{result}\""),
+        began.elapsed().as_secs_f64(),
+    );
 }
 
 /// DEL, then the lone container's namespace (blocking). Errors are logged: a removal goes
@@ -168,11 +178,10 @@ pub fn check(settings: &Settings, id: &str) -> Result<Vec<String>, ApiError> {
     }
     let mut checked = Vec::new();
     for entry in entries {
-        settings
-            .network
-            .cni
-            .check(&entry)
-            .map_err(|e| ApiError::conflict(format!("network {}: {e}", entry.network_name)))?;
+        let began = std::time::Instant::now();
+        let result = settings.network.cni.check(&entry);
+        observe(settings, "check", began, result.is_ok());
+        result.map_err(|e| ApiError::conflict(format!("network {}: {e}", entry.network_name)))?;
         checked.push(entry.network_name);
     }
     Ok(checked)
