@@ -16,24 +16,31 @@ use common::net::{
 };
 use common::{import, pod_json, wait_for, write_spec, Root};
 
-#[test]
-fn plugin_faults_fail_the_pod_and_leave_nothing_behind() {
-    let plugins = tempfile::tempdir().unwrap();
-    let pids = plugins.path().join("hang.pids");
+/// Writes `hang-plugin`: its ADD records its pid and sleeps (other commands succeed).
+/// Returns the pid file.
+fn hang_plugin(dir: &std::path::Path) -> std::path::PathBuf {
+    let pids = dir.join("hang.pids");
     plugin(
-        plugins.path(),
-        "fail-plugin",
-        r#"cat >/dev/null; [ "$CNI_COMMAND" = ADD ] || exit 0
-echo '{"cniVersion":"1.0.0","code":7,"msg":"quota exceeded","details":"try later"}'; exit 1"#,
-    );
-    plugin(
-        plugins.path(),
+        dir,
         "hang-plugin",
         &format!(
             r#"cat >/dev/null; [ "$CNI_COMMAND" = ADD ] || exit 0
 echo $$ >> {}; exec sleep 600"#,
             pids.display()
         ),
+    );
+    pids
+}
+
+#[test]
+fn plugin_faults_fail_the_pod_and_leave_nothing_behind() {
+    let plugins = tempfile::tempdir().unwrap();
+    let pids = hang_plugin(plugins.path());
+    plugin(
+        plugins.path(),
+        "fail-plugin",
+        r#"cat >/dev/null; [ "$CNI_COMMAND" = ADD ] || exit 0
+echo '{"cniVersion":"1.0.0","code":7,"msg":"quota exceeded","details":"try later"}'; exit 1"#,
     );
     let dirs = format!("{}:/usr/lib/cni", plugins.path().display());
     let root = Root::with_bridge(&["--cni-timeout", "2s", "--cni-plugin-dir", &dirs]);
@@ -153,16 +160,7 @@ echo $$ >> {}; exec sleep 600"#,
 #[test]
 fn an_agent_crash_then_delete_releases_everything() {
     let plugins = tempfile::tempdir().unwrap();
-    let pids = plugins.path().join("hang.pids");
-    plugin(
-        plugins.path(),
-        "hang-plugin",
-        &format!(
-            r#"cat >/dev/null; [ "$CNI_COMMAND" = ADD ] || exit 0
-echo $$ >> {}; exec sleep 600"#,
-            pids.display()
-        ),
-    );
+    let pids = hang_plugin(plugins.path());
     let dirs = format!("{}:/usr/lib/cni", plugins.path().display());
     let mut root = Root::with_bridge(&["--cni-plugin-dir", &dirs]);
     import(&root);

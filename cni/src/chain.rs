@@ -43,21 +43,6 @@ pub struct PortMapping {
     pub host_ip: String,
 }
 
-impl std::fmt::Display for PortMapping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ip = if self.host_ip.is_empty() {
-            "0.0.0.0"
-        } else {
-            &self.host_ip
-        };
-        write!(
-            f,
-            "{ip}:{}->{}/{}",
-            self.host_port, self.container_port, self.protocol
-        )
-    }
-}
-
 /// One container (or pod) attached to one network.
 #[derive(Debug, Clone)]
 pub struct Attachment {

@@ -216,34 +216,6 @@ fn tail(bytes: &[u8]) -> String {
     text[start..].to_string()
 }
 
-/// Versions a plugin supports (`VERSION`), e.g. to explain a version mismatch.
-pub fn versions(
-    plugin: &str,
-    dirs: &[PathBuf],
-    timeout: Duration,
-) -> Result<Vec<String>, CniError> {
-    let call = Call {
-        op: Operation::Version,
-        container_id: "",
-        netns: "",
-        ifname: "",
-        args: "",
-        plugin_dirs: dirs,
-        timeout,
-    };
-    let out = run(plugin, &call, br#"{"cniVersion":"1.0.0"}"#)?;
-    Ok(out
-        .as_ref()
-        .and_then(|v| v.get("supportedVersions"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 /// The plugin dirs of a `a:b:c` search path.
 pub fn split_path(path: &str) -> Vec<PathBuf> {
     path.split(':')

@@ -43,7 +43,6 @@ pub async fn create_with(
     attached: Option<(String, berth_runtime::state::NetworkStatus)>,
 ) -> Result<Created, ApiError> {
     let began = std::time::Instant::now();
-    task.network = super::network::resolve(&node.settings, &task.network);
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
     let settings = node.settings.clone();
