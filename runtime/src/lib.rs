@@ -8,6 +8,9 @@
 pub mod cgroups;
 /// Health checks: probe kinds, timing, the healthy/unhealthy state machine.
 pub mod health;
+/// The one reader of files an image controls: inside the root, regular files only, capped,
+/// never waiting on a FIFO or opening a device.
+pub mod image_file;
 /// Container logs in the CRI format with size rotation, tail and follow.
 pub mod logs;
 /// Network modes (`none`, `host`, CNI networks) and published ports of tasks and pods.

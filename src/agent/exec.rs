@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use berth_runtime::state::Status;
-use oci_spec::runtime::{Process, Spec};
+use berth_runtime::supervisor::confine::{exec_process, ExecOverrides};
+use oci_spec::runtime::Spec;
 
 use super::error::ApiError;
 use super::node::Node;
@@ -25,38 +26,50 @@ pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let spec_bytes = std::fs::read(c.dir.path().join("config.json")).map_err(ApiError::internal)?;
     let spec: Spec = serde_json::from_slice(&spec_bytes).map_err(ApiError::internal)?;
-    let mut process: Process = spec.process().clone().unwrap_or_default();
-    let mut env = process.env().clone().unwrap_or_default();
-    for kv in &req.env {
-        let key = kv.split('=').next().unwrap_or_default();
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(kv.clone());
-    }
-    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
-    }
-    if !berth_runtime::spec::find_executable(&root, command, &env) {
+    let base_env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let mut overrides = ExecOverrides {
+        args: req.command.clone(),
+        env: req.env.clone(),
+        tty: req.tty,
+        cwd: req.workdir.as_ref().map(PathBuf::from),
+        user: None,
+    };
+    // The container's files are the container's to change (a FIFO for /etc/passwd, ...):
+    // read through the image-file helper, in the blocking pool, with a deadline.
+    let lookup = {
+        let (root, command, user) = (root.clone(), command.clone(), req.user.clone());
+        let env = exec_process(&spec, &overrides)
+            .env()
+            .clone()
+            .unwrap_or(base_env);
+        tokio::task::spawn_blocking(move || {
+            let found = berth_runtime::spec::find_executable(&root, &command, &env);
+            let user = user
+                .map(|u| berth_runtime::spec::resolve_user(&root, &u))
+                .transpose();
+            (found, user)
+        })
+    };
+    let (found, user) = tokio::time::timeout(berth_runtime::image_file::READ_TIMEOUT, lookup)
+        .await
+        .map_err(|_| {
+            ApiError::internal("exec: reading the container's files timed out").with_exit_code(126)
+        })?
+        .map_err(ApiError::internal)?;
+    if !found {
         return Err(ApiError::bad_request(format!(
             "exec: {command:?}: executable file not found in $PATH"
         ))
         .with_exit_code(127));
     }
-    if let Some(user) = &req.user {
-        let u = berth_runtime::spec::resolve_user(&root, user)
-            .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(126))?;
-        let mut ou = process.user().clone();
-        ou.set_uid(u.uid)
-            .set_gid(u.gid)
-            .set_additional_gids(Some(u.additional_gids));
-        process.set_user(ou);
+    if let Some(u) = user.map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(126))? {
+        overrides.user = Some((u.uid, u.gid, u.additional_gids));
     }
-    if let Some(w) = &req.workdir {
-        process.set_cwd(PathBuf::from(w));
-    }
-    process
-        .set_args(Some(req.command.clone()))
-        .set_env(Some(env))
-        .set_terminal(Some(req.tty));
+    let process = exec_process(&spec, &overrides);
     let exec_id = super::create::new_id()?[..16].to_string();
     let process_path = c.dir.execs().join(format!("{exec_id}.process.json"));
     let bytes = serde_json::to_vec(&process).map_err(ApiError::internal)?;

@@ -7,7 +7,6 @@ pub mod seccomp;
 pub mod user;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
@@ -27,14 +26,9 @@ pub enum SpecError {
     /// A builder refused a value (a bug or an out-of-range option).
     #[error("building the runtime spec: {0}")]
     Build(String),
-    /// Reading from the rootfs failed.
-    #[error("reading {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// A file of the image that must be read is not a readable regular file.
+    #[error(transparent)]
+    ImageFile(#[from] crate::image_file::ImageFileError),
     /// `-u`/`USER` names something the image does not have.
     #[error("unable to find user {user}: {reason}")]
     User {
@@ -143,21 +137,13 @@ pub fn process_env(
 
 /// Looks `command` up in the rootfs like execvp would (`$PATH` of `env` when it has no `/`).
 pub fn find_executable(rootfs: &Path, command: &str, env: &[String]) -> bool {
+    // O_PATH through the image-file helper: no open side effect on whatever the name is.
     let is_exec = |p: &str| -> bool {
-        let Ok(dir) = std::fs::File::open(rootfs) else {
-            return false;
-        };
-        let how = nix::fcntl::OpenHow::new()
-            .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
-            .resolve(nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT);
-        let Ok(fd) = nix::fcntl::openat2(dir.as_raw_fd(), p.trim_start_matches('/'), how) else {
-            return false;
-        };
-        // SAFETY: `fd` was just returned by a successful openat2 and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        match nix::sys::stat::fstat(fd.as_raw_fd()) {
-            Ok(st) => st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0,
-            Err(_) => false,
+        match crate::image_file::open_path(rootfs, p) {
+            Ok(Some((_, st))) => {
+                st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0
+            }
+            _ => false,
         }
     };
     if command.contains('/') {
@@ -213,6 +199,44 @@ pub fn capabilities(task: &TaskSpec) -> BTreeSet<String> {
     }
 }
 
+/// The five capability sets of the container's process, as Docker sets them: bounding =
+/// effective = permitted = the granted set; inheritable and ambient empty. A process that
+/// is not uid 0 loses its effective and permitted sets at execve (the kernel's rules), so a
+/// non-root user has none — except the capabilities given explicitly with `--cap-add`,
+/// which go into its inheritable and ambient sets so they survive execve (moby#52830's rule,
+/// the only way to grant a capability to a non-root process without file capabilities).
+pub fn capability_sets(
+    task: &TaskSpec,
+    granted: &BTreeSet<String>,
+    uid: u32,
+) -> Result<oci_spec::runtime::LinuxCapabilities, SpecError> {
+    let to_caps = |names: &mut dyn Iterator<Item = &String>| -> oci_spec::runtime::Capabilities {
+        names
+            .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
+            .collect()
+    };
+    let all = to_caps(&mut granted.iter());
+    let ambient = if uid == 0 {
+        Default::default()
+    } else {
+        let added: BTreeSet<String> = task
+            .cap_add
+            .iter()
+            .filter_map(|c| crate::task::parse_capability("capability", c).ok())
+            .collect();
+        let explicit = |c: &&String| added.contains("ALL") || added.contains(*c);
+        to_caps(&mut granted.iter().filter(explicit))
+    };
+    LinuxCapabilitiesBuilder::default()
+        .bounding(all.clone())
+        .effective(all.clone())
+        .permitted(all)
+        .inheritable(ambient.clone())
+        .ambient(ambient)
+        .build()
+        .map_err(SpecError::build)
+}
+
 /// Builds the spec; the rootfs must already be mounted at `inputs.rootfs`.
 pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
     let image_config = inputs.image.config().as_ref();
@@ -245,10 +269,6 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
     let cap_names = capabilities(task);
-    let caps: oci_spec::runtime::Capabilities = cap_names
-        .iter()
-        .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
-        .collect();
     let mut process = ProcessBuilder::default()
         .terminal(task.tty)
         .user(
@@ -262,14 +282,7 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         .args(args.clone())
         .env(env)
         .cwd(PathBuf::from(cwd))
-        .capabilities(
-            LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .effective(caps.clone())
-                .permitted(caps)
-                .build()
-                .map_err(SpecError::build)?,
-        )
+        .capabilities(capability_sets(task, &cap_names, user.uid)?)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
             .hard(nofile)

@@ -1,13 +1,8 @@
 //! `USER`/`-u` resolved as Docker does: through the image's own `/etc/passwd` and
-//! `/etc/group`, read with `openat2(RESOLVE_IN_ROOT)` so a symlinked `/etc/passwd` in the image
-//! cannot make the agent read a host file.
+//! `/etc/group`, read through [`crate::image_file`]: a symlinked `/etc/passwd` cannot make the agent
+//! read a host file, a FIFO or device in its place cannot make it wait.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
 use super::SpecError;
 
@@ -24,31 +19,11 @@ pub struct ResolvedUser {
     pub home: String,
 }
 
-/// Reads a file of at most 1 MiB inside `root`; `None` if it does not exist.
+/// Reads a file of the image's rootfs through [`crate::image_file::read`] as text; `None` if
+/// it does not exist. A FIFO, device, directory or oversized file is an error, never a wait.
 pub fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, SpecError> {
-    let io = |e: std::io::Error| SpecError::Io {
-        path: root.join(path.trim_start_matches('/')),
-        source: e,
-    };
-    let dir = File::open(root).map_err(io)?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(dir.as_raw_fd(), path.trim_start_matches('/'), how) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(io(e.into())),
-    };
-    // SAFETY: `fd` was just returned by a successful openat2 and is owned by nobody else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    if !file.metadata().map_err(io)?.is_file() {
-        return Ok(None);
-    }
-    let mut text = String::new();
-    let mut bytes = Vec::new();
-    file.take(1 << 20).read_to_end(&mut bytes).map_err(io)?;
-    text.push_str(&String::from_utf8_lossy(&bytes));
-    Ok(Some(text))
+    let bytes = crate::image_file::read(root, path, crate::image_file::MAX_IMAGE_FILE_BYTES)?;
+    Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 struct PasswdEntry {

@@ -100,19 +100,26 @@ pub fn start(container: &mut Container) -> Result<(), SupervisorError> {
     container.start().map_err(lc_err("starting the container"))
 }
 
-/// Runs `process.json` inside the running container; returns the process's pid.
+/// Runs `process.json` inside the running container whose bundle is `bundle`, with the
+/// container's whole confinement ([`super::confine`]); returns the process's pid.
 pub fn exec(
     id: &str,
     lc_root: &Path,
+    bundle: &Path,
     process: &Path,
     stdio: &mut Stdio,
 ) -> Result<i32, SupervisorError> {
-    let pid = builder(id, lc_root, stdio)?
+    let entry = super::confine::prepare(bundle, process)?;
+    let built = builder(id, lc_root, stdio)?
+        .with_executor(entry.executor)
         .as_tenant()
-        .with_process(Some(process))
+        .with_process(Some(&entry.process))
         .with_detach(true)
-        .build()
-        .map_err(lc_err("running the exec process"))?;
+        .build();
+    if entry.temporary {
+        let _ = std::fs::remove_file(&entry.process);
+    }
+    let pid = built.map_err(lc_err("running the exec process"))?;
     Ok(pid.as_raw())
 }
 

@@ -11,6 +11,7 @@
 //! the container is created (its init waits for `START`), or `{"error": "...", "exit_code":
 //! N}` — and closes it. The agent reads that line to answer the create request.
 
+pub mod confine;
 mod event_loop;
 pub mod launch;
 pub mod protocol;
@@ -467,7 +468,13 @@ pub fn run_exec(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
     let lc_root = dir.libcontainer();
     let mut launch = |lp: &mut EventLoop| -> Result<i32, SupervisorError> {
         sigpipe(true);
-        let r = launch::exec(&opts.id, &lc_root, &opts.process, &mut container_stdio);
+        let r = launch::exec(
+            &opts.id,
+            &lc_root,
+            dir.path(),
+            &opts.process,
+            &mut container_stdio,
+        );
         sigpipe(false);
         let pid = r?;
         if let Stdio::Tty { listener, .. } = &container_stdio {

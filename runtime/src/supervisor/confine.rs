@@ -1,0 +1,191 @@
+//! The confinement of a process that enters a running container (`berth exec`, a command
+//! health check): the same as the container's init gets, from the same `config.json`.
+//!
+//! The process (user, groups, capabilities, no-new-privileges, rlimits) is the init's own
+//! `process` section with only args, env, cwd, terminal and user replaced
+//! ([`exec_process`]); namespaces, cgroup, masked and read-only paths come from joining the
+//! init's namespaces and cgroup (libcontainer's tenant path). What that path leaves out is
+//! the seccomp filter: libcontainer 0.7 rebuilds the tenant's `linux` section from
+//! namespaces, cgroup path, personality and time offsets only. So the filter is loaded by
+//! [`EnterExecutor`], libcontainer's last step before `execve`.
+//!
+//! Without no-new-privileges, loading a filter needs `CAP_SYS_ADMIN`, and by then
+//! libcontainer has dropped to the container's capabilities. As libcontainer does for the
+//! init (it loads the filter before dropping), the filter must go in while the process is
+//! still privileged: the tenant is launched with `CAP_SYS_ADMIN` and `CAP_SETPCAP` kept in
+//! its sets, and the executor loads the filter, then drops every set to exactly the
+//! container's (bounding, effective, permitted, inheritable, ambient), then execs. No code
+//! of the image runs before that. Tests compare `/proc/self/status` of both kinds of process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{
+    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
+use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
+
+use super::SupervisorError;
+
+/// What an exec changes of the init's process; everything else is the init's.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOverrides {
+    /// The command.
+    pub args: Vec<String>,
+    /// Variables set or replaced (KEY=VALUE).
+    pub env: Vec<String>,
+    /// A terminal.
+    pub tty: bool,
+    /// Another working directory.
+    pub cwd: Option<PathBuf>,
+    /// Another user: uid, gid, supplementary gids.
+    pub user: Option<(u32, u32, Vec<u32>)>,
+}
+
+/// The process of an exec: the container's own `process` (capabilities, rlimits,
+/// no-new-privileges, user, groups, umask) with the exec's overrides.
+pub fn exec_process(spec: &Spec, o: &ExecOverrides) -> Process {
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut env = process.env().clone().unwrap_or_default();
+    for kv in &o.env {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    if o.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    if let Some((uid, gid, groups)) = &o.user {
+        let mut user = process.user().clone();
+        user.set_uid(*uid)
+            .set_gid(*gid)
+            .set_additional_gids(Some(groups.clone()));
+        process.set_user(user);
+    }
+    if let Some(cwd) = &o.cwd {
+        process.set_cwd(cwd.clone());
+    }
+    process
+        .set_args(Some(o.args.clone()))
+        .set_env(Some(env))
+        .set_terminal(Some(o.tty));
+    process
+}
+
+/// libcontainer's default executor, preceded by the container's seccomp filter and, when
+/// the launch kept extra capabilities to load it, the drop to the container's exact sets.
+#[derive(Clone)]
+pub struct EnterExecutor {
+    seccomp: Option<LinuxSeccomp>,
+    exact_caps: Option<LinuxCapabilities>,
+}
+
+impl Executor for EnterExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(seccomp) = &self.seccomp {
+            let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
+                .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+            if let Some(fd) = notify {
+                // Berth's profiles have no notify action; a listener fd is not ours to keep.
+                let _ = nix::unistd::close(fd);
+            }
+        }
+        if let Some(caps) = &self.exact_caps {
+            let syscall = libcontainer::syscall::syscall::create_syscall();
+            libcontainer::capabilities::drop_privileges(caps, syscall.as_ref()).map_err(|e| {
+                ExecutorError::Other(format!("dropping to the container's capabilities: {e}"))
+            })?;
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+
+    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        DefaultExecutor {}.setup_envs(envs)
+    }
+}
+
+/// The process file libcontainer launches and the executor that finishes the confinement.
+#[derive(Debug)]
+pub struct Entry {
+    /// The process file to hand to libcontainer (a widened copy, or the exec's own).
+    pub process: PathBuf,
+    /// A copy written for the launch, removed once libcontainer has read it.
+    pub temporary: bool,
+    /// The executor.
+    pub executor: EnterExecutor,
+}
+
+impl std::fmt::Debug for EnterExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnterExecutor")
+            .field("seccomp", &self.seccomp.is_some())
+            .field("widened", &self.exact_caps.is_some())
+            .finish()
+    }
+}
+
+/// Capabilities the launch keeps until the filter is loaded: loading needs SYS_ADMIN
+/// without no-new-privileges; dropping bounding capabilities afterwards needs SETPCAP.
+const LOAD_CAPS: [Capability; 2] = [Capability::SysAdmin, Capability::Setpcap];
+
+/// Prepares the launch of `process_file` in the container whose bundle is `bundle`.
+pub fn prepare(bundle: &Path, process_file: &Path) -> Result<Entry, SupervisorError> {
+    let read = |p: &Path| -> Result<Vec<u8>, SupervisorError> {
+        std::fs::read(p).map_err(|e| SupervisorError::Io {
+            what: format!("reading {}", p.display()),
+            source: e,
+        })
+    };
+    let bad = |p: &Path, e: serde_json::Error| SupervisorError::Io {
+        what: format!("parsing {}", p.display()),
+        source: std::io::Error::other(e),
+    };
+    let config = bundle.join("config.json");
+    let spec: Spec = serde_json::from_slice(&read(&config)?).map_err(|e| bad(&config, e))?;
+    let mut process: Process =
+        serde_json::from_slice(&read(process_file)?).map_err(|e| bad(process_file, e))?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let needs_privilege = seccomp.is_some() && process.no_new_privileges() != Some(true);
+    let exact = process.capabilities().clone();
+    let Some(exact) = exact.filter(|_| needs_privilege) else {
+        return Ok(Entry {
+            process: process_file.to_path_buf(),
+            temporary: false,
+            executor: EnterExecutor {
+                seccomp,
+                exact_caps: None,
+            },
+        });
+    };
+    let mut widened = exact.clone();
+    let widen = |set: &Option<oci_spec::runtime::Capabilities>| {
+        let mut s = set.clone().unwrap_or_default();
+        s.extend(LOAD_CAPS);
+        s
+    };
+    widened
+        .set_bounding(Some(widen(exact.bounding())))
+        .set_effective(Some(widen(exact.effective())))
+        .set_permitted(Some(widen(exact.permitted())));
+    process.set_capabilities(Some(widened));
+    let launch = process_file.with_extension("launch.json");
+    let bytes = serde_json::to_vec(&process).map_err(|e| bad(&launch, e))?;
+    // Transient (removed once libcontainer has read it), in the 0700 container dir.
+    std::fs::write(&launch, bytes).map_err(|e| SupervisorError::Io {
+        what: format!("writing {}", launch.display()),
+        source: e,
+    })?;
+    Ok(Entry {
+        process: launch,
+        temporary: true,
+        executor: EnterExecutor {
+            seccomp,
+            exact_caps: Some(exact),
+        },
+    })
+}
