@@ -141,6 +141,9 @@ fn exec_cannot_escape_where_the_init_cannot() {
     root.ok(&["rm", "-f", &id, &free]);
 }
 
+/// options, then the inheritable, permitted, effective, bounding and ambient sets
+type Case = (Vec<&'static str>, u64, u64, u64, u64, u64);
+
 /// Docker's sets, for root and non-root users (`docker run … grep Cap /proc/1/status`).
 #[test]
 fn capabilities_match_docker() {
@@ -152,7 +155,7 @@ fn capabilities_match_docker() {
     const AUDIT_WRITE: u32 = 29;
     const CHOWN: u32 = 0;
     // (options, inheritable, permitted, effective, bounding, ambient)
-    let cases: Vec<(Vec<&str>, u64, u64, u64, u64, u64)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![], 0, DOCKER_DEFAULT, DOCKER_DEFAULT, DOCKER_DEFAULT, 0),
         (vec!["-u", "1000"], 0, 0, 0, DOCKER_DEFAULT, 0),
         (vec!["-u", "nobody"], 0, 0, 0, DOCKER_DEFAULT, 0),
