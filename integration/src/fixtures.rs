@@ -56,7 +56,8 @@ pub fn busybox_layer() -> Result<Vec<u8>> {
     t.finish()
 }
 
-fn busybox_config() -> serde_json::Value {
+/// The busybox image config (PATH, `sh`, `/`).
+pub fn busybox_config() -> serde_json::Value {
     json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "Cmd": ["sh"],
