@@ -68,6 +68,17 @@ pub struct AgentArgs {
     /// Subnet of the installed default network (default: a free 10.x.0.0/16).
     #[arg(long)]
     pub bridge_subnet: Option<String>,
+    /// Open API connections at most (default 1024; lowered to what the open-files limit
+    /// allows with 256 descriptors in reserve); more are answered 503.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, and that a keep-alive connection may
+    /// stay idle (default 10s). Streams (logs -f, events, attach) are not cut once asked.
+    #[arg(long)]
+    pub api_idle_timeout: Option<String>,
+    /// Containers (init and app) a pod may have (default 64).
+    #[arg(long)]
+    pub max_pod_containers: Option<usize>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -29,6 +29,9 @@
 //! bridge_subnet = "10.77.0.0/16"         # ditto; default: a free 10.x.0.0/16
 //! insecure_registries = ["registry.lan:5000"]   # plain HTTP (loopback always is)
 //! max_layer_bytes = 34359738368          # decompression-bomb limit per layer
+//! max_connections = 1024                 # open API connections; more are answered 503
+//! api_idle_timeout = "10s"               # to send request headers; idle keep-alive
+//! max_pod_containers = 64                # init + app containers of one pod
 //! ```
 //! A missing file means defaults; an unreadable or malformed one is an error.
 
@@ -91,6 +94,12 @@ pub struct Config {
     pub insecure_registries: BTreeSet<String>,
     #[serde(default)]
     pub max_layer_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub api_idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_pod_containers: Option<usize>,
 }
 
 impl Config {

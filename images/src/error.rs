@@ -31,3 +31,33 @@ pub enum Error {
     #[error(transparent)]
     Gc(#[from] gc::GcError),
 }
+
+impl Error {
+    /// Whether this error comes from a full disk (ENOSPC) or an exhausted quota (EDQUOT)
+    /// anywhere down its chain: never the registry's fault, never worth a retry.
+    pub fn is_no_space(&self) -> bool {
+        is_no_space(self)
+    }
+}
+
+/// [`Error::is_no_space`] for any error chain.
+pub fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                || io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+            // An io::Error wrapping another error (io::Error::other) hides it from source().
+            if let Some(inner) = io.get_ref() {
+                if is_no_space(inner) {
+                    return true;
+                }
+            }
+        }
+        cur = e.source();
+    }
+    false
+}

@@ -61,6 +61,15 @@ pub enum PullError {
         /// What failed.
         source: Box<Error>,
     },
+    /// The data root's file system is full (or its quota used up) while a layer was
+    /// stored: the disk's fault, not the registry's; not retried.
+    #[error("no space left on device under {root}: {detail}")]
+    NoSpace {
+        /// The data root.
+        root: std::path::PathBuf,
+        /// What was being written when it ran out.
+        detail: String,
+    },
     /// A blocking unpack task panicked or was cancelled.
     #[error("unpack task for layer {digest} failed: {detail}")]
     Task {
@@ -355,6 +364,14 @@ async fn ensure_layer(
         loop {
             match stream_layer(store, &job, session, unpack, progress).await {
                 Ok(info) => break info,
+                Err(e) if e.is_no_space() => {
+                    tracing::error!(digest = %job.digest, root = %store.root().display(), "disk full while storing a layer: {e}");
+                    return Err(PullError::NoSpace {
+                        root: store.root().to_path_buf(),
+                        detail: e.to_string(),
+                    }
+                    .into());
+                }
                 Err(e) if attempt < LAYER_ATTEMPTS && is_transient(&e) => {
                     tracing::debug!(digest = %job.digest, attempt, "layer download failed, retrying: {e}");
                     progress.event(Event::LayerRetrying {
@@ -477,6 +494,11 @@ fn unpack_streamed(
     let result = unpack_layer(&mut *reader, job.compression, snapshot.path(), options);
     let stats = match result {
         Ok(stats) => stats,
+        // A full disk is the verdict: draining the rest would only fail to write it too
+        // and then blame the blob's size.
+        Err(unpack_err) if crate::error::is_no_space(&unpack_err) => {
+            return Err(unpack_err.into());
+        }
         Err(unpack_err) => {
             // A corrupt blob often shows first as a corrupt stream; the digest says which it
             // is. Read what is left (bounded by the descriptor's size) and prefer that verdict.

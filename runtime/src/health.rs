@@ -46,6 +46,34 @@ pub struct HealthCheck {
     pub start_period_ms: u64,
 }
 
+impl HealthCheck {
+    /// Refuses timings that would make the agent busy-loop or never check.
+    pub fn validate(&self) -> Result<(), crate::task::TaskError> {
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        for (field, ms, min) in [
+            ("--health-interval", self.interval_ms, 1),
+            ("--health-timeout", self.timeout_ms, 1),
+            ("--health-start-period", self.start_period_ms, 0),
+        ] {
+            if !(min..=YEAR_MS).contains(&ms) {
+                return Err(crate::task::bad(
+                    field,
+                    &format!("{ms}ms"),
+                    format!("must be {min}ms to 365 days"),
+                ));
+            }
+        }
+        if self.retries == 0 || self.retries > 1000 {
+            return Err(crate::task::bad(
+                "--health-retries",
+                &self.retries.to_string(),
+                "must be 1 to 1000",
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_interval() -> u64 {
     30_000
 }

@@ -23,11 +23,55 @@ pub struct TaskError {
 }
 
 pub(crate) fn bad(field: &'static str, value: &str, reason: impl Into<String>) -> TaskError {
+    // A message quotes a value, not a megabyte of it.
+    let value = match value.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    };
     TaskError {
         field,
-        value: value.to_string(),
+        value,
         reason: reason.into(),
     }
+}
+
+/// The kernel's limit for one argument or environment string (`MAX_ARG_STRLEN`, 32 pages):
+/// a longer one fails `execve` with E2BIG.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// The kernel's limit for the whole argument list and environment of `execve`: a quarter of
+/// the stack limit the process inherits (at least 128 KiB, at most 6 MiB × 3/4).
+pub fn max_arg_bytes() -> usize {
+    let stack = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_STACK)
+        .map(|(soft, _)| soft)
+        .unwrap_or(8 << 20);
+    let quarter = usize::try_from(stack / 4).unwrap_or(usize::MAX);
+    quarter.clamp(128 << 10, (6 << 20) / 4 * 3)
+}
+
+/// What `execve` counts for `strings`: each string with its NUL, and a pointer for each.
+pub fn arg_bytes<'a>(strings: impl Iterator<Item = &'a String>) -> usize {
+    strings
+        .map(|s| s.len() + 1 + std::mem::size_of::<usize>())
+        .sum()
+}
+
+/// Refuses any string the kernel would refuse in `execve` (E2BIG), naming the option.
+fn check_exec_strings(field: &'static str, strings: &[String]) -> Result<(), TaskError> {
+    for s in strings {
+        if s.len() >= MAX_ARG_STRLEN {
+            let key = s.split('=').next().unwrap_or_default();
+            return Err(bad(
+                field,
+                key,
+                format!(
+                    "{} bytes; the kernel refuses an argument or variable of {MAX_ARG_STRLEN} bytes or more (E2BIG)",
+                    s.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub use crate::network::{NetworkMode, PublishedPort};
@@ -381,6 +425,31 @@ impl TaskSpec {
                 return Err(bad("--env", e, "expected KEY=VALUE"));
             }
         }
+        check_exec_strings("--env", &self.env)?;
+        check_exec_strings("command", &self.command)?;
+        check_exec_strings(
+            "--entrypoint",
+            self.entrypoint.as_deref().unwrap_or_default(),
+        )?;
+        let total = arg_bytes(
+            self.env
+                .iter()
+                .chain(&self.command)
+                .chain(self.entrypoint.iter().flatten()),
+        );
+        if total > max_arg_bytes() {
+            return Err(bad(
+                "--env",
+                &format!("{} variables", self.env.len()),
+                format!(
+                    "command and environment take {total} bytes; the kernel allows {} (E2BIG)",
+                    max_arg_bytes()
+                ),
+            ));
+        }
+        if let Some(h) = &self.health {
+            h.validate()?;
+        }
         if let Some(w) = &self.workdir {
             if !w.starts_with('/') {
                 return Err(bad("--workdir", w, "must be an absolute path"));
@@ -410,6 +479,14 @@ impl TaskSpec {
         let r = &self.resources;
         if let Some(c) = r.cpus {
             parse_cpus(&c.to_string())?;
+            let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if c > host as f64 {
+                return Err(bad(
+                    "--cpus",
+                    &c.to_string(),
+                    format!("range is 0.01 to {host} (the CPUs available)"),
+                ));
+            }
         }
         if let Some(s) = r.cpu_shares {
             if !(2..=262_144).contains(&s) {
@@ -419,11 +496,21 @@ impl TaskSpec {
         for (field, v) in [
             ("--memory", r.memory),
             ("--memory-reservation", r.memory_reservation),
+            ("memory_high", r.memory_high),
         ] {
             if let Some(v) = v {
                 if v < 6 << 20 {
                     return Err(bad(field, &v.to_string(), "minimum is 6m"));
                 }
+            }
+        }
+        if let (Some(m), Some(high)) = (r.memory, r.memory_high) {
+            if high > m {
+                return Err(bad(
+                    "memory_high",
+                    &high.to_string(),
+                    "must not be above --memory",
+                ));
             }
         }
         if let (Some(m), Some(res)) = (r.memory, r.memory_reservation) {
@@ -456,8 +543,14 @@ impl TaskSpec {
 
 /// Container names as Docker allows them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 bytes.
 pub fn check_name(name: &str) -> Result<(), TaskError> {
+    if name.len() > 128 {
+        return Err(bad(
+            "--name",
+            name,
+            format!("{} characters; at most 128", name.len()),
+        ));
+    }
     let ok = !name.is_empty()
-        && name.len() <= 128
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name
             .bytes()

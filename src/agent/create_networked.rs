@@ -22,7 +22,8 @@ pub async fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>)
         .filter(|_| task.pod.is_none())
         .map(str::to_string)
     else {
-        let _ = reply.send(super::create::create(node, task).await);
+        let created = super::create::create(node, task).await;
+        answer(node, reply, created).await;
         return;
     };
     let id = match precheck(node, &task).and_then(|()| super::create::new_id()) {
@@ -104,5 +105,18 @@ pub async fn on_ready(
         let _ =
             tokio::task::spawn_blocking(move || network::release_container(&settings, &id)).await;
     }
-    let _ = reply.send(created);
+    answer(node, reply, created).await;
+}
+
+/// Answers a create; a container whose client left before hearing of it (a `run --rm`
+/// given up, a killed CLI) is removed again rather than left `created` with no one to
+/// start or remove it.
+async fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created, ApiError>) {
+    let Err(Ok(orphan)) = reply.send(created) else {
+        return;
+    };
+    tracing::warn!(id = %orphan.id, "the client left before its create was answered; removing the container");
+    if let Err(e) = super::remove::remove(node, &orphan.id, true).await {
+        tracing::error!(id = %orphan.id, error = %e.message, "removing an orphaned create");
+    }
 }

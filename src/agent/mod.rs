@@ -29,8 +29,10 @@ pub mod pod;
 mod probe;
 mod relaunch;
 mod remove;
+mod request;
 mod routes;
 mod routes_pods;
+pub mod server;
 mod start;
 
 use std::os::unix::fs::PermissionsExt;
@@ -80,6 +82,8 @@ pub struct Settings {
     pub network: network::NetworkSettings,
     /// Latency of CNI operations, for the metrics endpoint.
     pub cni_latency: metrics::Latencies,
+    /// Containers (init and app) a pod may have.
+    pub max_pod_containers: usize,
 }
 
 impl Settings {
@@ -167,6 +171,10 @@ pub struct AgentOptions {
     pub network: network::NetworkSettings,
     /// Bridge and subnet of the default network, if Berth installs it.
     pub bridge: (String, Option<String>),
+    /// Connection cap and header/idle deadline of the API socket.
+    pub api_limits: server::Limits,
+    /// Containers (init and app) a pod may have.
+    pub max_pod_containers: usize,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -202,6 +210,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             ..opts.network
         },
         cni_latency: metrics::Latencies::default(),
+        max_pod_containers: opts.max_pod_containers,
     });
     // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it.
     for (qos, shares) in [
@@ -275,8 +284,6 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         latency,
         metrics::track,
     ));
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let stopping_tx = stopping.clone();
     let shutdown = async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -288,17 +295,22 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!("shutting down; containers keep running");
-        stopping_tx.notify_one();
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    // Streams (attach, logs -f, wait) would hold a graceful shutdown forever: 2 s at most.
-    tokio::select! {
-        r = serve => r.context("serving the API")?,
-        _ = async {
-            stopping.notified().await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        } => {}
+    let limits = server::Limits {
+        max_connections: server::connection_cap(opts.api_limits.max_connections),
+        ..opts.api_limits
+    };
+    if limits.max_connections < opts.api_limits.max_connections {
+        tracing::warn!(
+            requested = opts.api_limits.max_connections,
+            cap = limits.max_connections,
+            "max_connections lowered to what the open-files limit allows"
+        );
     }
+    // Streams (attach, logs -f, wait) would hold a graceful shutdown forever: 2 s at most.
+    server::serve(listener, app, limits, shutdown, Duration::from_secs(2))
+        .await
+        .context("serving the API")?;
     ticker.abort();
     owner.abort();
     if let Some(t) = metrics_task {

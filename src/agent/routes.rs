@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
 use super::node::{Action, Handle};
+use super::request::Strict;
 use crate::api::*;
 
 /// The owner's inbox, every handler's state.
@@ -102,7 +103,10 @@ fn ndjson(mut rx: mpsc::Receiver<ProgressLine>) -> Response {
         .unwrap_or_else(|e| ApiError::internal(e).into_response())
 }
 
-async fn pull(State(tx): State<Tx>, Json(req): Json<PullRequest>) -> Result<Response, ApiError> {
+async fn pull(
+    State(tx): State<Tx>,
+    Strict(req): Strict<PullRequest>,
+) -> Result<Response, ApiError> {
     let (lines, rx) = mpsc::channel(64);
     tx.send(Action::Pull(req, lines))
         .await
@@ -139,7 +143,7 @@ async fn inspect_image(
 
 async fn remove_image(
     State(tx): State<Tx>,
-    Json(req): Json<RemoveImageRequest>,
+    Strict(req): Strict<RemoveImageRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(ask(&tx, |r| Action::RemoveImage(req, r)).await?))
 }
@@ -150,7 +154,7 @@ async fn prune(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {
 
 async fn rootfs(
     State(tx): State<Tx>,
-    Json(req): Json<RootfsRequest>,
+    Strict(req): Strict<RootfsRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     ask(&tx, |r| Action::Rootfs(req, r)).await?;
     Ok(Json(serde_json::json!({})))
@@ -158,7 +162,7 @@ async fn rootfs(
 
 async fn create(
     State(tx): State<Tx>,
-    Json(task): Json<berth_runtime::task::TaskSpec>,
+    Strict(task): Strict<berth_runtime::task::TaskSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     let created = ask(&tx, |r| Action::Create(Box::new(task), r)).await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -423,7 +427,7 @@ async fn stats(
 async fn exec(
     State(tx): State<Tx>,
     Path(id): Path<String>,
-    Json(req): Json<ExecRequest>,
+    Strict(req): Strict<ExecRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let exec_id = ask(&tx, |r| Action::Exec(id, Box::new(req), r)).await?;
     Ok((StatusCode::CREATED, Json(ExecCreated { exec_id })))

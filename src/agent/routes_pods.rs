@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::events::{parse_filters, Event};
 use super::node::Action;
+use super::request::Strict;
 use super::routes::{ask, Tx};
 
 /// Routes of `/v1/pods`, `/v1/events` and `/v1/networks`.
@@ -44,7 +45,7 @@ async fn check_network(
 
 async fn create(
     State(tx): State<Tx>,
-    Json(spec): Json<berth_runtime::pod::PodSpec>,
+    Strict(spec): Strict<berth_runtime::pod::PodSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     let info = ask(&tx, |r| Action::CreatePod(Box::new(spec), r)).await?;
     Ok((StatusCode::CREATED, Json(info)))

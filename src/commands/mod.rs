@@ -154,6 +154,21 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         .bridge_subnet
         .clone()
         .or_else(|| config.bridge_subnet.clone());
+    let idle_text = pick(&args.api_idle_timeout, &config.api_idle_timeout, "10s");
+    let idle_timeout = berth_runtime::health::parse_duration(&idle_text)
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("invalid api_idle_timeout {idle_text:?}: want 10s, 500ms"))?;
+    let max_connections = args
+        .max_connections
+        .or(config.max_connections)
+        .unwrap_or(1024);
+    let max_pod_containers = args
+        .max_pod_containers
+        .or(config.max_pod_containers)
+        .unwrap_or(64);
+    if max_connections == 0 || max_pod_containers == 0 {
+        anyhow::bail!("max_connections and max_pod_containers must be at least 1");
+    }
     let socket = match (&config.socket, cli.defaulted.0) {
         (Some(s), true) => s.clone(),
         _ => cli.socket.clone(),
@@ -193,6 +208,11 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         eviction_memory_available,
         network,
         bridge: (bridge_name, bridge_subnet),
+        api_limits: crate::agent::server::Limits {
+            max_connections,
+            idle_timeout,
+        },
+        max_pod_containers,
         config,
     };
     crate::agent::run(opts).await

@@ -37,6 +37,18 @@ pub enum SpecError {
         /// Why.
         reason: String,
     },
+    /// Command and environment (the image's included) are more than `execve` takes.
+    #[error("argument list too long (E2BIG): the command and environment take {bytes} bytes, one string {longest}; the kernel allows {max} in all and less than {per_string} per string")]
+    ArgumentListTooLong {
+        /// Their size as execve counts it.
+        bytes: usize,
+        /// The longest string.
+        longest: usize,
+        /// The limit in all.
+        max: usize,
+        /// The limit per string.
+        per_string: usize,
+    },
     /// Neither the image nor the task gives a command.
     #[error("no command specified")]
     NoCommand,
@@ -252,6 +264,16 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         return Err(SpecError::NoCommand);
     };
     let env = process_env(inputs.image, task, &hostname, &user.home);
+    let bytes = crate::task::arg_bytes(args.iter().chain(&env));
+    let longest = args.iter().chain(&env).map(String::len).max().unwrap_or(0);
+    if bytes > crate::task::max_arg_bytes() || longest >= crate::task::MAX_ARG_STRLEN {
+        return Err(SpecError::ArgumentListTooLong {
+            bytes,
+            longest,
+            max: crate::task::max_arg_bytes(),
+            per_string: crate::task::MAX_ARG_STRLEN,
+        });
+    }
     if !find_executable(inputs.rootfs, command, &env) {
         return Err(SpecError::CommandNotFound {
             command: command.clone(),

@@ -32,6 +32,14 @@ pub enum End {
     Exited(i32),
     /// Killed by a signal.
     Signaled(i32),
+    /// The init was killed or ended while it waited for START: the user's process never
+    /// ran (`rm -f` of a created container), so no start is recorded for it.
+    NotStarted {
+        /// 128 + signal, or the exit code.
+        code: i32,
+        /// The signal, if killed.
+        signal: Option<i32>,
+    },
     /// Never ran.
     Failed {
         /// Docker's code.
@@ -245,10 +253,22 @@ impl EventLoop {
                 drain_until = Some(Instant::now() + DRAIN);
             }
         }
-        end.unwrap_or(End::Failed {
+        let end = end.unwrap_or(End::Failed {
             code: 125,
             error: "the process was lost".into(),
-        })
+        });
+        match end {
+            End::Exited(code) if !started && matches!(managed, Managed::Init { .. }) => {
+                End::NotStarted { code, signal: None }
+            }
+            End::Signaled(sig) if !started && matches!(managed, Managed::Init { .. }) => {
+                End::NotStarted {
+                    code: 128 + sig,
+                    signal: Some(sig),
+                }
+            }
+            other => other,
+        }
     }
 
     fn reap(
@@ -466,6 +486,7 @@ pub fn exit_record(end: End, oom_killed: bool) -> ExitRecord {
     let (exit_code, signal, reason, error) = match end {
         End::Exited(code) => (code, None, "exited", None),
         End::Signaled(sig) => (128 + sig, Some(sig), "signaled", None),
+        End::NotStarted { code, signal } => (code, signal, "not-started", None),
         End::Failed { code, error } => (code, None, "start-failed", Some(error)),
     };
     ExitRecord {

@@ -38,6 +38,13 @@ pub async fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
 
 /// Checks and admits; the pod is recorded as starting and its sandbox is being made.
 async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
+    let members = spec.init_containers.len() + spec.containers.len();
+    let max = node.settings.max_pod_containers;
+    if members > max {
+        return Err(ApiError::bad_request(format!(
+            "invalid pod spec: {members} containers (init and app), more than the {max} allowed (max_pod_containers)"
+        )));
+    }
     let id = crate::agent::create::new_id()?;
     let dir = node.settings.pods_dir().join(&id);
     let plan = plan_of(&spec, &dir)?;
