@@ -227,3 +227,50 @@ fn a_restart_due_during_an_agent_outage_still_happens() {
     );
     assert_eq!(p["record"]["phase"], "running");
 }
+
+/// `kill -9` of the agent while clients create: afterwards a container exists exactly for
+/// each client that was told its id; one whose client saw an error is removed at start.
+#[test]
+fn creates_cut_short_by_kill_9_leave_only_answered_containers() {
+    let mut root = Root::new();
+    import(&root);
+    let clients: Vec<(String, std::process::Child)> = (0..12)
+        .map(|i| {
+            let name = format!("cut{i}");
+            let child = root
+                .cmd(&["create", "--name", &name, "busybox", "sleep", "100"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (name, child)
+        })
+        .collect();
+    // Kill the agent in the middle: once the first container directory exists.
+    wait_for("a create under way", || {
+        common::containers_dir_entries(&root) > 0
+    });
+    root.stop_agent(libc::SIGKILL);
+    let mut answered = Vec::new();
+    for (name, child) in clients {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            answered.push(name);
+        }
+    }
+    root.start_agent(&[]);
+    wait_for("the unanswered creates removed", || {
+        let mut names: Vec<String> = ps_json(&root)
+            .iter()
+            .map(|c| c["record"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        let mut want = answered.clone();
+        want.sort();
+        names == want && common::containers_dir_entries(&root) == want.len()
+    });
+    assert!(
+        answered.len() < 12,
+        "every create finished before the kill: the test did not cut any short"
+    );
+}

@@ -207,6 +207,12 @@ impl ContainerDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+    /// `create.pending`: present from the first record of a client's create until the agent
+    /// answers it. A container found with it after an agent crash was never reported to
+    /// its client (who saw an error), so recovery removes it.
+    pub fn create_pending(&self) -> PathBuf {
+        self.0.join("create.pending")
+    }
     /// `container.json`.
     pub fn record(&self) -> PathBuf {
         self.0.join("container.json")

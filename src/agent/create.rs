@@ -219,6 +219,13 @@ fn prepare(
     for sub in [dir.logs(), dir.execs(), dir.etc()] {
         std::fs::create_dir_all(&sub).map_err(ApiError::internal)?;
     }
+    // A client's create (not a pod's member) is pending until answered; see
+    // `ContainerDir::create_pending`. Made durable with the first record's directory sync.
+    if record.task.pod.is_none() {
+        std::fs::write(dir.create_pending(), b"").map_err(|e| {
+            ApiError::internal(format!("writing {}: {e}", dir.create_pending().display()))
+        })?;
+    }
     settings
         .store
         .put_lease(&lease_name(&record.id), snapshots)

@@ -112,6 +112,17 @@ pub async fn on_ready(
 /// given up, a killed CLI) is removed again rather than left `created` with no one to
 /// start or remove it.
 async fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created, ApiError>) {
+    // No longer pending before the client can hear of it: a crash after this point keeps
+    // the container (its client may have its id); before it, recovery removes it.
+    if let Some(c) = created
+        .as_ref()
+        .ok()
+        .and_then(|c| node.containers.get(&c.id))
+    {
+        if let Err(e) = std::fs::remove_file(c.dir.create_pending()) {
+            tracing::error!(id = %c.record.id, error = %e, "clearing the pending-create mark");
+        }
+    }
     let Err(Ok(orphan)) = reply.send(created) else {
         return;
     };

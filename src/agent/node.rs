@@ -162,6 +162,7 @@ impl Node {
             Ok(e) => e,
             Err(_) => return node,
         };
+        let mut unanswered = Vec::new();
         for entry in entries.flatten() {
             let cdir = ContainerDir(entry.path());
             let record: ContainerRecord = match read_json(&cdir.record()) {
@@ -196,6 +197,12 @@ impl Node {
                 }
             };
             let id = record.id.clone();
+            if cdir.create_pending().exists() {
+                // The agent died before answering this create: its client saw an error
+                // and holds no id. Removed once the owner runs (supervisor killed first).
+                tracing::warn!(id, "removing a container whose create was never answered");
+                unanswered.push(id.clone());
+            }
             let exit = exit.filter(|_| reported.contains(&id));
             let (exit, _) = watch::channel(exit);
             node.containers.insert(
@@ -227,6 +234,10 @@ impl Node {
             .map(Action::AbandonPod)
             .chain(running.into_iter().map(Action::ResumePod))
             .chain(restarts.into_iter().map(Action::RestartContainer))
+            .chain(unanswered.into_iter().map(|id| {
+                let (reply, _) = tokio::sync::oneshot::channel();
+                Action::Remove(id, true, reply)
+            }))
             .collect();
         let tx = node.tx.clone();
         tokio::spawn(async move {
