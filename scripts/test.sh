@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of Berth, as CI runs it (root): set-up, formatting, lints, the whole cargo
 # test suite (unit, root integration tests against a real docker-registry, fuzz smoke),
-# then each cargo-fuzz target for a few seconds under libFuzzer.
+# then each cargo-fuzz target for a few seconds under libFuzzer, then every benchmark script
+# in its 1-run smoke mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -35,4 +36,8 @@ status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ {p += $4; f += $6} END {print "tests: " p " passed, " f " failed"}' "$TEST_LOG"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+
+echo "== benchmarks, 1-run smoke mode (anchors: podman, runc, crun, hyperfine)"
+scripts/setup.sh --bench
+integration/bench/smoke.sh
