@@ -256,3 +256,49 @@ fn capabilities_match_docker() {
         assert_eq!(code, 0, "--cap-drop {cap}: {err}");
     }
 }
+
+/// A command the kernel refuses to execute (no valid format) fails its start with
+/// Docker's 126 and the kernel's reason, for the init and for an exec alike (libcontainer
+/// would only log it, after START); the same with a detached start.
+#[test]
+fn an_exec_failure_after_start_is_the_exit_reason() {
+    use berth_integration::layout::{write_oci_layout, Image};
+    use berth_integration::tarball::{Compression, Meta, TarBuilder};
+    let root = Root::new();
+    let mut t = TarBuilder::new();
+    t.file("garbage", b"not a program\n", Meta::FILE.mode(0o755))
+        .unwrap();
+    t.file("private", b"#!/bin/sh\necho ran\n", Meta::FILE.mode(0o700))
+        .unwrap();
+    let image = Image::new(
+        vec![
+            berth_integration::fixtures::busybox_layer().unwrap(),
+            t.finish().unwrap(),
+        ],
+        berth_integration::fixtures::busybox_config(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_layout(dir.path(), &[("odd:latest", &image)], Compression::Gzip).unwrap();
+    root.ok(&["import", dir.path().to_str().unwrap()]);
+    // Root runs a 0700 file, as the kernel allows (libcontainer's own check did not).
+    assert_eq!(root.ok(&["run", "--rm", "odd", "/private"]), "ran\n");
+    let (code, _, err) = run(&root, &["run", "--rm", "odd", "/garbage"]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("exec format error"), "{err}");
+    let id = run_detached(&root, &["odd", "sleep", "1000"]);
+    let (code, _, err) = run(&root, &["exec", &id, "/garbage"]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("exec format error"), "{err}");
+    root.ok(&["rm", "-f", &id]);
+    let id = root
+        .ok(&["run", "-d", "odd", "/garbage"])
+        .trim()
+        .to_string();
+    wait_for("the start failure", || {
+        common::state(&root, &id)["status"] == "stopped"
+    });
+    let st = common::state(&root, &id);
+    assert_eq!(st["exitCode"], 126, "{st}");
+    assert_eq!(st["reason"], "start-failed", "{st}");
+    root.ok(&["rm", &id]);
+}

@@ -18,6 +18,8 @@
 //! of the image runs before that. Tests compare `/proc/self/status` of both kinds of process.
 
 use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::workload::default::DefaultExecutor;
@@ -73,12 +75,27 @@ pub fn exec_process(spec: &Spec, o: &ExecOverrides) -> Process {
     process
 }
 
-/// libcontainer's default executor, preceded by the container's seccomp filter and, when
-/// the launch kept extra capabilities to load it, the drop to the container's exact sets.
+/// The last step libcontainer runs in the container's process: the container's seccomp
+/// filter and, when the launch kept extra capabilities to load it, the drop to the
+/// container's exact sets (exec only; the init's filter is libcontainer's own), then
+/// `execvp`. If `execvp` fails, its reason goes to the supervisor through a pipe
+/// ([`ExecFailure`]): after START nobody else could hear it (E2BIG, EACCES, ENOEXEC).
 #[derive(Clone)]
 pub struct EnterExecutor {
     seccomp: Option<LinuxSeccomp>,
     exact_caps: Option<LinuxCapabilities>,
+    report: Option<RawFd>,
+}
+
+impl EnterExecutor {
+    /// For a container's init: libcontainer confines it; only failures are reported.
+    pub fn for_init(report: &ExecFailure) -> Self {
+        EnterExecutor {
+            seccomp: None,
+            exact_caps: None,
+            report: Some(report.write_fd()),
+        }
+    }
 }
 
 impl Executor for EnterExecutor {
@@ -97,15 +114,121 @@ impl Executor for EnterExecutor {
                 ExecutorError::Other(format!("dropping to the container's capabilities: {e}"))
             })?;
         }
-        DefaultExecutor {}.exec(spec)
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
+        let Some(first) = args.first() else {
+            return Err(ExecutorError::InvalidArg);
+        };
+        let cstr = |s: &str| CString::new(s.as_bytes()).map_err(|_| ExecutorError::InvalidArg);
+        let program = cstr(&lookup(first))?;
+        let argv = args
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        // execv, not execvp: libc's execvp runs a file the kernel refuses (ENOEXEC) with
+        // /bin/sh instead; runc and Docker report "exec format error".
+        let Err(errno) = nix::unistd::execv(&program, &argv);
+        // Docker's codes: 127 not found, 126 found but not executable.
+        let code = if errno == nix::errno::Errno::ENOENT {
+            127
+        } else {
+            126
+        };
+        let message = format!("exec {first:?}: {}", errno.desc().to_lowercase());
+        if let Some(fd) = self.report {
+            let line = format!("{code} {message}");
+            // SAFETY: `fd` is the pipe's write end inherited from the supervisor, open until
+            // execve (CLOEXEC); writing to it touches nothing else.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = nix::unistd::write(fd, line.as_bytes());
+        }
+        Err(ExecutorError::Other(message))
     }
 
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
+    fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // The agent looked the command up already (127 when missing). libcontainer's own
+        // check wants an x bit for others, which refuses what the kernel allows (root
+        // running a 0700 file); the kernel's verdict comes back from `execvp` instead.
+        Ok(())
     }
 
     fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
         DefaultExecutor {}.setup_envs(envs)
+    }
+}
+
+/// `command` found on `$PATH` (already the container's environment) as execvp would, or
+/// itself when it has a `/` or nothing matches (execv then says why).
+fn lookup(command: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if command.contains('/') {
+        return command.to_string();
+    }
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{d}/{command}"))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| command.to_string())
+}
+
+/// A pipe through which a container process whose `execvp` failed tells the supervisor
+/// why. Its write end is inherited by the process and closed by a successful `execve`
+/// (CLOEXEC); the supervisor drops its own copy once the process is launched.
+#[derive(Debug)]
+pub struct ExecFailure {
+    read: OwnedFd,
+    write: Option<OwnedFd>,
+}
+
+impl ExecFailure {
+    /// A new pipe (both ends CLOEXEC; the read end non-blocking).
+    pub fn new() -> Result<Self, SupervisorError> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| SupervisorError::Io {
+                    what: "making the exec-failure pipe".into(),
+                    source: e.into(),
+                })?;
+        Ok(ExecFailure {
+            read,
+            write: Some(write),
+        })
+    }
+
+    fn write_fd(&self) -> RawFd {
+        self.write.as_ref().map_or(-1, |w| w.as_raw_fd())
+    }
+
+    /// Drops the supervisor's copy of the write end (after the launch).
+    pub fn launched(&mut self) {
+        self.write = None;
+    }
+
+    /// How the process ended, with the reason its `execvp` failed if it did: then it never
+    /// ran, and the exit is a start failure with Docker's code (126, 127).
+    pub(crate) fn reason_for(&self, end: super::event_loop::End) -> super::event_loop::End {
+        match (&end, self.take()) {
+            (super::event_loop::End::Exited(_), Some((code, error))) => {
+                super::event_loop::End::Failed { code, error }
+            }
+            _ => end,
+        }
+    }
+
+    /// What the process reported, once it has ended: Docker's exit code and the reason.
+    pub(crate) fn take(&self) -> Option<(i32, String)> {
+        let mut buf = [0u8; 1024];
+        let n = nix::unistd::read(self.read.as_raw_fd(), &mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let (code, message) = text.split_once(' ')?;
+        Some((code.parse().ok()?, message.to_string()))
     }
 }
 
@@ -134,7 +257,11 @@ impl std::fmt::Debug for EnterExecutor {
 const LOAD_CAPS: [Capability; 2] = [Capability::SysAdmin, Capability::Setpcap];
 
 /// Prepares the launch of `process_file` in the container whose bundle is `bundle`.
-pub fn prepare(bundle: &Path, process_file: &Path) -> Result<Entry, SupervisorError> {
+pub fn prepare(
+    bundle: &Path,
+    process_file: &Path,
+    report: &ExecFailure,
+) -> Result<Entry, SupervisorError> {
     let read = |p: &Path| -> Result<Vec<u8>, SupervisorError> {
         std::fs::read(p).map_err(|e| SupervisorError::Io {
             what: format!("reading {}", p.display()),
@@ -159,6 +286,7 @@ pub fn prepare(bundle: &Path, process_file: &Path) -> Result<Entry, SupervisorEr
             executor: EnterExecutor {
                 seccomp,
                 exact_caps: None,
+                report: Some(report.write_fd()),
             },
         });
     };
@@ -186,6 +314,7 @@ pub fn prepare(bundle: &Path, process_file: &Path) -> Result<Entry, SupervisorEr
         executor: EnterExecutor {
             seccomp,
             exact_caps: Some(exact),
+            report: Some(report.write_fd()),
         },
     })
 }

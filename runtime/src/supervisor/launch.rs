@@ -80,14 +80,17 @@ fn builder(
     Ok(b)
 }
 
-/// Creates the container from the bundle (its init waits for [`start`]).
+/// Creates the container from the bundle (its init waits for [`start`]); an `execvp` that
+/// fails after START is reported through `report`.
 pub fn create(
     id: &str,
     bundle: &Path,
     lc_root: &Path,
     stdio: &mut Stdio,
+    report: &super::confine::ExecFailure,
 ) -> Result<Container, SupervisorError> {
     builder(id, lc_root, stdio)?
+        .with_executor(super::confine::EnterExecutor::for_init(report))
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -108,8 +111,9 @@ pub fn exec(
     bundle: &Path,
     process: &Path,
     stdio: &mut Stdio,
+    report: &super::confine::ExecFailure,
 ) -> Result<i32, SupervisorError> {
-    let entry = super::confine::prepare(bundle, process)?;
+    let entry = super::confine::prepare(bundle, process, report)?;
     let built = builder(id, lc_root, stdio)?
         .with_executor(entry.executor)
         .as_tenant()
@@ -119,7 +123,10 @@ pub fn exec(
     if entry.temporary {
         let _ = std::fs::remove_file(&entry.process);
     }
-    let pid = built.map_err(lc_err("running the exec process"))?;
+    let pid = built.map_err(|e| match report.take() {
+        Some((code, message)) => SupervisorError::ExecFailed { code, message },
+        None => lc_err("running the exec process")(e),
+    })?;
     Ok(pid.as_raw())
 }
 

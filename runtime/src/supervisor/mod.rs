@@ -40,6 +40,14 @@ pub enum SupervisorError {
         /// The error.
         source: std::io::Error,
     },
+    /// The process's `execvp` failed (reported by [`confine::ExecFailure`]).
+    #[error("{message}")]
+    ExecFailed {
+        /// Docker's exit code: 127 not found, 126 not executable.
+        code: i32,
+        /// The kernel's reason.
+        message: String,
+    },
     /// libcontainer refused.
     #[error("{what}: {reason}")]
     Libcontainer {
@@ -54,6 +62,9 @@ impl SupervisorError {
     /// Docker's exit code for a process that could not be started: 127 when the command does
     /// not exist, 126 when it cannot be executed, 125 otherwise.
     pub fn exit_code(&self) -> i32 {
+        if let SupervisorError::ExecFailed { code, .. } = self {
+            return *code;
+        }
         let text = self.to_string();
         if text.contains("not found") || text.contains("No such file") {
             127
@@ -340,14 +351,20 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&mut ready_out, io_err("opening the log")(e)),
     };
+    let mut exec_failure = match confine::ExecFailure::new() {
+        Ok(f) => f,
+        Err(e) => return fail(&mut ready_out, e),
+    };
     sigpipe(true);
     let created = launch::create(
         &opts.id,
         &opts.dir,
         &dir.libcontainer(),
         &mut container_stdio,
+        &exec_failure,
     );
     sigpipe(false);
+    exec_failure.launched();
     let mut container = match created {
         Ok(c) => c,
         Err(e) => {
@@ -404,10 +421,10 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
             return 1;
         }
     };
-    let status = lp.run(Managed::Init {
+    let status = exec_failure.reason_for(lp.run(Managed::Init {
         container: &mut container,
         pid,
-    });
+    }));
     let oom = crate::cgroups::oom_kills(&opts.cgroup_path) > 0;
     let _ = crate::cgroups::kill_all(&opts.cgroup_path);
     if let Err(e) = container.delete(true) {
@@ -466,6 +483,13 @@ pub fn run_exec(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
         }
     };
     let lc_root = dir.libcontainer();
+    let mut exec_failure = match confine::ExecFailure::new() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "supervisor set-up failed");
+            return 1;
+        }
+    };
     let mut launch = |lp: &mut EventLoop| -> Result<i32, SupervisorError> {
         sigpipe(true);
         let r = launch::exec(
@@ -474,8 +498,10 @@ pub fn run_exec(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
             dir.path(),
             &opts.process,
             &mut container_stdio,
+            &exec_failure,
         );
         sigpipe(false);
+        exec_failure.launched();
         let pid = r?;
         if let Stdio::Tty { listener, .. } = &container_stdio {
             let master = launch::receive_pty(listener)?;
@@ -493,6 +519,7 @@ pub fn run_exec(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
     let status = lp.run(Managed::Exec {
         launch: &mut launch,
     });
+    let status = exec_failure.reason_for(status);
     let record = event_loop::exit_record(status, false);
     let _ = write_json(&record_path, &record);
     lp.finish(&record);
@@ -521,9 +548,13 @@ pub fn run_bundle(id: &str, bundle: &Path, state_root: &Path) -> i32 {
             Err(_) => return 125,
         },
     };
+    let Ok(mut exec_failure) = confine::ExecFailure::new() else {
+        return 125;
+    };
     sigpipe(true);
-    let created = launch::create(id, bundle, state_root, &mut stdio);
+    let created = launch::create(id, bundle, state_root, &mut stdio, &exec_failure);
     sigpipe(false);
+    exec_failure.launched();
     drop(stdio);
     let mut container = match created {
         Ok(c) => c,
