@@ -92,17 +92,7 @@ fn exec_and_health_checks_are_confined_like_the_init() {
             "{extra:?}: health check differs from the init"
         );
         // A terminal exec takes the same path.
-        // A terminal exec takes the same path (`script` gives the CLI a terminal).
-        let cmd = format!(
-            "{} --socket {} exec -t {id} cat /proc/self/status",
-            env!("CARGO_BIN_EXE_berth"),
-            root.socket().display()
-        );
-        let out = std::process::Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .output()
-            .expect("script (bsdutils)");
-        let tty = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        let tty = common::in_terminal(&root, &format!("exec -t {id} cat /proc/self/status"));
         assert_eq!(confinement(&tty), init, "{extra:?}: exec -t");
         root.ok(&["rm", "-f", &id]);
     }

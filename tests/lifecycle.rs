@@ -262,17 +262,7 @@ fn agent_sigterm_leaves_containers_running() {
 fn terminal_and_interactive_stdin() {
     let root = Root::new();
     import(&root);
-    // `script` gives the CLI a terminal of its own.
-    let cmd = format!(
-        "{} --socket {} run --rm -t busybox tty",
-        env!("CARGO_BIN_EXE_berth"),
-        root.socket().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-        .expect("script (bsdutils)");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::in_terminal(&root, "run --rm -t busybox tty");
     assert!(text.contains("/dev/pts/0"), "{text}");
     let mut child = root
         .cmd(&["run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z"])

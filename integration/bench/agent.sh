@@ -18,42 +18,19 @@ mkdir -p "$OUT"
 for tool in hyperfine podman python3; do
   command -v "$tool" >/dev/null || { echo "agent.sh: missing $tool; run scripts/setup.sh --bench" >&2; exit 1; }
 done
-WORK=$(mktemp -d /tmp/berth-agentbench-XXXXXX)
-. "$REPO/scripts/cgroups.sh"
-OWN_CG=$(own_cgroup)
-CG="${OWN_CG%/}/berth-agentbench-$$"
-AGENT_PID=""
-export BERTH_SOCKET="$WORK/b.sock" BERTH_ROOT="$WORK/root" BERTH_CONFIG=/nonexistent
-P=(podman --root "$WORK/podroot" --runroot "$WORK/podrun" --cgroup-manager cgroupfs
-   --events-backend file --storage-driver overlay --tmpdir "$WORK/podtmp")
+. "$HERE/common.sh"
+bench_init agentbench
 PODRUN=(-d --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
         --cgroups=no-conmon --cgroup-parent="$CG/podman")
-cleanup() {
-  set +e
-  if [ -n "$AGENT_PID" ]; then
-    for id in $("$BERTH" pod ls -q 2>/dev/null); do "$BERTH" pod rm -f "$id" >/dev/null; done
-    kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
-  fi
-  "${P[@]}" rm -af -t 0 >/dev/null 2>&1
-  for _ in 1 2; do
-    grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  done
-  remove_cgroup_tree "$CG"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 start_agent() {
   "$BERTH" agent --cgroup-root "$CG/berth" --default-network none --cni-conf-dir "$WORK/net.d" 2>>"$WORK/agent.log" &
   AGENT_PID=$!
 }
 
-echo "== building berth (release) and the busybox image"
-(cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
-BERTH="$REPO/target/release/berth"
-"$REPO/target/release/berth-fixture" all "$WORK/fixtures" >/dev/null
-start_agent
-for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
+bench_build
+bench_agent --default-network none
 "$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
 
 echo "== 100 containers in 10 pods"

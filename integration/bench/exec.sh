@@ -22,40 +22,20 @@ for tool in hyperfine podman runc python3; do
   command -v "$tool" >/dev/null || { echo "exec.sh: missing $tool; run scripts/setup.sh --bench" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/berth-execbench-XXXXXX)
-. "$REPO/scripts/cgroups.sh"
-OWN_CG=$(own_cgroup)
-CG="${OWN_CG%/}/berth-execbench-$$"
-AGENT_PID=""
-export BERTH_SOCKET="$WORK/b.sock"
-P=(podman --root "$WORK/podroot" --runroot "$WORK/podrun" --cgroup-manager cgroupfs
-   --events-backend file --storage-driver overlay --tmpdir "$WORK/podtmp")
+. "$HERE/common.sh"
+bench_init execbench
 PODRUN=(--network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
         --cgroups=no-conmon --cgroup-parent="$CG/podman")
 cleanup() {
   set +e
   runc --root "$WORK/runc" kill rr KILL >/dev/null 2>&1
   for _ in $(seq 50); do runc --root "$WORK/runc" delete rr >/dev/null 2>&1 && break; sleep 0.05; done
-  if [ -n "$AGENT_PID" ]; then
-    for id in $("$BERTH" ps -q --no-trunc 2>/dev/null); do "$BERTH" rm -f "$id" >/dev/null; done
-    kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
-  fi
-  "${P[@]}" rm -af -t 0 >/dev/null 2>&1
-  for _ in 1 2; do
-    grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  done
-  remove_cgroup_tree "$CG"
-  rm -rf "$WORK"
+  bench_cleanup
 }
 trap cleanup EXIT
 
-echo "== building berth (release) and the busybox image"
-(cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
-BERTH="$REPO/target/release/berth"
-"$REPO/target/release/berth-fixture" all "$WORK/fixtures" >/dev/null
-"$BERTH" agent --root "$WORK/root" --cgroup-root "$CG/berth" --default-network none --cni-conf-dir "$WORK/net.d" 2>"$WORK/agent.log" &
-AGENT_PID=$!
-for _ in $(seq 200); do "$BERTH" ps >/dev/null 2>&1 && break; sleep 0.05; done
+bench_build
+bench_agent --default-network none
 "$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
 "${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
 IMG=berth.test/busybox:latest

@@ -22,47 +22,24 @@ for tool in hyperfine podman python3; do
   command -v "$tool" >/dev/null || { echo "net.sh: missing $tool; run scripts/setup.sh --bench" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/berth-netbench-XXXXXX)
-. "$REPO/scripts/cgroups.sh"
-OWN_CG=$(own_cgroup)
-CG="${OWN_CG%/}/berth-netbench-$$"
-AGENT_PID=""
+. "$HERE/common.sh"
+bench_init netbench
 BRIDGE="bnb$$"; BRIDGE=${BRIDGE:0:15}
 SUBNET="10.99.$(( $$ % 200 )).0/24"
-export BERTH_SOCKET="$WORK/b.sock" BERTH_ROOT="$WORK/root" BERTH_CONFIG=/nonexistent
-P=(podman --root "$WORK/podroot" --runroot "$WORK/podrun" --cgroup-manager cgroupfs
-   --events-backend file --storage-driver overlay --tmpdir "$WORK/podtmp")
 PODRUN=(--rm --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
         --cgroups=no-conmon --cgroup-parent="$CG/podman")
 # podman's bridges, if this run is what creates them, go at the end.
 PODMAN_BRIDGES=()
 for b in podman0 cni-podman0; do ip link show "$b" >/dev/null 2>&1 || PODMAN_BRIDGES+=("$b"); done
 cleanup() {
-  set +e
-  if [ -n "$AGENT_PID" ]; then
-    for id in $("$BERTH" pod ls -q 2>/dev/null); do "$BERTH" pod rm -f "$id" >/dev/null; done
-    for id in $("$BERTH" ps -q --no-trunc 2>/dev/null); do "$BERTH" rm -f "$id" >/dev/null; done
-    kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
-  fi
-  "${P[@]}" rm -af -t 0 >/dev/null 2>&1
-  for _ in 1 2; do
-    grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  done
+  bench_cleanup
   ip link del "$BRIDGE" 2>/dev/null
   for b in "${PODMAN_BRIDGES[@]}"; do ip link del "$b" 2>/dev/null; done
-  remove_cgroup_tree "$CG"
-  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-echo "== building berth (release) and the busybox image"
-(cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
-BERTH="$REPO/target/release/berth"
-"$REPO/target/release/berth-fixture" all "$WORK/fixtures" >/dev/null
-"$BERTH" agent --cgroup-root "$CG/berth" --cni-conf-dir "$WORK/net.d" \
-  --bridge-name "$BRIDGE" --bridge-subnet "$SUBNET" 2>"$WORK/agent.log" &
-AGENT_PID=$!
-for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
+bench_build
+bench_agent --bridge-name "$BRIDGE" --bridge-subnet "$SUBNET"
 "$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
 "${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
 IMG=berth.test/busybox:latest

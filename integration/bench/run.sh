@@ -23,41 +23,15 @@ for tool in hyperfine podman runc crun python3 unshare; do
   command -v "$tool" >/dev/null || { echo "run.sh: missing $tool; run scripts/setup.sh --bench" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/berth-runbench-XXXXXX)
-. "$REPO/scripts/cgroups.sh"
-OWN_CG=$(own_cgroup)
-CG="${OWN_CG%/}/berth-bench-$$"
-AGENT_PID=""
-export BERTH_SOCKET="$WORK/b.sock"
-P=(podman --root "$WORK/podroot" --runroot "$WORK/podrun" --cgroup-manager cgroupfs
-   --events-backend file --storage-driver overlay --tmpdir "$WORK/podtmp")
+. "$HERE/common.sh"
+bench_init runbench
 # podman's default rlimits (nofile/nproc 1048576) exceed what this sandbox allows.
 PODRUN=(--rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
         --cgroups=no-conmon --cgroup-parent="$CG/podman")
-cleanup() {
-  set +e
-  if [ -n "$AGENT_PID" ]; then
-    for id in $("$BERTH" ps -q --no-trunc 2>/dev/null); do "$BERTH" rm -f "$id" >/dev/null; done
-    kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
-  fi
-  "${P[@]}" rm -af -t 0 >/dev/null 2>&1
-  # podman's storage bind-mounts its overlay dir onto itself; two passes catch mounts that
-  # appear while the first one runs.
-  for _ in 1 2; do
-    grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  done
-  remove_cgroup_tree "$CG"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
-echo "== building berth (release) and the busybox image"
-(cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
-BERTH="$REPO/target/release/berth"
-"$REPO/target/release/berth-fixture" all "$WORK/fixtures" >/dev/null
-"$BERTH" agent --root "$WORK/root" --cgroup-root "$CG/berth" --default-network none --cni-conf-dir "$WORK/net.d" 2>"$WORK/agent.log" &
-AGENT_PID=$!
-for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
+bench_build
+bench_agent --default-network none
 "$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
 "${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
 IMG=berth.test/busybox:latest

@@ -61,12 +61,21 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
             .or_else(|| file.clone())
             .unwrap_or_else(|| default.to_string())
     };
+    // A positive duration: flag, then config file, then default.
+    let duration = |key: &str, flag: &Option<String>, file: &Option<String>, default: &str| {
+        let text = pick(flag, file, default);
+        berth_runtime::health::parse_duration(&text)
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("invalid {key} {text:?}: want {default}, 500ms"))
+    };
     let log_max_size = pick(&args.log_max_size, &config.log_max_size, "10m");
     let max_bytes = crate::config::parse_size(&log_max_size).context("log_max_size")?;
-    let backoff_text = pick(&args.restart_backoff, &config.restart_backoff, "10s");
-    let restart_backoff = berth_runtime::health::parse_duration(&backoff_text)
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("invalid restart_backoff {backoff_text:?}: want 10s, 500ms"))?;
+    let restart_backoff = duration(
+        "restart_backoff",
+        &args.restart_backoff,
+        &config.restart_backoff,
+        "10s",
+    )?;
     let cpu_text = pick(&args.system_reserved_cpu, &config.system_reserved_cpu, "0m");
     // Kubernetes quantities; "0" turns a reserve or threshold off.
     let bytes = |field: &str, text: String| -> Result<u64> {
@@ -120,10 +129,7 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
                 .with_context(|| format!("metrics_addr {a:?}"))
         })
         .transpose()?;
-    let cni_timeout_text = pick(&args.cni_timeout, &config.cni_timeout, "30s");
-    let cni_timeout = berth_runtime::health::parse_duration(&cni_timeout_text)
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("invalid cni_timeout {cni_timeout_text:?}: want 30s, 500ms"))?;
+    let cni_timeout = duration("cni_timeout", &args.cni_timeout, &config.cni_timeout, "30s")?;
     let default_network = pick(&args.default_network, &config.default_network, "berth");
     if default_network != "none" {
         berth_cni::config::check_name(&default_network)
@@ -154,10 +160,12 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         .bridge_subnet
         .clone()
         .or_else(|| config.bridge_subnet.clone());
-    let idle_text = pick(&args.api_idle_timeout, &config.api_idle_timeout, "10s");
-    let idle_timeout = berth_runtime::health::parse_duration(&idle_text)
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("invalid api_idle_timeout {idle_text:?}: want 10s, 500ms"))?;
+    let idle_timeout = duration(
+        "api_idle_timeout",
+        &args.api_idle_timeout,
+        &config.api_idle_timeout,
+        "10s",
+    )?;
     let max_connections = args
         .max_connections
         .or(config.max_connections)

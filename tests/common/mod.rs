@@ -537,6 +537,21 @@ pub fn run_code(root: &Root, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `berth ARGS` (space-separated) with a terminal of its own (`script`); its output
+/// without carriage returns.
+pub fn in_terminal(root: &Root, args: &str) -> String {
+    let cmd = format!(
+        "{} --socket {} {args}",
+        env!("CARGO_BIN_EXE_berth"),
+        root.socket().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (bsdutils)");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
 pub fn state(root: &Root, id: &str) -> serde_json::Value {
     serde_json::from_str(&root.ok(&["state", id])).unwrap()
 }
