@@ -135,25 +135,52 @@ pub async fn create_with(
         ));
     }
 
-    // Filesystem work off the async threads; undone as a whole on failure.
+    // Filesystem work off the async threads; undone as a whole on failure. It reads files
+    // of the image, which the image-file helper bounds; the deadline here covers the rest
+    // (a mount or a disk that hangs): past it the create fails, and the work is undone
+    // whenever it ends.
     let prepared = {
-        let (dir, settings, record_in, config) = (
+        let (dir_in, settings_in, record_in, config) = (
             dir.clone(),
             settings.clone(),
             record.clone(),
             config.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        let cgroup = cgroup_path.clone();
+        let mut work = tokio::task::spawn_blocking(move || {
             let r = prepare(
-                &dir, &settings, record_in, &config, &lowers, &snapshots, netns,
+                &dir_in,
+                &settings_in,
+                record_in,
+                &config,
+                &lowers,
+                &snapshots,
+                netns,
             );
             if r.is_err() {
-                rollback(&dir, &settings.store, &cgroup_path);
+                rollback(&dir_in, &settings_in.store, &cgroup);
             }
             r
-        })
-        .await
-        .map_err(ApiError::internal)?
+        });
+        match tokio::time::timeout(CREATE_TIMEOUT, &mut work).await {
+            Ok(joined) => joined.map_err(ApiError::internal)?,
+            Err(_) => {
+                let (dir, settings) = (dir.clone(), settings.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(_)) = work.await {
+                        let _ = tokio::task::spawn_blocking(move || {
+                            rollback(&dir, &settings.store, &cgroup_path)
+                        })
+                        .await;
+                    }
+                });
+                return Err(ApiError::internal(format!(
+                    "preparing the rootfs and spec took longer than {} s; undone when it ends",
+                    CREATE_TIMEOUT.as_secs()
+                ))
+                .with_exit_code(125));
+            }
+        }
     };
     record = prepared?;
     tracing::debug!(elapsed = ?began.elapsed(), "rootfs and spec ready");
