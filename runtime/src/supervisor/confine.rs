@@ -143,7 +143,13 @@ impl Executor for EnterExecutor {
             // SAFETY: `fd` is the pipe's write end inherited from the supervisor, open until
             // execve (CLOEXEC); writing to it touches nothing else.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            let _ = nix::unistd::write(fd, line.as_bytes());
+            if nix::unistd::write(fd, line.as_bytes()).is_ok() {
+                // The supervisor has the reason; libcontainer would only log it again into
+                // the container's own stderr.
+                // SAFETY: _exit ends this single-threaded container process at once; nothing
+                // of it needs unwinding or flushing.
+                unsafe { libc::_exit(code) };
+            }
         }
         Err(ExecutorError::Other(message))
     }
