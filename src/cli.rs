@@ -126,6 +126,18 @@ pub enum ImageCommand {
     Import(ImportArgs),
 }
 
+/// When `run`, `create` and `pod run` pull an image, as Docker's and podman's `--pull`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull when the agent does not have the image.
+    #[default]
+    Missing,
+    /// Pull every time (the registry's newest under the tag).
+    Always,
+    /// Never pull: refuse when the image is missing.
+    Never,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct RegistryArgs {
     /// Credentials for the registry, `USER:PASSWORD`.

@@ -183,6 +183,9 @@ pub struct RunArgs {
     /// Allocate a terminal.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// When to pull the image (`--pull` alone: `missing`).
+    #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "missing", value_name = "POLICY")]
+    pub pull: crate::cli::PullPolicy,
     /// Pull options when the image is missing.
     #[command(flatten)]
     pub registry: crate::cli::RegistryArgs,

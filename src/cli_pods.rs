@@ -32,9 +32,10 @@ pub enum NetworkCommand {
 pub struct PodRunArgs {
     /// The spec file.
     pub spec: PathBuf,
-    /// Pull images the agent does not have first (default: refuse, naming the field).
-    #[arg(long)]
-    pub pull: bool,
+    /// When to pull the pod's images (`--pull` alone: `missing`); `never` refuses a spec
+    /// whose image the agent lacks, naming the field.
+    #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "missing", value_name = "POLICY")]
+    pub pull: crate::cli::PullPolicy,
 }
 
 #[derive(Debug, Args)]

@@ -12,13 +12,15 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::ErrorBody;
+use crate::api::{ErrorBody, ErrorCode};
 
 /// The agent answered with an error.
 #[derive(Debug)]
 pub struct ApiFailure {
-    /// HTTP status.
-    pub status: StatusCode,
+    /// The agent's error code.
+    pub code: ErrorCode,
+    /// What the error is about (an id, name, image reference or path).
+    pub about: Option<String>,
     /// The agent's message.
     pub message: String,
     /// Exit code the CLI should use (run/exec).
@@ -141,13 +143,16 @@ async fn check(resp: Response<Incoming>) -> Result<Response<Incoming>> {
     }
     let bytes = resp.into_body().collect().await?.to_bytes();
     let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
+        code: ErrorCode::Unknown,
         message: String::from_utf8_lossy(&bytes).into_owned(),
         exit_code: None,
+        about: None,
     });
     Err(ApiFailure {
-        status,
+        code: body.code,
         message: body.message,
         exit_code: body.exit_code,
+        about: body.about,
     }
     .into())
 }

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         .or_else(|| std::env::var("BERTH_LOG").ok().or(config.log_level.clone()));
     init_tracing(level.as_deref());
     if matches!(cli.command, cli::Command::Agent(_)) {
+        agent::notify::take_socket_from_env();
         // Two malloc arenas instead of eight per core: the agent's threads (workers and
         // the blocking pool) each kept freed memory in an arena of their own, which made
         // most of an idle agent's RSS. Set before any thread exists.

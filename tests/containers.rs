@@ -277,13 +277,13 @@ fn limits_are_written_to_the_cgroup_and_enforced() {
         );
         assert_eq!(read("pids.max"), "20");
     }
-    std::thread::sleep(Duration::from_millis(1200));
-    let stats: serde_json::Value =
-        serde_json::from_str(&root.ok(&["stats", "--json", &id])).unwrap();
-    assert!(
-        stats["cpu_throttled_periods"].as_u64().unwrap() > 0,
-        "{stats}"
-    );
+    let stats = || -> serde_json::Value {
+        serde_json::from_str(&root.ok(&["stats", "--json", &id])).unwrap()
+    };
+    wait_for("CFS throttling", || {
+        stats()["cpu_throttled_periods"].as_u64().unwrap() > 0
+    });
+    let stats = stats();
     assert!(stats["cpu_usage_ns"].as_u64().unwrap() > 0, "{stats}");
     assert_eq!(stats["memory_limit"].as_u64().unwrap(), 64 << 20);
     assert_eq!(stats["pids_limit"].as_u64().unwrap(), 20);

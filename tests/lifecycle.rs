@@ -169,9 +169,10 @@ fn stop_escalates_and_kills_the_whole_cgroup() {
             "sleep 1000 & sleep 1000 & sleep 1000",
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("three sleeps", || {
+        root.ok(&["top", &id]).matches("sleep 1000").count() == 3
+    });
     let top = root.ok(&["top", &id]);
-    assert_eq!(top.matches("sleep 1000").count(), 3, "{top}");
     let pids: Vec<i32> = top
         .lines()
         .skip(1)
@@ -209,7 +210,9 @@ fn killed_supervisor_or_init_leave_nothing_after_rm() {
     let shim = record["shim"]["pid"].as_i64().unwrap() as i32;
     // SAFETY: kill(2) on the supervisor our agent started (pid from its record).
     unsafe { libc::kill(shim, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for("the agent to see its supervisor gone", || {
+        root.agent_log().contains("the container runs unsupervised")
+    });
     assert_eq!(
         state(&root, &id)["status"],
         "running",
@@ -256,6 +259,60 @@ fn agent_sigterm_leaves_containers_running() {
     root.ok(&["stop", "-t", "0", &id]);
     assert_eq!(state(&root, &id)["status"], "stopped");
     root.ok(&["rm", &id]);
+}
+
+/// systemd's `Type=notify`: READY=1 once recovered (not when the socket is bound), and
+/// the supervisors the agent starts do not inherit `NOTIFY_SOCKET`.
+#[test]
+fn the_agent_tells_systemd_it_is_ready_once_recovered() {
+    let mut root = Root::new();
+    import(&root);
+    let id = run_detached(&root, &["busybox", "sleep", "1000"]);
+    root.stop_agent(libc::SIGTERM);
+    let half = root.path().join("containers").join("cd".repeat(32));
+    std::fs::create_dir_all(half.join("fs/upper")).unwrap();
+    let notify = root.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    root.start_agent_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
+        &[],
+        &[("NOTIFY_SOCKET", notify.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("a READY=1 datagram");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(
+        !half.exists(),
+        "ready before the half-created dir was removed"
+    );
+    // A supervisor started by this agent must not talk to systemd in its name.
+    let second = run_detached(&root, &["busybox", "sleep", "1000"]);
+    for c in [&id, &second] {
+        let record: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                root.path()
+                    .join("containers")
+                    .join(c)
+                    .join("container.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let shim = record["shim"]["pid"].as_i64().unwrap();
+        let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET"),
+            "supervisor {shim} inherited NOTIFY_SOCKET"
+        );
+    }
+    root.stop_agent(libc::SIGTERM);
+    let n = listener.recv(&mut buf).expect("a STOPPING=1 datagram");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    root.start_agent(&[]);
+    root.ok(&["rm", "-f", &id, &second]);
 }
 
 #[test]

@@ -14,8 +14,12 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 /// Everything the API can ask of the node.
 #[derive(Debug)]
 pub enum Action {
+    /// Answered once everything before it in the inbox (recovery's work first) is applied.
+    Ready(Reply<()>),
     /// Pull an image; progress goes to `lines`.
     Pull(PullRequest, mpsc::Sender<ProgressLine>),
+    /// A pull in flight ended (`images::pull_ended`).
+    PullEnded(String),
     /// Import an archive or layout.
     Import(ImportQuery, mpsc::Sender<ProgressLine>),
     /// Image list.

@@ -46,15 +46,11 @@ pub async fn create_with(
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
     let settings = node.settings.clone();
-    let image = settings
-        .store
-        .find_images(&task.image)
-        .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?
+    let image = super::images::find(&settings.store, &task.image)
+        .map_err(|e| e.with_exit_code(125))?
         .into_iter()
         .next()
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no such image: {}", task.image)).with_exit_code(125)
-        })?;
+        .ok_or_else(|| ApiError::no_such_image(&task.image).with_exit_code(125))?;
     let (id, attached) = match attached {
         Some((id, status)) => (id, Some(status)),
         None => (new_id()?, None),
@@ -62,10 +58,7 @@ pub async fn create_with(
     let name = match &task.name {
         Some(n) => {
             if node.containers.values().any(|c| &c.record.name == n) {
-                return Err(ApiError::conflict(format!(
-                    "the container name {n:?} is already in use"
-                ))
-                .with_exit_code(125));
+                return Err(ApiError::name_in_use("container", n).with_exit_code(125));
             }
             n.clone()
         }
@@ -275,7 +268,7 @@ fn prepare(
             berth_runtime::spec::SpecError::CommandNotFound { .. } => 127,
             _ => 125,
         };
-        ApiError::bad_request(e.to_string()).with_exit_code(code)
+        ApiError::start_failed(e.to_string(), code)
     })?;
     let bytes = serde_json::to_vec_pretty(&spec).map_err(ApiError::internal)?;
     berth_images::store::fsutil::write_atomic(&dir.path().join("config.json"), &bytes, 0o600)
@@ -383,7 +376,10 @@ pub async fn spawn_supervisor(
         let log = std::fs::read_to_string(dir.path().join("shim.log")).unwrap_or_default();
         let tail = &log[log.len().saturating_sub(4096)..];
         tracing::warn!(id = %record.id, shim_log = %tail, "container creation failed");
-        return Err(ApiError::bad_request(error).with_exit_code(ready.exit_code.unwrap_or(125)));
+        return Err(ApiError::start_failed(
+            error,
+            ready.exit_code.unwrap_or(125),
+        ));
     }
     // The record must name the supervisor before anyone can look at the container.
     let shim_pid = child.id().map(|p| p as i32).unwrap_or(0);

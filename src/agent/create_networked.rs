@@ -78,10 +78,7 @@ fn precheck(node: &Node, task: &TaskSpec) -> Result<(), ApiError> {
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
     if let Some(n) = &task.name {
         if node.containers.values().any(|c| &c.record.name == n) {
-            return Err(
-                ApiError::conflict(format!("the container name {n:?} is already in use"))
-                    .with_exit_code(125),
-            );
+            return Err(ApiError::name_in_use("container", n).with_exit_code(125));
         }
     }
     network::check_ports_free(node, &task.publish)

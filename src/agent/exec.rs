@@ -61,10 +61,10 @@ pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String
         })?
         .map_err(ApiError::internal)?;
     if !found {
-        return Err(ApiError::bad_request(format!(
-            "exec: {command:?}: executable file not found in $PATH"
-        ))
-        .with_exit_code(127));
+        return Err(ApiError::start_failed(
+            format!("exec: {command:?}: executable file not found in $PATH"),
+            127,
+        ));
     }
     if let Some(u) = user.map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(126))? {
         overrides.user = Some((u.uid, u.gid, u.additional_gids));
@@ -104,7 +104,10 @@ pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String
     let (mut child, ready) = super::create::start_and_read_ready(cmd).await?;
     if let Some(error) = ready.error {
         let _ = child.wait().await;
-        return Err(ApiError::bad_request(error).with_exit_code(ready.exit_code.unwrap_or(126)));
+        return Err(ApiError::start_failed(
+            error,
+            ready.exit_code.unwrap_or(126),
+        ));
     }
     tokio::spawn(async move {
         let _ = child.wait().await;

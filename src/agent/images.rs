@@ -49,7 +49,68 @@ fn unpack_options(node: &Node, max: Option<u64>) -> UnpackOptions {
     o
 }
 
-pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
+/// The images `name` (reference or id prefix) resolves to; a typed error when none does.
+pub fn find(
+    store: &berth_images::store::Store,
+    name: &str,
+) -> Result<Vec<berth_images::store::metadata::ImageRecord>, ApiError> {
+    use berth_images::store::StoreError;
+    match store.find_images(name) {
+        Ok(found) if found.is_empty() => Err(ApiError::no_such_image(name)),
+        Ok(found) => Ok(found),
+        Err(StoreError::NoSuchImage { .. }) => Err(ApiError::no_such_image(name)),
+        Err(e @ StoreError::AmbiguousImage { .. }) => {
+            Err(ApiError::new(crate::api::ErrorCode::Ambiguous, e.to_string()).about(name))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// The clients of one pull in flight: each gets its progress and its result. `None` once
+/// the pull has ended (a client that comes later starts a new one).
+pub type PullWaiters = Arc<std::sync::Mutex<Option<Vec<mpsc::Sender<ProgressLine>>>>>;
+
+/// Sends every progress line to each client of the pull (dropped for a slow one).
+#[derive(Debug)]
+struct FanOut(PullWaiters);
+
+impl Progress for FanOut {
+    fn event(&self, event: Event) {
+        if let Ok(guard) = self.0.lock() {
+            for w in guard.iter().flatten() {
+                let _ = w.try_send(ProgressLine::Progress(event.clone()));
+            }
+        }
+    }
+}
+
+/// What makes two pull requests the same pull: everything but the client.
+fn pull_key(req: &PullRequest) -> String {
+    format!(
+        "{}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
+        req.reference,
+        req.platform,
+        req.creds,
+        req.authfile,
+        req.insecure_registries,
+        req.max_layer_bytes
+    )
+}
+
+/// Pulls an image; a pull of the same image with the same options already in flight is
+/// joined instead (ten `run`s of a missing image fetch it once).
+pub fn pull(node: &mut Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
+    let key = pull_key(&req);
+    if let Some(waiters) = node.pulls.get(&key) {
+        if let Ok(mut guard) = waiters.lock() {
+            if let Some(list) = guard.as_mut() {
+                list.push(lines);
+                return;
+            }
+        }
+    }
+    let waiters: PullWaiters = Arc::new(std::sync::Mutex::new(Some(vec![lines])));
+    node.pulls.insert(key.clone(), waiters.clone());
     let settings = node.settings.clone();
     let tx = node.tx.clone();
     let unpack = unpack_options(node, req.max_layer_bytes);
@@ -74,7 +135,7 @@ pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
                 unpack,
                 platform: platform(req.platform.as_deref())?,
             };
-            let progress: Arc<dyn Progress> = Arc::new(Forward(lines.clone()));
+            let progress: Arc<dyn Progress> = Arc::new(FanOut(waiters.clone()));
             pull_image(&settings.store, &reference, &options, progress)
                 .await
                 .map_err(|e| format!("pulling {reference}: {}", crate::chain(&e.into())))
@@ -94,8 +155,29 @@ pub fn pull(node: &Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>) {
             }
             Err(e) => ProgressLine::Error(e),
         };
-        let _ = lines.send(last).await;
+        // Closed under the lock: a client either joined before (and hears the end) or
+        // finds the pull over and starts its own.
+        let clients = waiters
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .unwrap_or_default();
+        let _ = tx.send(Action::PullEnded(key)).await;
+        for c in clients {
+            let _ = c.send(last.clone()).await;
+        }
     });
+}
+
+/// A pull ended: forget it (unless a newer pull of the same image took its place).
+pub fn pull_ended(node: &mut Node, key: &str) {
+    let over = node
+        .pulls
+        .get(key)
+        .is_some_and(|w| w.lock().map(|g| g.is_none()).unwrap_or(true));
+    if over {
+        node.pulls.remove(key);
+    }
 }
 
 pub fn import(node: &Node, q: ImportQuery, lines: mpsc::Sender<ProgressLine>) {
@@ -141,12 +223,7 @@ pub fn import(node: &Node, q: ImportQuery, lines: mpsc::Sender<ProgressLine>) {
 
 pub fn inspect(node: &Node, name: &str) -> Result<serde_json::Value, ApiError> {
     let store = &node.settings.store;
-    let images = store
-        .find_images(name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if images.is_empty() {
-        return Err(ApiError::not_found(format!("no such image: {name}")));
-    }
+    let images = find(store, name)?;
     let mut out = Vec::new();
     for image in images {
         let config: serde_json::Value = store
@@ -185,12 +262,7 @@ pub fn remove(node: &Node, req: RemoveImageRequest, reply: Reply<RemoveImageResp
     let store = node.settings.store.clone();
     tokio::task::spawn_blocking(move || {
         let result = (|| {
-            let matched = store
-                .find_images(&req.name)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            if matched.is_empty() {
-                return Err(ApiError::not_found(format!("no such image: {}", req.name)));
-            }
+            let matched = find(&store, &req.name)?;
             if matched.len() > 1 && !req.force {
                 let refs: Vec<&str> = matched.iter().map(|r| r.reference.as_str()).collect();
                 return Err(ApiError::conflict(format!(
@@ -224,11 +296,9 @@ pub fn rootfs(node: &Node, req: crate::api::RootfsRequest, reply: Reply<()>) {
     let store = node.settings.store.clone();
     tokio::task::spawn_blocking(move || {
         let result = (|| {
-            let image = store
-                .find_images(&req.image)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
+            let image = find(&store, &req.image)?
                 .pop()
-                .ok_or_else(|| ApiError::not_found(format!("no such image: {}", req.image)))?;
+                .ok_or_else(|| ApiError::no_such_image(&req.image))?;
             let meta = std::fs::metadata(&req.dest).map_err(|e| {
                 ApiError::bad_request(format!("destination {}: {e}", req.dest.display()))
             })?;

@@ -25,6 +25,7 @@ mod kill;
 mod metrics;
 pub mod network;
 pub mod node;
+pub mod notify;
 pub mod pod;
 mod probe;
 mod relaunch;
@@ -258,8 +259,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
 
     let (tx, rx) = mpsc::channel(256);
-    let node = node::Node::recover(settings.clone(), tx.clone());
-    let owner = tokio::spawn(node.run(rx));
+    // Requests wait in the socket's backlog and the owner's inbox until recovery is done
+    // and its follow-up actions applied; then the owner tells systemd it is ready.
+    let (node, recovery) = node::Node::recover(settings.clone(), tx.clone());
+    let owner = tokio::spawn(node.run(recovery, rx));
     let ticker = {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -295,6 +298,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!("shutting down; containers keep running");
+        notify::send("STOPPING=1");
     };
     let limits = server::Limits {
         max_connections: server::connection_cap(opts.api_limits.max_connections),

@@ -124,6 +124,8 @@ pub struct Node {
     /// Removed containers whose network is being released: name and the `rm` callers
     /// waiting for it.
     pub releasing: HashMap<String, (String, Vec<Reply<()>>)>,
+    /// Pulls in flight by what they pull, so the same image is fetched once at a time.
+    pub pulls: HashMap<String, super::images::PullWaiters>,
 }
 
 impl std::fmt::Debug for Node {
@@ -136,7 +138,9 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Loads every container found on disk; corrupt records are reported and skipped.
-    pub fn recover(settings: Arc<Settings>, tx: mpsc::Sender<Action>) -> Self {
+    /// Returns the node and the actions recovery leaves to do (pods to resume or abandon,
+    /// restarts due, unanswered creates to remove), which [`Node::run`] applies first.
+    pub fn recover(settings: Arc<Settings>, tx: mpsc::Sender<Action>) -> (Self, Vec<Action>) {
         let events = super::events::Journal::open(&settings.root, settings.events_max_bytes);
         // Exits already reported; any other exit found on disk happened while the agent was
         // away and is reported (with its real time) once the owner runs.
@@ -156,11 +160,12 @@ impl Node {
             tx,
             pending_ports: HashMap::new(),
             releasing: HashMap::new(),
+            pulls: HashMap::new(),
         };
         let dir = node.settings.containers_dir();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(_) => return node,
+            Err(_) => return (node, Vec::new()),
         };
         let mut unanswered = Vec::new();
         for entry in entries.flatten() {
@@ -239,22 +244,23 @@ impl Node {
                 Action::Remove(id, true, reply)
             }))
             .collect();
-        let tx = node.tx.clone();
-        tokio::spawn(async move {
-            for action in queued {
-                let _ = tx.send(action).await;
-            }
-        });
         tracing::info!(
             containers = node.containers.len(),
             pods = node.pods.len(),
             "state recovered"
         );
-        node
+        (node, queued)
     }
 
-    /// Applies actions until every sender is gone.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Action>) {
+    /// Applies what recovery left, says the agent is ready, then applies actions until
+    /// every sender is gone. Requests sent meanwhile wait in the inbox: none is answered
+    /// from a half-recovered node.
+    pub async fn run(mut self, recovery: Vec<Action>, mut rx: mpsc::Receiver<Action>) {
+        for action in recovery {
+            self.apply(action).await;
+        }
+        tracing::info!("agent ready");
+        super::notify::send("READY=1");
         while let Some(action) = rx.recv().await {
             self.apply(action).await;
         }
@@ -262,7 +268,11 @@ impl Node {
 
     async fn apply(&mut self, action: Action) {
         match action {
+            Action::Ready(r) => {
+                let _ = r.send(Ok(()));
+            }
             Action::Pull(req, lines) => super::images::pull(self, req, lines),
+            Action::PullEnded(key) => super::images::pull_ended(self, &key),
             Action::Import(q, lines) => super::images::import(self, q, lines),
             Action::ListImages(r) => {
                 let _ = r.send(
@@ -336,7 +346,7 @@ impl Node {
                             let _ = r.send(Ok(()));
                         }
                     }
-                    Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                    Err(e) if e.is_not_found() => {
                         if let Some(r) = super::remove::wait_for_release(self, &id, r) {
                             let _ = r.send(Err(e));
                         }
@@ -366,7 +376,7 @@ impl Node {
                     self.pods
                         .get(&id)
                         .map(|p| super::pod::info(self, p))
-                        .ok_or_else(|| ApiError::not_found(format!("no such pod: {key}")))
+                        .ok_or_else(|| ApiError::no_such_pod(&key))
                 });
                 let _ = r.send(info);
             }
@@ -445,7 +455,7 @@ impl Node {
         let id = self.resolve_id(key)?;
         self.containers
             .get(&id)
-            .ok_or_else(|| ApiError::not_found(format!("no such container: {key}")))
+            .ok_or_else(|| ApiError::no_such_container(&key))
     }
 
     /// [`Node::resolve`], giving the full id.
@@ -536,9 +546,15 @@ pub fn resolve_key<'a>(
         .collect();
     match matches.as_slice() {
         [one] => Ok((*one).to_string()),
-        [] => Err(ApiError::not_found(format!("no such {kind}: {key}"))),
-        _ => Err(ApiError::bad_request(format!(
-            "{kind} id prefix {key} is ambiguous"
-        ))),
+        [] => Err(match kind {
+            "container" => ApiError::no_such_container(key),
+            "pod" => ApiError::no_such_pod(key),
+            _ => ApiError::not_found(format!("no such {kind}: {key}")),
+        }),
+        _ => Err(ApiError::new(
+            crate::api::ErrorCode::Ambiguous,
+            format!("{kind} id prefix {key} is ambiguous"),
+        )
+        .about(key)),
     }
 }

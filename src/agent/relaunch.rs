@@ -72,7 +72,7 @@ pub async fn restart(node: &mut Node, id: &str) {
 /// Starts a stopped container again; `by_policy` counts it as a restart. Returns the pid.
 pub async fn relaunch(node: &mut Node, id: &str, by_policy: bool) -> Result<i32, ApiError> {
     let Some(c) = node.containers.get(id) else {
-        return Err(ApiError::not_found(format!("no such container: {id}")));
+        return Err(ApiError::no_such_container(&id));
     };
     if c.known_exit().is_none() {
         return Err(ApiError::conflict(format!("container {id} is not stopped")));

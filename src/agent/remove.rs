@@ -23,7 +23,7 @@ pub fn release(record: &ContainerRecord, dir: &ContainerDir) {
 pub async fn remove(node: &mut Node, key: &str, force: bool) -> Result<(), ApiError> {
     let id = node.resolve_id(key)?;
     let Some(c) = node.containers.get(&id) else {
-        return Err(ApiError::not_found(format!("no such container: {key}")));
+        return Err(ApiError::no_such_container(&key));
     };
     if c.status() != Status::Stopped && !force {
         return Err(ApiError::conflict(format!(

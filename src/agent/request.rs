@@ -27,7 +27,12 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             // 413 for a body over the limit, 400 otherwise: the rejection's own status.
-            let mut err = ApiError::bad_request(format!("reading the request: {}", e.body_text()))
+            let code = if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                crate::api::ErrorCode::PayloadTooLarge
+            } else {
+                crate::api::ErrorCode::InvalidRequest
+            };
+            let mut err = ApiError::new(code, format!("reading the request: {}", e.body_text()))
                 .with_exit_code(125);
             err.status = e.status();
             err

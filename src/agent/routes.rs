@@ -83,8 +83,12 @@ async fn signal(tx: &Tx, id: String, signal: Signal, all: bool) -> Result<(), Ap
     .await
 }
 
-async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "api": "v1" }))
+/// Answered by the owner: an answer means the agent has recovered (a readiness probe).
+async fn version(State(tx): State<Tx>) -> Result<Json<serde_json::Value>, ApiError> {
+    ask(&tx, Action::Ready).await?;
+    Ok(Json(
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "api": "v1" }),
+    ))
 }
 
 fn ndjson(mut rx: mpsc::Receiver<ProgressLine>) -> Response {
@@ -316,7 +320,7 @@ async fn remove(
         Ok(h) => h,
         // Removed already (`--rm`), its network maybe still being released: the owner
         // answers once it is, or with the same 404.
-        Err(e) if e.status == StatusCode::NOT_FOUND => {
+        Err(e) if e.is_not_found() => {
             ask(&tx, |r| Action::Remove(id, q.force, r)).await?;
             return Ok(StatusCode::NO_CONTENT);
         }

@@ -106,6 +106,7 @@ async fn connection(stream: UnixStream, app: axum::Router, idle_timeout: Duratio
 /// Answers a connection over the cap with the reason, then closes it.
 async fn refuse(mut stream: UnixStream, cap: usize) {
     let body = serde_json::json!({
+        "code": "unavailable",
         "message": format!("too many connections to the agent (max_connections {cap}); retry later"),
         "exit_code": 125,
     })

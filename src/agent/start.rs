@@ -85,7 +85,7 @@ pub async fn send_start(stream: &mut UnixStream) -> Result<i32, ApiError> {
 pub async fn start(node: &mut Node, key: &str) -> Result<i32, ApiError> {
     let id = node.resolve_id(key)?;
     let Some(c) = node.containers.get(&id) else {
-        return Err(ApiError::not_found(format!("no such container: {key}")));
+        return Err(ApiError::no_such_container(&key));
     };
     match c.status() {
         Status::Created => {}
@@ -103,7 +103,7 @@ pub async fn start(node: &mut Node, key: &str) -> Result<i32, ApiError> {
 /// Starts a container in the created state (its init waits for START).
 pub async fn start_created(node: &mut Node, id: &str) -> Result<i32, ApiError> {
     let Some(c) = node.containers.get(id) else {
-        return Err(ApiError::not_found(format!("no such container: {id}")));
+        return Err(ApiError::no_such_container(&id));
     };
     let mut stream = connect(&c.dir.socket()).await?;
     let pid = send_start(&mut stream).await?;

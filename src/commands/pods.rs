@@ -19,10 +19,7 @@ pub async fn pod(client: &Client, cmd: PodCommand) -> Result<()> {
                     .with_context(|| format!("reading {}", a.spec.display()))?
             };
             let spec = berth_runtime::pod::parse(&text)?;
-            if a.pull {
-                pull_missing(client, &spec).await?;
-            }
-            let info: PodInfo = client.post("/v1/pods", &spec).await?;
+            let info = run_pod(client, &spec, a.pull).await?;
             println!("{}", info.record.id);
         }
         PodCommand::Ls(a) => {
@@ -62,26 +59,49 @@ pub async fn pod(client: &Client, cmd: PodCommand) -> Result<()> {
 }
 
 /// Pulls the images the agent does not have, as `berth run` does.
-async fn pull_missing(client: &Client, spec: &berth_runtime::pod::PodSpec) -> Result<()> {
+/// Creates the pod, pulling its images as `pull` says: with `missing`, each image the
+/// agent names as missing is pulled and the pod asked for again.
+async fn run_pod(
+    client: &Client,
+    spec: &berth_runtime::pod::PodSpec,
+    pull: crate::cli::PullPolicy,
+) -> Result<PodInfo> {
+    use crate::cli::PullPolicy;
     let images: std::collections::BTreeSet<&str> = spec
         .init_containers
         .iter()
         .chain(&spec.containers)
         .map(|c| c.image.as_str())
         .collect();
-    for image in images {
-        let have: Result<serde_json::Value> = client
-            .get(&format!(
-                "/v1/images/inspect?{}",
-                query(&[("name", image.to_string())])
-            ))
-            .await;
-        if have.is_err() && !image.trim().is_empty() {
-            let req = super::pull::request(image, &crate::cli::RegistryArgs::none(), None)?;
-            super::pull::pull(client, &req, false).await?;
+    let fetch = |image: String| async move {
+        let req = super::pull::request(&image, &crate::cli::RegistryArgs::none(), None)?;
+        super::pull::pull(client, &req, false).await
+    };
+    if pull == PullPolicy::Always {
+        for image in &images {
+            fetch(image.to_string()).await?;
         }
     }
-    Ok(())
+    let mut pulled = std::collections::BTreeSet::new();
+    loop {
+        let err = match client.post::<_, PodInfo>("/v1/pods", spec).await {
+            Ok(info) => return Ok(info),
+            Err(e) => e,
+        };
+        let missing = err
+            .downcast_ref::<crate::client::ApiFailure>()
+            .filter(|f| f.code == crate::api::ErrorCode::NoSuchImage)
+            .and_then(|f| f.about.clone())
+            .filter(|image| images.contains(image.as_str()) && !pulled.contains(image));
+        match missing {
+            Some(image) if pull == PullPolicy::Missing => {
+                eprintln!("Unable to find image '{image}' locally");
+                fetch(image.clone()).await?;
+                pulled.insert(image);
+            }
+            _ => return Err(err),
+        }
+    }
 }
 
 /// `berth network ls|check`.

@@ -120,21 +120,29 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
     Ok(spec)
 }
 
-/// Creates the container, pulling its image first if the agent does not have it.
+/// Creates the container, pulling its image as `--pull` says (by default when the agent
+/// answers that it does not have it; the agent makes concurrent pulls of one image one).
 pub async fn create(client: &Client, args: &RunArgs) -> Result<Created> {
+    use crate::cli::PullPolicy;
     let spec = task_spec(args)?;
+    let pull = || async {
+        let req = super::pull::request(&args.image, &args.registry, None)?;
+        super::pull::pull(client, &req, false).await
+    };
+    if args.pull == PullPolicy::Always {
+        pull().await?;
+    }
     match client.post::<_, Created>("/v1/containers", &spec).await {
         Ok(c) => Ok(c),
         Err(e) => {
-            let missing = e.downcast_ref::<ApiFailure>().is_some_and(|f| {
-                f.status == hyper::StatusCode::NOT_FOUND && f.message.starts_with("no such image")
-            });
-            if !missing {
+            let missing = e
+                .downcast_ref::<ApiFailure>()
+                .is_some_and(|f| f.code == crate::api::ErrorCode::NoSuchImage);
+            if !missing || args.pull != PullPolicy::Missing {
                 return Err(e);
             }
             eprintln!("Unable to find image '{}' locally", args.image);
-            let req = super::pull::request(&args.image, &args.registry, None)?;
-            super::pull::pull(client, &req, false).await?;
+            pull().await?;
             client.post("/v1/containers", &spec).await
         }
     }

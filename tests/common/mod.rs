@@ -100,6 +100,11 @@ impl Root {
 
     /// [`Root::start_agent`] with another `berth` executable (an upgrade).
     pub fn start_agent_from(&mut self, exe: &Path, extra: &[&str]) {
+        self.start_agent_with(exe, extra, &[]);
+    }
+
+    /// [`Root::start_agent_from`] with more environment for the agent.
+    pub fn start_agent_with(&mut self, exe: &Path, extra: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -126,18 +131,41 @@ impl Root {
             .args(&net)
             .args(extra)
             .env("BERTH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("starting the agent");
         self.agent = Some(child);
-        for _ in 0..500 {
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+        // Ready is an answer, not a connect: the socket is bound before recovery, and
+        // `/v1/version` is answered by the owner only once recovery's work is applied.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.answers() {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            if let Some(Ok(Some(status))) = self.agent.as_mut().map(|c| c.try_wait()) {
+                panic!("the agent exited ({status}): {}", self.agent_log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("the agent did not listen: {}", self.agent_log());
+        panic!("the agent did not answer: {}", self.agent_log());
+    }
+
+    /// The agent answers `GET /v1/version` with 200.
+    pub fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        if s.write_all(b"GET /v1/version HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
     }
 
     /// Stops the agent with `signal` (SIGTERM or SIGKILL) and reaps it.

@@ -60,18 +60,12 @@ pub enum SupervisorError {
 
 impl SupervisorError {
     /// Docker's exit code for a process that could not be started: 127 when the command does
-    /// not exist, 126 when it cannot be executed, 125 otherwise.
+    /// not exist, 126 when it cannot be executed (both known from `execvp`'s errno, reported
+    /// by the process itself), 125 for anything else.
     pub fn exit_code(&self) -> i32 {
-        if let SupervisorError::ExecFailed { code, .. } = self {
-            return *code;
-        }
-        let text = self.to_string();
-        if text.contains("not found") || text.contains("No such file") {
-            127
-        } else if text.contains("Permission denied") || text.contains("permission denied") {
-            126
-        } else {
-            125
+        match self {
+            SupervisorError::ExecFailed { code, .. } => *code,
+            _ => 125,
         }
     }
 }

@@ -49,25 +49,15 @@ async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     let dir = node.settings.pods_dir().join(&id);
     let plan = plan_of(&spec, &dir)?;
     if node.pods.values().any(|p| p.record.name == spec.name) {
-        return Err(ApiError::conflict(format!(
-            "the pod name {:?} is already in use",
-            spec.name
-        )));
+        return Err(ApiError::name_in_use("pod", &spec.name));
     }
     for (kind, list) in [
         ("initContainers", &spec.init_containers),
         ("containers", &spec.containers),
     ] {
         for (i, c) in list.iter().enumerate() {
-            let found = node.settings.store.find_images(&c.image).map_err(|e| {
-                ApiError::bad_request(format!("invalid pod spec: {kind}[{i}].image: {e}"))
-            })?;
-            if found.is_empty() {
-                return Err(ApiError::not_found(format!(
-                    "invalid pod spec: {kind}[{i}].image: no such image: {} (pull it first)",
-                    c.image
-                )));
-            }
+            crate::agent::images::find(&node.settings.store, &c.image)
+                .map_err(|e| e.in_field(&format!("{kind}[{i}].image")))?;
         }
     }
     check_fits(node, &plan)?;
@@ -198,7 +188,7 @@ pub async fn create_member(
     let pod = node
         .pods
         .get(pod_id)
-        .ok_or_else(|| ApiError::not_found(format!("no such pod: {pod_id}")))?;
+        .ok_or_else(|| ApiError::no_such_pod(&pod_id))?;
     let task = member_task(pod, name)?;
     let created = crate::agent::create::create(node, task).await?;
     if let Some(pod) = node.pods.get_mut(pod_id) {
