@@ -130,30 +130,39 @@ impl Follower {
     }
 }
 
+/// A client that gives up while its create is in flight (its supervisor made slow by the
+/// fault-injection variable) does not leave a container behind: the agent removes it once
+/// the answer finds no one.
 #[test]
 fn a_client_that_leaves_before_its_create_is_answered_leaves_no_container() {
-    let root = Root::new();
+    let mut root = Root::new();
     import(&root);
-    let body = r#"{"image": "busybox", "command": ["sleep", "100"], "auto_remove": true}"#;
-    for _ in 0..20 {
-        let mut s = UnixStream::connect(root.socket()).unwrap();
-        write!(
-            s,
-            "POST /v1/containers HTTP/1.1\r\nhost: berth\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        drop(s);
-    }
-    // The owner handles creates in order: once this one is answered, the others are done.
-    root.ok(&["create", "--name", "marker", "busybox", "true"]);
-    let ps = root.ok(&["ps", "-q", "--no-trunc"]);
-    assert_eq!(
-        ps.lines().count(),
-        1,
-        "containers left by clients that left: {ps}"
+    root.stop_agent(libc::SIGTERM);
+    root.start_agent_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
+        &[],
+        &[("BERTH_FAULT_STALL_START", "slow@1500")],
     );
-    assert_eq!(common::containers_dir_entries(&root), 1);
+    let body = r#"{"image": "busybox", "name": "slow", "command": ["sleep", "100"]}"#;
+    let mut s = UnixStream::connect(root.socket()).unwrap();
+    write!(
+        s,
+        "POST /v1/containers HTTP/1.1\r\nhost: berth\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    common::wait_for("the create to be in flight", || {
+        common::containers_dir_entries(&root) == 1
+    });
+    drop(s);
+    common::wait_for("the orphaned create removed", || {
+        common::events_json(&root, "type=container,event=removed").len() == 1
+    });
+    let created = common::events_json(&root, "type=container,event=created");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["name"], "slow");
+    assert!(root.ok(&["ps", "-q"]).is_empty());
+    assert_eq!(common::containers_dir_entries(&root), 0);
 }
 
 #[test]

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{
     cgroup_dirs, containers_dir_entries, fixtures, import, run_code as run, run_detached, state,
     wait_for, Root,

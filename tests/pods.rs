@@ -332,7 +332,7 @@ fn spec_errors_name_the_field_and_start_nothing() {
     ];
     for (i, (yaml, want)) in cases.iter().enumerate() {
         let spec = write_spec(&root, &format!("case{i}"), yaml);
-        let err = root.fails(&["pod", "run", &spec]);
+        let err = root.fails(&["pod", "run", "--pull", "never", &spec]);
         assert!(err.contains(want), "{yaml}: {err}");
     }
     assert_eq!(pods_dir_entries(&root), 0);

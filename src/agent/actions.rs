@@ -14,6 +14,9 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 /// Everything the API can ask of the node.
 #[derive(Debug)]
 pub enum Action {
+    /// Work the owner spawned is done: the rest of it, applied on the owner
+    /// ([`super::node::Node::spawn`]). The name says what for the log.
+    Continue(&'static str, super::node::Then),
     /// Answered once everything before it in the inbox (recovery's work first) is applied.
     Ready(Reply<()>),
     /// Pull an image; progress goes to `lines`.
@@ -39,8 +42,16 @@ pub enum Action {
     Create(Box<berth_runtime::task::TaskSpec>, Reply<Created>),
     /// Start a created container.
     Start(String, Reply<i32>),
-    /// An attach client started the container.
-    MarkStarted(String, Reply<()>),
+    /// A connection to the container's supervisor for an attach client; with `start`,
+    /// START is sent on it and the start recorded before the client hears back.
+    Attach {
+        /// Container.
+        id: String,
+        /// Start it (a created container).
+        start: bool,
+        /// The connection.
+        reply: Reply<tokio::net::UnixStream>,
+    },
     /// Look a container up (id, name or unique prefix).
     Resolve(String, Reply<Handle>),
     /// All containers.
@@ -56,6 +67,9 @@ pub enum Action {
         /// Reply.
         reply: Reply<()>,
     },
+    /// SIGTERM, then after the grace period SIGKILL to the whole cgroup; answered once
+    /// the container has exited.
+    Stop(String, std::time::Duration, Reply<()>),
     /// Remove a stopped container (`force`: kill it first).
     Remove(String, bool, Reply<()>),
     /// Start an exec supervisor.

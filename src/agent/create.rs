@@ -15,8 +15,11 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 use super::error::ApiError;
-use super::node::{Action, Container, Node};
+use super::node::{Action, Container, Creating, Node};
+use super::Settings;
 use crate::api::Created;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// How long a supervisor may take to create a container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,57 +33,154 @@ pub fn new_id() -> Result<String, ApiError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Creates a container that needs no network of its own (a pod's, `none`, `host`).
-pub async fn create(node: &mut Node, task: TaskSpec) -> Result<Created, ApiError> {
-    create_with(node, task, None).await
+/// Creates a container: `attached` is the id and network status of one whose network
+/// namespace was made and attached first (the caller releases that network on failure).
+/// Checks and the reservation of its id and name happen here, on the owner; the image,
+/// rootfs, spec and the supervisor's start-up in a task; `then` gets the answer on the
+/// owner. `rm -f` meanwhile cancels it (`remove.rs`).
+pub fn create(
+    node: &mut Node,
+    task: TaskSpec,
+    attached: Option<(String, berth_runtime::state::NetworkStatus)>,
+    then: impl FnOnce(&mut Node, Result<Created, ApiError>) + Send + 'static,
+) {
+    let draft = match draft(node, task, attached) {
+        Ok(d) => d,
+        Err(e) => {
+            then(node, Err(e));
+            return;
+        }
+    };
+    let (cancel, cancelled) = tokio::sync::oneshot::channel();
+    let id = draft.id.clone();
+    node.creating.insert(
+        id.clone(),
+        Creating {
+            name: draft.name.clone(),
+            pod: draft.task.pod.as_ref().map(|m| m.pod_id.clone()),
+            cancel: Some(cancel),
+            removers: Vec::new(),
+        },
+    );
+    let (settings, tx) = (node.settings.clone(), node.tx.clone());
+    node.spawn(
+        "creating a container",
+        make(settings, tx, draft, cancelled),
+        move |node, made| finish(node, &id, made, then),
+    );
 }
 
-/// Creates a container; `attached` is the id and network status of one whose network
-/// namespace was made and attached first. The caller releases that network on failure.
-pub async fn create_with(
-    node: &mut Node,
-    mut task: TaskSpec,
+/// What the owner decided before the work starts.
+#[derive(Debug)]
+struct Draft {
+    id: String,
+    name: String,
+    task: TaskSpec,
+    cgroup_path: PathBuf,
+    network: Option<berth_runtime::state::NetworkStatus>,
+    netns: Option<PathBuf>,
+    dir: ContainerDir,
+}
+
+/// The owner's part: validation, the name (unique among containers and creates in flight),
+/// the id, the cgroup and the network.
+fn draft(
+    node: &Node,
+    task: TaskSpec,
     attached: Option<(String, berth_runtime::state::NetworkStatus)>,
-) -> Result<Created, ApiError> {
-    let began = std::time::Instant::now();
+) -> Result<Draft, ApiError> {
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
-    let settings = node.settings.clone();
-    let image = super::images::find(&settings.store, &task.image)
-        .map_err(|e| e.with_exit_code(125))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::no_such_image(&task.image).with_exit_code(125))?;
+    let settings = &node.settings;
     let (id, attached) = match attached {
         Some((id, status)) => (id, Some(status)),
         None => (new_id()?, None),
     };
     let name = match &task.name {
         Some(n) => {
-            if node.containers.values().any(|c| &c.record.name == n) {
+            let taken = node.containers.values().any(|c| &c.record.name == n)
+                || node.creating.values().any(|c| &c.name == n);
+            if taken {
                 return Err(ApiError::name_in_use("container", n).with_exit_code(125));
             }
             n.clone()
         }
         None => format!("berth-{}", &id[..12]),
     };
-    let dir = ContainerDir(node.container_dir(&id));
     let cgroup_path = match &task.pod {
         Some(member) => member.cgroup_parent.join(&id),
         None => settings
             .qos_cgroup(berth_runtime::pod::QosClass::of_task(&task.resources))
             .join(&id),
     };
+    // A pod's members share its network; a lone container on a CNI network was attached
+    // to a namespace of its own before (`create_networked.rs`).
+    let (network, netns) = if let Some(member) = &task.pod {
+        let net = node
+            .pods
+            .get(&member.pod_id)
+            .and_then(|p| p.record.network.clone());
+        (net, None)
+    } else if let Some(status) = attached {
+        (
+            Some(status),
+            Some(super::network::netns_dir(settings, &id).join("net")),
+        )
+    } else if task.network.cni().is_some() {
+        return Err(ApiError::internal(
+            "a container on a CNI network is created once its network is attached",
+        ));
+    } else {
+        (None, None)
+    };
+    Ok(Draft {
+        dir: ContainerDir(node.container_dir(&id)),
+        id,
+        name,
+        task,
+        cgroup_path,
+        network,
+        netns,
+    })
+}
+
+/// Off the owner: image, rootfs, spec, supervisor. Undone as a whole on failure; `cancelled`
+/// (an `rm -f`) stops the wait for the supervisor.
+async fn make(
+    settings: Arc<Settings>,
+    tx: mpsc::Sender<Action>,
+    draft: Draft,
+    mut cancelled: tokio::sync::oneshot::Receiver<()>,
+) -> Result<ContainerRecord, ApiError> {
+    let began = std::time::Instant::now();
+    let Draft {
+        id,
+        name,
+        mut task,
+        cgroup_path,
+        network,
+        netns,
+        dir,
+    } = draft;
+    let store = settings.store.clone();
+    let image_name = task.image.clone();
+    let (image, config_bytes) = tokio::task::spawn_blocking(move || {
+        let image = super::images::find(&store, &image_name)
+            .map_err(|e| e.with_exit_code(125))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::no_such_image(&image_name).with_exit_code(125))?;
+        let bytes = store.read_blob(&image.config).map_err(ApiError::internal)?;
+        Ok::<_, ApiError>((image, bytes))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let snapshots: Vec<_> = image.snapshots().cloned().collect();
     // Bottom layer first (`rootfs::prepare` orders them for overlayfs itself).
     let lowers: Vec<PathBuf> = snapshots
         .iter()
         .map(|d| settings.store.snapshot_path(d))
         .collect();
-    let config_bytes = settings
-        .store
-        .read_blob(&image.config)
-        .map_err(ApiError::internal)?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.reference)))?;
     if task.health.is_none() && !task.no_healthcheck {
@@ -89,11 +189,11 @@ pub async fn create_with(
             .ok()
             .and_then(|v| berth_runtime::health::from_image_config(&v));
     }
-    let mut record = ContainerRecord {
+    let record = ContainerRecord {
         version: STATE_VERSION,
         id: id.clone(),
-        name: name.clone(),
-        task: task.clone(),
+        name,
+        task,
         image: image.reference.clone(),
         image_id: image.config.to_string(),
         created: berth_runtime::state::now(),
@@ -109,116 +209,156 @@ pub async fn create_with(
             .unwrap_or_default(),
         restart_count: 0,
         stopped_by_operator: false,
-        network: None,
+        network,
     };
-    // A pod's members share its network; a lone container on a CNI network was attached
-    // to a namespace of its own before (`create_networked.rs`).
-    let mut netns = None;
-    if let Some(member) = &task.pod {
-        record.network = node
-            .pods
-            .get(&member.pod_id)
-            .and_then(|p| p.record.network.clone());
-    } else if let Some(status) = attached {
-        record.network = Some(status);
-        netns = Some(super::network::netns_dir(&settings, &id).join("net"));
-    } else if task.network.cni().is_some() {
-        return Err(ApiError::internal(
-            "a container on a CNI network is created once its network is attached",
-        ));
-    }
 
-    // Filesystem work off the async threads; undone as a whole on failure. It reads files
-    // of the image, which the image-file helper bounds; the deadline here covers the rest
-    // (a mount or a disk that hangs): past it the create fails, and the work is undone
-    // whenever it ends.
-    let prepared = {
-        let (dir_in, settings_in, record_in, config) = (
-            dir.clone(),
-            settings.clone(),
-            record.clone(),
-            config.clone(),
-        );
+    // It reads files of the image, which the image-file helper bounds; the deadline here
+    // covers the rest (a mount or a disk that hangs): past it the create fails, and the
+    // work is undone whenever it ends.
+    let mut work = {
+        let (dir, settings) = (dir.clone(), settings.clone());
         let cgroup = cgroup_path.clone();
-        let mut work = tokio::task::spawn_blocking(move || {
-            let r = prepare(
-                &dir_in,
-                &settings_in,
-                record_in,
-                &config,
-                &lowers,
-                &snapshots,
-                netns,
-            );
+        tokio::task::spawn_blocking(move || {
+            let r = prepare(&dir, &settings, record, &config, &lowers, &snapshots, netns);
             if r.is_err() {
-                rollback(&dir_in, &settings_in.store, &cgroup);
+                rollback(&dir, &settings.store, &cgroup);
             }
             r
-        });
-        match tokio::time::timeout(CREATE_TIMEOUT, &mut work).await {
-            Ok(joined) => joined.map_err(ApiError::internal)?,
-            Err(_) => {
-                let (dir, settings) = (dir.clone(), settings.clone());
-                tokio::spawn(async move {
-                    if let Ok(Ok(_)) = work.await {
-                        let _ = tokio::task::spawn_blocking(move || {
-                            rollback(&dir, &settings.store, &cgroup_path)
-                        })
-                        .await;
-                    }
-                });
-                return Err(ApiError::internal(format!(
-                    "preparing the rootfs and spec took longer than {} s; undone when it ends",
-                    CREATE_TIMEOUT.as_secs()
-                ))
-                .with_exit_code(125));
-            }
+        })
+    };
+    let mut record = match tokio::time::timeout(CREATE_TIMEOUT, &mut work).await {
+        Ok(joined) => joined.map_err(ApiError::internal)??,
+        Err(_) => {
+            let (dir, settings) = (dir.clone(), settings.clone());
+            tokio::spawn(async move {
+                if let Ok(Ok(_)) = work.await {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        rollback(&dir, &settings.store, &cgroup_path)
+                    })
+                    .await;
+                }
+            });
+            return Err(ApiError::internal(format!(
+                "preparing the rootfs and spec took longer than {} s; undone when it ends",
+                CREATE_TIMEOUT.as_secs()
+            ))
+            .with_exit_code(125));
         }
     };
-    record = prepared?;
     tracing::debug!(elapsed = ?began.elapsed(), "rootfs and spec ready");
 
-    let ready = spawn_supervisor(node, &record, &dir).await;
+    let undo = |settings: &Arc<Settings>, dir: &ContainerDir, cgroup: &Path| {
+        let (dir, settings, cg) = (dir.clone(), settings.clone(), cgroup.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            // A supervisor stopped half-way may have left the init in the cgroup.
+            let _ = berth_runtime::cgroups::kill_all(&cg);
+            rollback(&dir, &settings.store, &cg)
+        })
+    };
+    let ready = spawn_supervisor(&settings, tx, &record, &dir, Some(&mut cancelled)).await;
     let (pid, shim) = match ready {
         Ok(r) => r,
         Err(e) => {
-            let (dir2, settings2, cg) = (dir.clone(), settings.clone(), record.cgroup_path.clone());
-            let _ =
-                tokio::task::spawn_blocking(move || rollback(&dir2, &settings2.store, &cg)).await;
+            let _ = undo(&settings, &dir, &record.cgroup_path).await;
             return Err(e);
         }
     };
     tracing::debug!(elapsed = ?began.elapsed(), "supervisor reported");
     record.init = berth_runtime::state::ProcessId::of(pid);
     record.shim = shim;
-    write_json(&dir.record(), &record).map_err(ApiError::internal)?;
-    let image_ref = record.image.clone();
-    let pod_name = record.task.pod.as_ref().map(|m| m.pod_name.clone());
-    let (exit, _) = watch::channel(None);
+    let (dir2, record2) = (dir.clone(), record.clone());
+    tokio::task::spawn_blocking(move || write_json(&dir2.record(), &record2))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(record)
+}
+
+/// The answer to a create cancelled by `rm -f`.
+fn cancelled_error() -> ApiError {
+    ApiError::conflict("the container was removed while being created").with_exit_code(125)
+}
+
+/// The work reported: record the container (or undo it, when `rm -f` came meanwhile).
+fn finish(
+    node: &mut Node,
+    id: &str,
+    made: Result<ContainerRecord, ApiError>,
+    then: impl FnOnce(&mut Node, Result<Created, ApiError>) + Send + 'static,
+) {
+    let removers = node
+        .creating
+        .remove(id)
+        .map(|c| c.removers)
+        .unwrap_or_default();
+    let record = match made {
+        Ok(record) if !removers.is_empty() => {
+            // Made before the cancel was seen: kill and undo it, then answer everyone.
+            let dir = ContainerDir(node.container_dir(id));
+            let store = node.settings.store.clone();
+            node.spawn_blocking(
+                "undoing a cancelled create",
+                move || {
+                    let _ = berth_runtime::cgroups::kill_all(&record.cgroup_path);
+                    if let Some(shim) = record.shim.filter(|s| s.is_alive()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(shim.pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    rollback(&dir, &store, &record.cgroup_path);
+                    Ok(())
+                },
+                move |node, result| {
+                    for r in removers {
+                        r.call(node, result.clone());
+                    }
+                    then(node, Err(cancelled_error()));
+                },
+            );
+            return;
+        }
+        Ok(record) => record,
+        Err(e) => {
+            for r in removers {
+                r.call(node, Ok(()));
+            }
+            then(node, Err(e));
+            return;
+        }
+    };
+    let created = Created {
+        id: id.to_string(),
+        name: record.name.clone(),
+        pid: record.init.map(|p| p.pid).unwrap_or(0),
+    };
+    let mut ev = crate::agent::events::Event::new("container", "created", id, &record.name)
+        .with("image", &record.image);
+    if let Some(m) = &record.task.pod {
+        ev = ev.with("pod", &m.pod_name);
+    }
     let health = record
         .task
         .health
         .as_ref()
         .map(|_| berth_runtime::health::HealthState::default());
     node.containers.insert(
-        id.clone(),
+        id.to_string(),
         Container {
+            dir: ContainerDir(node.container_dir(id)),
             record,
-            dir,
-            exit,
+            exit: watch::channel(None).0,
             health,
             restart_pending: false,
             backoff_step: 0,
+            busy: None,
+            removing: None,
+            releasing: None,
         },
     );
-    tracing::info!(id, name, pid, "container created");
-    let mut ev = crate::agent::events::Event::new("container", "created", &id, &name)
-        .with("image", image_ref);
-    if let Some(p) = pod_name {
-        ev = ev.with("pod", p);
-    }
+    tracing::info!(id, name = %created.name, pid = created.pid, "container created");
     node.emit(ev);
-    Ok(Created { id, name, pid })
+    then(node, Ok(created));
 }
 
 /// Dir, lease, rootfs, /etc files, spec, first record.
@@ -289,7 +429,19 @@ pub fn rollback(dir: &ContainerDir, store: &berth_images::store::Store, cgroup: 
         tracing::error!(error = %e, "rollback: unmount failed; leaving the dir");
         return;
     }
-    let _ = berth_runtime::cgroups::remove(cgroup);
+    // Processes killed a moment ago may still be leaving it: a few tries.
+    for attempt in 0.. {
+        match berth_runtime::cgroups::remove(cgroup) {
+            Ok(()) if !berth_runtime::cgroups::exists(cgroup) => break,
+            Ok(()) if attempt < 20 => {}
+            Err(_) if attempt < 20 => {}
+            result => {
+                tracing::error!(cgroup = %cgroup.display(), ?result, "rollback: removing the cgroup");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = store.remove_lease(&lease_name(&id_of(dir)));
     let _ = std::fs::remove_dir_all(dir.path());
 }
@@ -334,13 +486,15 @@ fn write_etc(
     Ok([a, b, c])
 }
 
-/// Starts `berth shim init` and waits for its start-up line.
+/// Starts `berth shim init` and waits for its start-up line; a task then waits for the
+/// supervisor's end and reports it to the owner through `tx`.
 pub async fn spawn_supervisor(
-    node: &Node,
+    s: &Settings,
+    tx: mpsc::Sender<Action>,
     record: &ContainerRecord,
     dir: &ContainerDir,
+    cancelled: Option<&mut tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(i32, Option<berth_runtime::state::ProcessId>), ApiError> {
-    let s = &node.settings;
     let log = std::fs::File::create(dir.path().join("shim.log")).map_err(ApiError::internal)?;
     let mut cmd = tokio::process::Command::new(&s.exe);
     cmd.arg("shim")
@@ -370,7 +524,7 @@ pub async fn spawn_supervisor(
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(false);
-    let (mut child, ready) = start_and_read_ready(cmd).await?;
+    let (mut child, ready) = start_and_read_ready(cmd, cancelled).await?;
     if let Some(error) = ready.error {
         let _ = child.wait().await;
         let log = std::fs::read_to_string(dir.path().join("shim.log")).unwrap_or_default();
@@ -386,7 +540,6 @@ pub async fn spawn_supervisor(
     let mut with_shim = record.clone();
     with_shim.shim = berth_runtime::state::ProcessId::of(shim_pid);
     write_json(&dir.record(), &with_shim).map_err(ApiError::internal)?;
-    let tx = node.tx.clone();
     let id = record.id.clone();
     tokio::spawn(async move {
         let _ = child.wait().await;
@@ -395,9 +548,11 @@ pub async fn spawn_supervisor(
     Ok((ready.pid, with_shim.shim))
 }
 
-/// Spawns a supervisor and reads its one-line start-up report.
+/// Spawns a supervisor and reads its one-line start-up report. A supervisor that stalls
+/// past the deadline, or whose wait is `cancelled`, is killed and reaped.
 pub async fn start_and_read_ready(
     mut cmd: tokio::process::Command,
+    cancelled: Option<&mut tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(tokio::process::Child, Ready), ApiError> {
     let mut child = cmd
         .spawn()
@@ -408,16 +563,40 @@ pub async fn start_and_read_ready(
         .ok_or_else(|| ApiError::internal("supervisor without stdout"))?;
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(stdout);
-    let read = tokio::time::timeout(CREATE_TIMEOUT, reader.read_line(&mut line)).await;
-    match read {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(ApiError::internal(
-                "the supervisor ended or stalled before reporting; see shim.log",
-            ));
+    let cancel = async move {
+        match cancelled {
+            // A sender dropped without firing is no cancel.
+            Some(rx) => {
+                if rx.await.is_err() {
+                    std::future::pending::<()>().await
+                }
+            }
+            None => std::future::pending().await,
         }
+    };
+    let read = tokio::select! {
+        r = tokio::time::timeout(CREATE_TIMEOUT, reader.read_line(&mut line)) => Some(r),
+        () = cancel => None,
+    };
+    let failed = match read {
+        Some(Ok(Ok(n))) if n > 0 => None,
+        Some(_) => Some(ApiError::internal(
+            "the supervisor ended or stalled before reporting; see shim.log",
+        )),
+        None => Some(cancelled_error()),
+    };
+    if let Some(e) = failed {
+        // Its whole process group (it is a session leader once started): a supervisor
+        // stopped half-way through a create leaves libcontainer's helpers orphaned.
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err(e);
     }
     let ready: Ready = serde_json::from_str(line.trim())
         .map_err(|e| ApiError::internal(format!("supervisor report {line:?}: {e}")))?;

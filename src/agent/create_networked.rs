@@ -1,7 +1,7 @@
 //! Creating a container on a CNI network in two steps, so the owner task never waits on
 //! plugins (each may take up to its timeout): quick checks, then a task makes the network
 //! namespace and runs the chain's ADD, then `Action::NetworkReady` brings the owner back
-//! to create the container in it (`create::create_with`). Its host ports are held in
+//! to create the container in it (`create::create`). Its host ports are held in
 //! `Node::pending_ports` meanwhile, so two creates cannot publish the same port. Anything
 //! that fails after the ADD DELs it again.
 
@@ -14,7 +14,7 @@ use super::node::{Action, Node, Reply};
 use crate::api::Created;
 
 /// `POST /v1/containers`: containers without a network of their own are created at once.
-pub async fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
+pub fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
     task.network = network::resolve(&node.settings, &task.network);
     let Some(net) = task
         .network
@@ -22,8 +22,9 @@ pub async fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>)
         .filter(|_| task.pod.is_none())
         .map(str::to_string)
     else {
-        let created = super::create::create(node, task).await;
-        answer(node, reply, created).await;
+        super::create::create(node, task, None, move |node, created| {
+            answer(node, reply, created)
+        });
         return;
     };
     let id = match precheck(node, &task).and_then(|()| super::create::new_id()) {
@@ -85,7 +86,7 @@ fn precheck(node: &Node, task: &TaskSpec) -> Result<(), ApiError> {
 }
 
 /// The attachment is done: create the container in it, or DEL it if that fails.
-pub async fn on_ready(
+pub fn on_ready(
     node: &mut Node,
     id: String,
     task: TaskSpec,
@@ -93,22 +94,45 @@ pub async fn on_ready(
     reply: Reply<Created>,
 ) {
     node.pending_ports.remove(&id);
-    let created = match result {
-        Ok(status) => super::create::create_with(node, task, Some((id.clone(), status))).await,
-        Err(e) => Err(e),
+    let status = match result {
+        Ok(status) => status,
+        Err(e) => {
+            release_then_answer(node, id, reply, Err(e));
+            return;
+        }
     };
-    if created.is_err() {
-        let settings = node.settings.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || network::release_container(&settings, &id)).await;
-    }
-    answer(node, reply, created).await;
+    let attached = Some((id.clone(), status));
+    super::create::create(node, task, attached, move |node, created| {
+        if created.is_err() {
+            release_then_answer(node, id, reply, created);
+        } else {
+            answer(node, reply, created);
+        }
+    });
+}
+
+/// A create that failed after its network was attached: DEL (off the owner), then answer.
+fn release_then_answer(
+    node: &mut Node,
+    id: String,
+    reply: Reply<Created>,
+    created: Result<Created, ApiError>,
+) {
+    let settings = node.settings.clone();
+    node.spawn_blocking(
+        "releasing a failed create's network",
+        move || {
+            network::release_container(&settings, &id);
+            Ok(())
+        },
+        move |node, _| answer(node, reply, created),
+    );
 }
 
 /// Answers a create; a container whose client left before hearing of it (a `run --rm`
 /// given up, a killed CLI) is removed again rather than left `created` with no one to
 /// start or remove it.
-async fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created, ApiError>) {
+fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created, ApiError>) {
     // No longer pending before the client can hear of it: a crash after this point keeps
     // the container (its client may have its id); before it, recovery removes it.
     if let Some(c) = created
@@ -124,7 +148,10 @@ async fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created,
         return;
     };
     tracing::warn!(id = %orphan.id, "the client left before its create was answered; removing the container");
-    if let Err(e) = super::remove::remove(node, &orphan.id, true).await {
-        tracing::error!(id = %orphan.id, error = %e.message, "removing an orphaned create");
-    }
+    let id = orphan.id.clone();
+    super::remove::remove(node, &orphan.id, true, move |_, result| {
+        if let Err(e) = result {
+            tracing::error!(id, error = %e.message, "removing an orphaned create");
+        }
+    });
 }

@@ -69,10 +69,8 @@ pub fn check(node: &mut Node) {
     tracing::warn!(pod = %pod.record.name, %message, "evicting");
     pod.record.phase = PodPhase::Failed;
     pod.record.message = Some(message.clone());
-    if let Err(e) = pod.save() {
-        tracing::error!(error = %e.message, "recording an eviction");
-    }
     let name = pod.record.name.clone();
+    super::pod::save_or_report(node, &id, "recording an eviction");
     for cid in members(node, &id) {
         let Some(c) = node.containers.get(&cid) else {
             continue;
@@ -85,9 +83,12 @@ pub fn check(node: &mut Node) {
             .with("reason", "memory-pressure");
         let cgroup = c.record.cgroup_path.clone();
         node.emit(ev);
-        if let Err(e) = berth_runtime::cgroups::kill_all(&cgroup) {
-            tracing::error!(error = %e, "evicting a container");
-        }
+        // Off the owner: the kill waits for the cgroup to empty.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = berth_runtime::cgroups::kill_all(&cgroup) {
+                tracing::error!(error = %e, "evicting a container");
+            }
+        });
     }
     node.emit(
         Event::new("pod", "evicted", &id, &name)

@@ -9,21 +9,55 @@ use berth_runtime::supervisor::confine::{exec_process, ExecOverrides};
 use oci_spec::runtime::Spec;
 
 use super::error::ApiError;
-use super::node::Node;
+use super::node::{Node, Reply};
+use super::Settings;
 use crate::api::ExecRequest;
 
-pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String, ApiError> {
-    let c = node.resolve(key)?;
-    if c.status() != Status::Running {
-        return Err(
-            ApiError::conflict(format!("container {key} is not running")).with_exit_code(126),
-        );
-    }
+/// `POST /v1/containers/{id}/exec`: checked on the owner; the rest (reading the container's
+/// spec and files, the supervisor's start-up) off it, answering `reply` from there.
+pub fn exec(node: &mut Node, key: &str, req: ExecRequest, reply: Reply<String>) {
+    let checked = node.resolve(key).and_then(|c| {
+        if c.status() != Status::Running {
+            return Err(
+                ApiError::conflict(format!("container {key} is not running")).with_exit_code(126),
+            );
+        }
+        Ok(Target {
+            id: c.record.id.clone(),
+            dir: c.dir.clone(),
+            pid: c.record.init.map(|p| p.pid).unwrap_or(0),
+        })
+    });
+    let target = match checked {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let settings = node.settings.clone();
+    tokio::spawn(async move {
+        let _ = reply.send(prepare_and_start(&settings, &target, req).await);
+    });
+}
+
+/// The container an exec enters.
+#[derive(Debug)]
+struct Target {
+    id: String,
+    dir: berth_runtime::state::ContainerDir,
+    pid: i32,
+}
+
+async fn prepare_and_start(
+    settings: &Settings,
+    c: &Target,
+    req: ExecRequest,
+) -> Result<String, ApiError> {
     let Some(command) = req.command.first() else {
         return Err(ApiError::bad_request("no command given").with_exit_code(125));
     };
-    let pid = c.record.init.map(|p| p.pid).unwrap_or(0);
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let root = PathBuf::from(format!("/proc/{}/root", c.pid));
     let spec_bytes = std::fs::read(c.dir.path().join("config.json")).map_err(ApiError::internal)?;
     let spec: Spec = serde_json::from_slice(&spec_bytes).map_err(ApiError::internal)?;
     let base_env = spec
@@ -78,12 +112,12 @@ pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String
     let log = std::fs::File::create(c.dir.execs().join(format!("{exec_id}.log")))
         .map_err(ApiError::internal)?;
 
-    let s = &node.settings;
+    let s = settings;
     let mut cmd = tokio::process::Command::new(&s.exe);
     cmd.arg("shim")
         .arg("exec")
         .arg("--id")
-        .arg(&c.record.id)
+        .arg(&c.id)
         .arg("--dir")
         .arg(c.dir.path())
         .arg("--exec-id")
@@ -101,7 +135,7 @@ pub async fn exec(node: &mut Node, key: &str, req: ExecRequest) -> Result<String
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(false);
-    let (mut child, ready) = super::create::start_and_read_ready(cmd).await?;
+    let (mut child, ready) = super::create::start_and_read_ready(cmd, None).await?;
     if let Some(error) = ready.error {
         let _ = child.wait().await;
         return Err(ApiError::start_failed(

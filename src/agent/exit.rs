@@ -51,7 +51,7 @@ impl Node {
     }
 
     /// A supervisor is gone: take its exit record, release the rootfs, honour `--rm`.
-    pub(super) async fn on_shim_exit(&mut self, id: &str) {
+    pub(super) fn on_shim_exit(&mut self, id: &str) {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
@@ -98,6 +98,7 @@ impl Node {
         let record = c.record.clone();
         let dir = c.dir.clone();
         c.exit.send_replace(Some(exit.clone()));
+        c.releasing = Some(Vec::new());
         let pod = record.task.pod.as_ref().map(|m| m.pod_name.clone());
         let mut ev = super::events::Event::new("container", "exited", id, &record.name)
             .with("exitCode", exit.exit_code)
@@ -116,22 +117,49 @@ impl Node {
             self.emit(oom);
         }
         self.emit(ev);
-        let _ = tokio::task::spawn_blocking(move || super::remove::release(&record, &dir)).await;
-        if pod.is_some() {
-            super::pod::on_container_exit(self, id, &exit).await;
+        // The rootfs and cgroup released off the owner; what follows (the pod's policy,
+        // `--rm`, a restart) once they are, so a restart never races the unmount.
+        let id = id.to_string();
+        self.spawn_blocking(
+            "releasing an exited container",
+            move || {
+                super::remove::release(&record, &dir);
+                Ok(())
+            },
+            move |node, _| {
+                let deferred = node
+                    .containers
+                    .get_mut(&id)
+                    .and_then(|c| c.releasing.take())
+                    .unwrap_or_default();
+                for then in deferred {
+                    (then.0)(node);
+                }
+                node.after_exit(&id, &exit, pod.is_some());
+            },
+        );
+    }
+
+    /// An exited container's rootfs is released: its pod's policy, `--rm`, or its own
+    /// restart policy.
+    fn after_exit(&mut self, id: &str, exit: &ExitRecord, in_pod: bool) {
+        if in_pod {
+            super::pod::on_container_exit(self, id, exit);
             return;
         }
-        if self
-            .containers
-            .get(id)
-            .is_some_and(|c| c.record.task.auto_remove)
-        {
-            if let Err(e) = super::remove::remove(self, id, true).await {
-                tracing::warn!(id, error = %e.message, "auto-remove failed");
-            }
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        if c.record.task.auto_remove {
+            let id = id.to_string();
+            super::remove::remove(self, &id.clone(), true, move |_, result| {
+                if let Err(e) = result {
+                    tracing::warn!(id, error = %e.message, "auto-remove failed");
+                }
+            });
             return;
         }
-        super::relaunch::on_exit(self, id, &exit);
+        super::relaunch::on_exit(self, id, exit);
     }
 }
 

@@ -275,8 +275,13 @@ pub fn record(node: &mut Node, id: &str, ok: bool, output: String) {
             ev = ev.with("pod", p);
         }
         node.emit(ev);
-        if let Err(e) = super::kill::kill(node, id, nix::sys::signal::Signal::SIGKILL, true) {
-            tracing::warn!(id, error = %e.message, "killing an unhealthy container");
-        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        super::kill::request(node, id, nix::sys::signal::Signal::SIGKILL, true, reply);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = answer.await {
+                tracing::warn!(id, error = %e.message, "killing an unhealthy container");
+            }
+        });
     }
 }

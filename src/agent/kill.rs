@@ -1,21 +1,51 @@
-//! Kill: a signal to the init, or SIGKILL to the whole cgroup (`all`).
+//! Kill and stop: a signal to the init, SIGKILL to the whole cgroup (`all`, off the owner:
+//! it waits for the cgroup to empty), and `stop`'s escalation (SIGTERM, then after the
+//! grace period SIGKILL to the cgroup, answered once the exit is recorded), run by a task
+//! the owner spawns.
+
+use std::time::Duration;
 
 use berth_runtime::state::Status;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::error::ApiError;
-use super::node::Node;
+use super::node::{Node, Reply};
 
-pub fn kill(node: &mut Node, key: &str, signal: Signal, all: bool) -> Result<(), ApiError> {
+/// How long `stop` waits for the exit after SIGKILL.
+const AFTER_KILL: Duration = Duration::from_secs(10);
+
+/// `POST /v1/containers/{id}/kill`.
+pub fn request(node: &mut Node, key: &str, signal: Signal, all: bool, reply: Reply<()>) {
+    if !all {
+        let _ = reply.send(kill(node, key, signal));
+        return;
+    }
+    let cgroup = match checked(node, key, signal) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let _ = reply.send(berth_runtime::cgroups::kill_all(&cgroup).map_err(ApiError::internal));
+    });
+}
+
+/// Holds the restart policy off for an operator's stop signal (as Docker's does) and checks
+/// the container runs; its cgroup.
+fn checked(node: &mut Node, key: &str, signal: Signal) -> Result<std::path::PathBuf, ApiError> {
     let id = node.resolve_id(key)?;
-    // An operator's kill or stop holds its restart policy off (as Docker's does).
     if let Some(c) = node.containers.get_mut(&id) {
         let stopping = matches!(signal, Signal::SIGTERM | Signal::SIGKILL | Signal::SIGINT);
         if stopping && c.record.task.restart != berth_runtime::task::RestartPolicy::No {
             c.record.stopped_by_operator = true;
             c.restart_pending = false;
-            let _ = berth_runtime::state::write_json(&c.dir.record(), &c.record);
+            if let Err(e) = berth_runtime::state::write_json(&c.dir.record(), &c.record) {
+                tracing::error!(id, error = %e, "recording an operator's stop");
+                return Err(ApiError::internal(e));
+            }
         }
     }
     let c = node.resolve(&id)?;
@@ -24,10 +54,13 @@ pub fn kill(node: &mut Node, key: &str, signal: Signal, all: bool) -> Result<(),
             "container {key} is not running"
         )));
     }
-    if all {
-        berth_runtime::cgroups::kill_all(&c.record.cgroup_path).map_err(ApiError::internal)?;
-        return Ok(());
-    }
+    Ok(c.record.cgroup_path.clone())
+}
+
+/// A signal to the init.
+pub fn kill(node: &mut Node, key: &str, signal: Signal) -> Result<(), ApiError> {
+    checked(node, key, signal)?;
+    let c = node.resolve(key)?;
     // The recorded start time guards against signalling a recycled pid.
     match c.record.init {
         Some(p) if p.is_alive() => nix::sys::signal::kill(Pid::from_raw(p.pid), signal)
@@ -36,4 +69,51 @@ pub fn kill(node: &mut Node, key: &str, signal: Signal, all: bool) -> Result<(),
             "container {key} is not running"
         ))),
     }
+}
+
+/// `POST /v1/containers/{id}/stop`: SIGTERM, then after `grace` SIGKILL to the whole
+/// cgroup (a PID 1 without a handler ignores SIGTERM); answered once it has exited.
+pub fn stop(node: &mut Node, key: &str, grace: Duration, reply: Reply<()>) {
+    let c = match node.resolve(key) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    if c.known_exit().is_some() {
+        let _ = reply.send(Ok(()));
+        return;
+    }
+    let mut exit = c.exit.subscribe();
+    let cgroup = c.record.cgroup_path.clone();
+    // Not running (yet): nothing to signal, but the operator's stop still holds its
+    // restart policy off.
+    if let Err(e) = kill(node, key, Signal::SIGTERM) {
+        tracing::debug!(key, error = %e.message, "stop: SIGTERM");
+    }
+    tokio::spawn(async move {
+        let exited = |exit: &mut tokio::sync::watch::Receiver<_>, t| {
+            let mut exit = exit.clone();
+            async move {
+                tokio::time::timeout(t, exit.wait_for(|e: &Option<_>| e.is_some()))
+                    .await
+                    .is_ok()
+            }
+        };
+        if exited(&mut exit, grace).await {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let _ =
+            tokio::task::spawn_blocking(move || berth_runtime::cgroups::kill_all(&cgroup)).await;
+        let answer = if exited(&mut exit, AFTER_KILL).await {
+            Ok(())
+        } else {
+            Err(ApiError::internal(
+                "the container did not stop after SIGKILL",
+            ))
+        };
+        let _ = reply.send(answer);
+    });
 }

@@ -67,7 +67,7 @@ pub async fn make_netns(settings: &Settings, id: &str) -> Result<PathBuf, ApiErr
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
-    let (mut child, ready) = super::create::start_and_read_ready(cmd).await?;
+    let (mut child, ready) = super::create::start_and_read_ready(cmd, None).await?;
     let _ = child.wait().await;
     if let Some(e) = ready.error {
         let _ = berth_runtime::sandbox::release(&dir);

@@ -1,8 +1,10 @@
 //! The node's single owner: one task holds every container record and applies the actions
-//! the API sends it (`actions.rs`), one at a time. Slow work runs in tasks it spawns that
-//! report back with an action (image pulls, a pod's sandbox and CNI ADD, the network of a
-//! container being created); container creation itself runs inline (a mount and a
-//! supervisor start-up, tens of milliseconds).
+//! the API sends it (`actions.rs`), one at a time, never waiting: anything that waits on a
+//! process, a plugin, a mount or a disk (creating a container, START, exec, kill-and-wait,
+//! removal, image pulls, a pod's sandbox and CNI ADD) runs in a task it spawns
+//! ([`Node::spawn`]), which reports back with an action that the owner applies. While such
+//! work is in flight the object is marked (`Node::creating`, `Container::busy`,
+//! `Container::removing`) so conflicting requests are refused or joined.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +18,51 @@ use super::Settings;
 use crate::api::ContainerInfo;
 
 pub use super::actions::{Action, Reply};
+
+/// The rest of a piece of work, applied on the owner once the part off it is done.
+pub struct Then(pub Box<dyn FnOnce(&mut Node) + Send>);
+
+impl std::fmt::Debug for Then {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Then")
+    }
+}
+
+/// The callback of [`AfterRemove`].
+type AfterRemoveFn = dyn FnOnce(&mut Node, Result<(), ApiError>) + Send;
+
+/// What to do once a container is removed (or its removal failed).
+pub struct AfterRemove(pub Box<AfterRemoveFn>);
+
+impl AfterRemove {
+    /// Wraps `f`.
+    pub fn new(f: impl FnOnce(&mut Node, Result<(), ApiError>) + Send + 'static) -> Self {
+        AfterRemove(Box::new(f))
+    }
+    /// Calls it.
+    pub fn call(self, node: &mut Node, result: Result<(), ApiError>) {
+        (self.0)(node, result)
+    }
+}
+
+impl std::fmt::Debug for AfterRemove {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterRemove")
+    }
+}
+
+/// A container being created: its id and name are taken until the work reports.
+#[derive(Debug)]
+pub struct Creating {
+    /// Its name.
+    pub name: String,
+    /// The pod it is a member of.
+    pub pod: Option<String>,
+    /// Fired by `rm -f`: the work stops waiting and undoes itself.
+    pub cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `rm -f` callers, answered once the work has been undone.
+    pub removers: Vec<AfterRemove>,
+}
 
 /// What the API needs to stream from or wait on a container without asking again.
 #[derive(Debug, Clone)]
@@ -45,6 +92,13 @@ pub struct Container {
     pub restart_pending: bool,
     /// Restarts in a row without a 10 s run (the back-off's exponent).
     pub backoff_step: u32,
+    /// Work on it is in flight (being started, relaunched): what, for refusals.
+    pub busy: Option<&'static str>,
+    /// Being removed: who waits for it.
+    pub removing: Option<Vec<AfterRemove>>,
+    /// Its exit's release (unmount, cgroup removal) is in flight: work that must not race
+    /// it (a removal) waits here until it is done.
+    pub releasing: Option<Vec<Then>>,
 }
 
 impl Container {
@@ -126,6 +180,8 @@ pub struct Node {
     pub releasing: HashMap<String, (String, Vec<Reply<()>>)>,
     /// Pulls in flight by what they pull, so the same image is fetched once at a time.
     pub pulls: HashMap<String, super::images::PullWaiters>,
+    /// Containers being created, by id.
+    pub creating: HashMap<String, Creating>,
 }
 
 impl std::fmt::Debug for Node {
@@ -161,6 +217,7 @@ impl Node {
             pending_ports: HashMap::new(),
             releasing: HashMap::new(),
             pulls: HashMap::new(),
+            creating: HashMap::new(),
         };
         let dir = node.settings.containers_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -223,6 +280,9 @@ impl Node {
                     exit,
                     restart_pending: false,
                     backoff_step: 0,
+                    busy: None,
+                    removing: None,
+                    releasing: None,
                 },
             );
             node.check_supervisor(&id);
@@ -257,17 +317,56 @@ impl Node {
     /// from a half-recovered node.
     pub async fn run(mut self, recovery: Vec<Action>, mut rx: mpsc::Receiver<Action>) {
         for action in recovery {
-            self.apply(action).await;
+            self.apply(action);
         }
         tracing::info!("agent ready");
         super::notify::send("READY=1");
         while let Some(action) = rx.recv().await {
-            self.apply(action).await;
+            self.apply(action);
         }
     }
 
-    async fn apply(&mut self, action: Action) {
+    /// Runs `work` off the owner, then `then` on the owner with its output.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+        then: impl FnOnce(&mut Node, T) + Send + 'static,
+    ) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let out = work.await;
+            let then = Then(Box::new(move |node| then(node, out)));
+            // Gone only when the agent stops: the next start recovers from disk.
+            let _ = tx.send(Action::Continue(what, then)).await;
+        });
+    }
+
+    /// [`Node::spawn`] for blocking work (file systems, mounts, cgroups) in the blocking
+    /// pool.
+    pub fn spawn_blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+        then: impl FnOnce(&mut Node, Result<T, ApiError>) + Send + 'static,
+    ) {
+        self.spawn(
+            what,
+            async move {
+                tokio::task::spawn_blocking(work)
+                    .await
+                    .unwrap_or_else(|e| Err(ApiError::internal(format!("{what}: {e}"))))
+            },
+            then,
+        );
+    }
+
+    fn apply(&mut self, action: Action) {
         match action {
+            Action::Continue(what, then) => {
+                tracing::trace!(what, "continuing");
+                (then.0)(self);
+            }
             Action::Ready(r) => {
                 let _ = r.send(Ok(()));
             }
@@ -288,15 +387,12 @@ impl Node {
             Action::RemoveImage(req, r) => super::images::remove(self, req, r),
             Action::Prune(r) => super::images::prune(self, r),
             Action::Rootfs(req, r) => super::images::rootfs(self, req, r),
-            Action::Create(task, r) => super::create_networked::request(self, *task, r).await,
-            Action::Start(id, r) => {
-                let result = super::start::start(self, &id).await;
+            Action::Create(task, r) => super::create_networked::request(self, *task, r),
+            Action::Start(id, r) => super::start::start(self, &id, move |_, result| {
                 let _ = r.send(result);
-            }
-            Action::MarkStarted(id, r) => {
-                super::start::mark_started(self, &id);
-                let _ = r.send(Ok(()));
-            }
+            }),
+            Action::Stop(id, grace, r) => super::kill::stop(self, &id, grace, r),
+            Action::Attach { id, start, reply } => super::start::attach(self, &id, start, reply),
             Action::Resolve(id, r) => {
                 let _ = r.send(self.resolve(&id).map(|c| Handle {
                     id: c.record.id.clone(),
@@ -316,52 +412,11 @@ impl Node {
                 signal,
                 all,
                 reply,
-            } => {
-                let _ = reply.send(super::kill::kill(self, &id, signal, all));
-            }
-            Action::Remove(id, force, r) => {
-                // A pod's containers go with their pod (its slots would point at nothing).
-                let pod = self.resolve(&id).ok().and_then(|c| {
-                    let m = c.record.task.pod.as_ref()?;
-                    self.pods
-                        .contains_key(&m.pod_id)
-                        .then(|| m.pod_name.clone())
-                });
-                let result = match pod {
-                    Some(p) => Err(ApiError::conflict(format!(
-                        "container {id} belongs to pod {p}: remove the pod (berth pod rm {p})"
-                    ))),
-                    None => match self.resolve_id(&id) {
-                        Ok(full) => super::remove::remove(self, &full, force)
-                            .await
-                            .map(|()| full),
-                        Err(e) => Err(e),
-                    },
-                };
-                // Answered once its network is released too, if it had one of its own; a
-                // container removed already whose network is being released is waited for.
-                match result {
-                    Ok(full) => {
-                        if let Some(r) = super::remove::wait_for_release(self, &full, r) {
-                            let _ = r.send(Ok(()));
-                        }
-                    }
-                    Err(e) if e.is_not_found() => {
-                        if let Some(r) = super::remove::wait_for_release(self, &id, r) {
-                            let _ = r.send(Err(e));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = r.send(Err(e));
-                    }
-                }
-            }
-            Action::Exec(id, req, r) => {
-                let result = super::exec::exec(self, &id, *req).await;
-                let _ = r.send(result);
-            }
-            Action::ShimExited(id) => self.on_shim_exit(&id).await,
-            Action::CreatePod(spec, r) => super::pod::create(self, *spec, r).await,
+            } => super::kill::request(self, &id, signal, all, reply),
+            Action::Remove(id, force, r) => super::remove::request(self, id, force, r),
+            Action::Exec(id, req, r) => super::exec::exec(self, &id, *req, r),
+            Action::ShimExited(id) => self.on_shim_exit(&id),
+            Action::CreatePod(spec, r) => super::pod::create(self, *spec, r),
             Action::ListPods(r) => {
                 let mut all: Vec<crate::api::PodInfo> = self
                     .pods
@@ -381,7 +436,7 @@ impl Node {
                 let _ = r.send(info);
             }
             Action::StopPod(key, timeout, r) => super::pod::stop(self, &key, timeout, r),
-            Action::RemovePod(key, force, r) => super::pod::remove(self, &key, force, r).await,
+            Action::RemovePod(key, force, r) => super::pod::remove(self, &key, force, r),
             Action::NetworkReleased(id) => super::remove::on_network_released(self, &id),
             Action::PodReleased {
                 id,
@@ -393,16 +448,16 @@ impl Node {
                 pod,
                 name,
                 previous,
-            } => super::pod::restart_member(self, &pod, &name, &previous).await,
+            } => super::pod::restart_member(self, &pod, &name, &previous),
             Action::SandboxReady { pod, made, error } => {
-                super::pod::sandbox::on_ready(self, &pod, made, error).await
+                super::pod::sandbox::on_ready(self, &pod, made, error)
             }
             Action::NetworkReady {
                 id,
                 task,
                 result,
                 reply,
-            } => super::create_networked::on_ready(self, id, *task, result, reply).await,
+            } => super::create_networked::on_ready(self, id, *task, result, reply),
             Action::ListNetworks(r) => {
                 let settings = self.settings.clone();
                 tokio::spawn(async move {
@@ -413,9 +468,9 @@ impl Node {
                 });
             }
             Action::CheckNetwork(key, r) => super::network::check_async(self, &key, r),
-            Action::AbandonPod(id) => super::pod::abandon(self, &id).await,
-            Action::ResumePod(id) => super::pod::resume(self, &id).await,
-            Action::RestartContainer(id) => super::relaunch::restart(self, &id).await,
+            Action::AbandonPod(id) => super::pod::abandon(self, &id),
+            Action::ResumePod(id) => super::pod::resume(self, &id),
+            Action::RestartContainer(id) => super::relaunch::restart(self, &id),
             Action::Emit(ev) => self.emit(ev),
             Action::GcDone => self.gc_running = false,
             Action::Metrics(r) => {
@@ -455,7 +510,7 @@ impl Node {
         let id = self.resolve_id(key)?;
         self.containers
             .get(&id)
-            .ok_or_else(|| ApiError::no_such_container(&key))
+            .ok_or_else(|| ApiError::no_such_container(key))
     }
 
     /// [`Node::resolve`], giving the full id.

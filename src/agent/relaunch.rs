@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use berth_runtime::rootfs::{RootfsDirs, RootfsKind};
-use berth_runtime::state::{write_json, ExitRecord};
+use berth_runtime::state::{write_json, ContainerDir, ContainerRecord, ExitRecord};
 use tokio::sync::watch;
 
 use super::error::ApiError;
@@ -49,57 +49,53 @@ pub fn on_exit(node: &mut Node, id: &str, exit: &ExitRecord) {
 }
 
 /// A back-off ended: restart unless the operator stopped or removed it meanwhile.
-pub async fn restart(node: &mut Node, id: &str) {
+pub fn restart(node: &mut Node, id: &str) {
     let Some(c) = node.containers.get_mut(id) else {
         return;
     };
-    if !std::mem::take(&mut c.restart_pending) || c.record.stopped_by_operator {
+    if !std::mem::take(&mut c.restart_pending)
+        || c.record.stopped_by_operator
+        || c.busy.is_some()
+        || c.removing.is_some()
+    {
         return;
     }
-    match relaunch(node, id, true).await {
+    let id = id.to_string();
+    relaunch(node, &id.clone(), true, move |node, result| match result {
         Ok(pid) => {
-            if let Some(c) = node.containers.get(id) {
-                let ev = Event::new("container", "restarted", id, &c.record.name)
+            if let Some(c) = node.containers.get(&id) {
+                let ev = Event::new("container", "restarted", &id, &c.record.name)
                     .with("restartCount", c.record.restart_count)
                     .with("pid", pid);
                 node.emit(ev);
             }
         }
         Err(e) => tracing::error!(id, error = %e.message, "restart failed"),
-    }
+    });
 }
 
-/// Starts a stopped container again; `by_policy` counts it as a restart. Returns the pid.
-pub async fn relaunch(node: &mut Node, id: &str, by_policy: bool) -> Result<i32, ApiError> {
-    let Some(c) = node.containers.get(id) else {
-        return Err(ApiError::no_such_container(&id));
+/// Starts a stopped container again; `by_policy` counts it as a restart. The rootfs, the
+/// record and the new supervisor are made off the owner (the container is `busy`
+/// meanwhile); `then` gets the new init's pid.
+pub fn relaunch(
+    node: &mut Node,
+    id: &str,
+    by_policy: bool,
+    then: impl FnOnce(&mut Node, Result<i32, ApiError>) + Send + 'static,
+) {
+    let Some(c) = node.containers.get_mut(id) else {
+        then(node, Err(ApiError::no_such_container(id)));
+        return;
     };
     if c.known_exit().is_none() {
-        return Err(ApiError::conflict(format!("container {id} is not stopped")));
+        then(
+            node,
+            Err(ApiError::conflict(format!("container {id} is not stopped"))),
+        );
+        return;
     }
+    c.busy = Some("being restarted");
     let mut record = c.record.clone();
-    let dir = c.dir.clone();
-    let store = node.settings.store.clone();
-    let (r2, d2) = (record.clone(), dir.clone());
-    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        let dirs = RootfsDirs::under(d2.path());
-        if r2.rootfs == RootfsKind::Overlay && !berth_runtime::rootfs::is_mounted(&dirs.rootfs) {
-            let lowers: Vec<_> = store
-                .lease_digests(&super::create::lease_name(&r2.id))
-                .map_err(ApiError::internal)?
-                .iter()
-                .map(|d| store.snapshot_path(d))
-                .collect();
-            berth_runtime::rootfs::prepare(&dirs, &lowers, false).map_err(ApiError::internal)?;
-        }
-        // What the last run left: its exit, libcontainer's state, its socket.
-        let _ = std::fs::remove_file(d2.exit());
-        let _ = std::fs::remove_dir_all(d2.libcontainer().join(&r2.id));
-        let _ = std::fs::remove_file(d2.socket());
-        Ok(())
-    })
-    .await
-    .map_err(ApiError::internal)??;
     record.init = None;
     record.shim = None;
     record.started = None;
@@ -108,18 +104,74 @@ pub async fn relaunch(node: &mut Node, id: &str, by_policy: bool) -> Result<i32,
     } else {
         record.stopped_by_operator = false;
     }
-    write_json(&dir.record(), &record).map_err(ApiError::internal)?;
-    let (pid, shim) = super::create::spawn_supervisor(node, &record, &dir).await?;
-    record.init = berth_runtime::state::ProcessId::of(pid);
-    record.shim = shim;
-    write_json(&dir.record(), &record).map_err(ApiError::internal)?;
-    if let Some(c) = node.containers.get_mut(id) {
-        c.record = record;
-        // Waiters of the last run keep its exit; new ones wait for this run.
-        c.exit = watch::channel(None).0;
-        c.health = c.record.task.health.as_ref().map(|_| Default::default());
-        // A pending policy restart is moot once it runs (e.g. an operator's `start`).
-        c.restart_pending = false;
+    let dir = c.dir.clone();
+    let (settings, tx) = (node.settings.clone(), node.tx.clone());
+    let id = id.to_string();
+    node.spawn(
+        "relaunching a container",
+        async move {
+            let (r2, d2, store) = (record.clone(), dir.clone(), settings.store.clone());
+            tokio::task::spawn_blocking(move || remount(&r2, &d2, &store))
+                .await
+                .map_err(ApiError::internal)??;
+            let (pid, shim) =
+                super::create::spawn_supervisor(&settings, tx, &record, &dir, None).await?;
+            record.init = berth_runtime::state::ProcessId::of(pid);
+            record.shim = shim;
+            let (r2, d2) = (record.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || write_json(&d2.record(), &r2))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            Ok(record)
+        },
+        move |node, made: Result<ContainerRecord, ApiError>| {
+            let Some(c) = node.containers.get_mut(&id) else {
+                then(node, Err(ApiError::no_such_container(&id)));
+                return;
+            };
+            c.busy = None;
+            let record = match made {
+                Ok(r) => r,
+                Err(e) => {
+                    then(node, Err(e));
+                    return;
+                }
+            };
+            // An operator's stop while it was being relaunched still holds.
+            let stopped = c.record.stopped_by_operator && by_policy;
+            c.record = record;
+            c.record.stopped_by_operator |= stopped;
+            // Waiters of the last run keep its exit; new ones wait for this run.
+            c.exit = watch::channel(None).0;
+            c.health = c.record.task.health.as_ref().map(|_| Default::default());
+            // A pending policy restart is moot once it runs (e.g. an operator's `start`).
+            c.restart_pending = false;
+            super::start::start_created(node, &id, then);
+        },
+    );
+}
+
+/// Off the owner: the rootfs mounted again over the layers its lease keeps, and what the
+/// last run left removed (its exit, libcontainer's state, its socket).
+fn remount(
+    record: &ContainerRecord,
+    dir: &ContainerDir,
+    store: &berth_images::store::Store,
+) -> Result<(), ApiError> {
+    let dirs = RootfsDirs::under(dir.path());
+    if record.rootfs == RootfsKind::Overlay && !berth_runtime::rootfs::is_mounted(&dirs.rootfs) {
+        let lowers: Vec<_> = store
+            .lease_digests(&super::create::lease_name(&record.id))
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|d| store.snapshot_path(d))
+            .collect();
+        berth_runtime::rootfs::prepare(&dirs, &lowers, false).map_err(ApiError::internal)?;
     }
-    super::start::start_created(node, id).await
+    let _ = std::fs::remove_file(dir.exit());
+    let _ = std::fs::remove_dir_all(dir.libcontainer().join(&record.id));
+    let _ = std::fs::remove_file(dir.socket());
+    // The record says "no process" before a new supervisor exists.
+    write_json(&dir.record(), record).map_err(ApiError::internal)
 }

@@ -12,7 +12,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use berth_runtime::state::ExitRecord;
 use berth_runtime::supervisor::protocol;
-use nix::sys::signal::Signal;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -70,17 +69,6 @@ pub async fn ask<T>(
 
 async fn resolve(tx: &Tx, id: String) -> Result<Handle, ApiError> {
     ask(tx, |r| Action::Resolve(id, r)).await
-}
-
-/// A signal to the init, or (`all`) SIGKILL to every process of the cgroup.
-async fn signal(tx: &Tx, id: String, signal: Signal, all: bool) -> Result<(), ApiError> {
-    ask(tx, |reply| Action::Kill {
-        id,
-        signal,
-        all,
-        reply,
-    })
-    .await
 }
 
 /// Answered by the owner: an answer means the agent has recovered (a readiness probe).
@@ -197,20 +185,9 @@ struct AttachQuery {
     start: bool,
 }
 
-/// Upgrades the connection and splices it to the supervisor's socket: the client then
-/// speaks the supervisor protocol (`runtime::supervisor::protocol`) directly.
-async fn splice(
-    socket: std::path::PathBuf,
-    start: bool,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut stream = super::start::connect(&socket).await?;
-    if start {
-        stream
-            .write_all(&protocol::encode(protocol::START, b""))
-            .await
-            .map_err(ApiError::internal)?;
-    }
+/// Upgrades the connection and splices it to `stream`, a supervisor's socket: the client
+/// then speaks the supervisor protocol (`runtime::supervisor::protocol`) directly.
+fn splice(mut stream: tokio::net::UnixStream, req: Request) -> Response {
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
@@ -220,12 +197,12 @@ async fn splice(
             Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
         }
     });
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "berth-attach")
         .body(Body::empty())
-        .unwrap_or_else(|e| ApiError::internal(e).into_response()))
+        .unwrap_or_else(|e| ApiError::internal(e).into_response())
 }
 
 async fn attach(
@@ -234,17 +211,13 @@ async fn attach(
     Query(q): Query<AttachQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let h = resolve(&tx, id).await?;
-    if h.exit.borrow().is_some() {
-        return Err(ApiError::conflict(format!("container {} has exited", h.id)));
-    }
-    let response = splice(h.dir.socket(), q.start, req).await?;
-    if q.start {
-        // Recorded (and journaled) before the client hears back, so a client that sees the
-        // container end never finds it without its start.
-        let _ = ask(&tx, |r| Action::MarkStarted(h.id, r)).await;
-    }
-    Ok(response)
+    let stream = ask(&tx, |reply| Action::Attach {
+        id,
+        start: q.start,
+        reply,
+    })
+    .await?;
+    Ok(splice(stream, req))
 }
 
 async fn exec_attach(
@@ -256,7 +229,12 @@ async fn exec_attach(
         return Err(ApiError::bad_request("bad exec id"));
     }
     let h = resolve(&tx, id).await?;
-    splice(h.dir.execs().join(format!("{exec_id}.sock")), true, req).await
+    let mut stream = super::start::connect(&h.dir.execs().join(format!("{exec_id}.sock"))).await?;
+    stream
+        .write_all(&protocol::encode(protocol::START, b""))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(splice(stream, req))
 }
 
 async fn wait_exit(h: &mut Handle, timeout: Option<Duration>) -> Option<ExitRecord> {
@@ -284,30 +262,23 @@ async fn kill(
     let text = q.signal.unwrap_or_else(|| "TERM".into());
     let sig = parse_signal(&text)
         .ok_or_else(|| ApiError::bad_request(format!("unknown signal {text:?}")))?;
-    self::signal(&tx, id, sig, false).await?;
+    ask(&tx, |reply| Action::Kill {
+        id,
+        signal: sig,
+        all: false,
+        reply,
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// SIGTERM, then after the grace period SIGKILL to the whole cgroup (a PID 1 without a
-/// handler ignores SIGTERM).
 async fn stop(
     State(tx): State<Tx>,
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut h = resolve(&tx, id).await?;
-    if h.exit.borrow().is_some() {
-        return Ok(StatusCode::NO_CONTENT);
-    }
     let grace = Duration::from_secs(q.timeout.unwrap_or(10));
-    let id = h.id.clone();
-    let _ = signal(&tx, id.clone(), Signal::SIGTERM, false).await;
-    if wait_exit(&mut h, Some(grace)).await.is_none() {
-        let _ = signal(&tx, id, Signal::SIGKILL, true).await;
-        wait_exit(&mut h, Some(Duration::from_secs(10)))
-            .await
-            .ok_or_else(|| ApiError::internal("the container did not stop after SIGKILL"))?;
-    }
+    ask(&tx, |r| Action::Stop(id, grace, r)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,24 +287,7 @@ async fn remove(
     Path(id): Path<String>,
     Query(q): Query<RemoveQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut h = match resolve(&tx, id.clone()).await {
-        Ok(h) => h,
-        // Removed already (`--rm`), its network maybe still being released: the owner
-        // answers once it is, or with the same 404.
-        Err(e) if e.is_not_found() => {
-            ask(&tx, |r| Action::Remove(id, q.force, r)).await?;
-            return Ok(StatusCode::NO_CONTENT);
-        }
-        Err(e) => return Err(e),
-    };
-    // A pod's container is refused by the owner (the pod owns it): not killed first.
-    let in_pod = h.info.record.task.pod.is_some();
-    if q.force && !in_pod && h.exit.borrow().is_none() {
-        let _ = signal(&tx, h.id.clone(), Signal::SIGKILL, true).await;
-        // Let the supervisor record the exit; removal below copes if it does not.
-        let _ = wait_exit(&mut h, Some(Duration::from_secs(5))).await;
-    }
-    ask(&tx, |r| Action::Remove(h.id, q.force, r)).await?;
+    ask(&tx, |r| Action::Remove(id, q.force, r)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

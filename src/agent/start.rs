@@ -82,33 +82,121 @@ pub async fn send_start(stream: &mut UnixStream) -> Result<i32, ApiError> {
     }
 }
 
-pub async fn start(node: &mut Node, key: &str) -> Result<i32, ApiError> {
-    let id = node.resolve_id(key)?;
-    let Some(c) = node.containers.get(&id) else {
-        return Err(ApiError::no_such_container(&key));
-    };
-    match c.status() {
-        Status::Created => {}
-        Status::Running => {
-            return Err(ApiError::conflict(format!(
+/// `POST /v1/containers/{id}/start`: a created container is started, a stopped one run
+/// again (as `docker start`: same id, name, writable layer). `then` gets the init's pid.
+pub fn start(
+    node: &mut Node,
+    key: &str,
+    then: impl FnOnce(&mut Node, Result<i32, ApiError>) + Send + 'static,
+) {
+    let checked = node.resolve_id(key).and_then(|id| {
+        let c = node
+            .containers
+            .get(&id)
+            .ok_or_else(|| ApiError::no_such_container(key))?;
+        refuse_while_busy(c, key)?;
+        Ok((id, c.status()))
+    });
+    match checked {
+        Ok((id, Status::Created)) => start_created(node, &id, then),
+        Ok((_, Status::Running)) => then(
+            node,
+            Err(ApiError::conflict(format!(
                 "container {key} is already running"
-            )))
-        }
-        // As `docker start`: the same container again (same id, name, writable layer).
-        Status::Stopped => return super::relaunch::relaunch(node, &id, false).await,
+            ))),
+        ),
+        Ok((id, Status::Stopped)) => super::relaunch::relaunch(node, &id, false, then),
+        Err(e) => then(node, Err(e)),
     }
-    start_created(node, &id).await
 }
 
-/// Starts a container in the created state (its init waits for START).
-pub async fn start_created(node: &mut Node, id: &str) -> Result<i32, ApiError> {
-    let Some(c) = node.containers.get(id) else {
-        return Err(ApiError::no_such_container(&id));
+/// Work on the container is in flight: refused with what.
+pub fn refuse_while_busy(c: &super::node::Container, key: &str) -> Result<(), ApiError> {
+    if c.removing.is_some() {
+        return Err(ApiError::conflict(format!(
+            "container {key} is being removed"
+        )));
+    }
+    if let Some(what) = c.busy {
+        return Err(ApiError::conflict(format!("container {key} is {what}")));
+    }
+    Ok(())
+}
+
+/// Starts a container in the created state (its init waits for START): START is sent off
+/// the owner; the start is recorded once the supervisor confirms.
+pub fn start_created(
+    node: &mut Node,
+    id: &str,
+    then: impl FnOnce(&mut Node, Result<i32, ApiError>) + Send + 'static,
+) {
+    let Some(c) = node.containers.get_mut(id) else {
+        then(node, Err(ApiError::no_such_container(id)));
+        return;
     };
-    let mut stream = connect(&c.dir.socket()).await?;
-    let pid = send_start(&mut stream).await?;
-    mark_started(node, id);
-    Ok(pid)
+    c.busy = Some("being started");
+    let socket = c.dir.socket();
+    let id = id.to_string();
+    node.spawn(
+        "starting a container",
+        async move {
+            let mut stream = connect(&socket).await?;
+            send_start(&mut stream).await
+        },
+        move |node, result| {
+            if let Some(c) = node.containers.get_mut(&id) {
+                c.busy = None;
+            }
+            if result.is_ok() {
+                mark_started(node, &id);
+            }
+            then(node, result);
+        },
+    );
+}
+
+/// `POST /v1/containers/{id}/attach`: a connection to the supervisor; with `start`, START
+/// is sent on it and the start recorded (and journaled) before the client hears back, so a
+/// client that sees the container end never finds it without its start.
+pub fn attach(node: &mut Node, key: &str, start: bool, reply: super::node::Reply<UnixStream>) {
+    let checked = node.resolve(key).and_then(|c| {
+        if c.known_exit().is_some() {
+            return Err(ApiError::conflict(format!(
+                "container {} has exited",
+                c.record.id
+            )));
+        }
+        if start {
+            refuse_while_busy(c, key)?;
+        }
+        Ok((c.record.id.clone(), c.dir.socket()))
+    });
+    let (id, socket) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    node.spawn(
+        "attaching to a container",
+        async move {
+            let mut stream = connect(&socket).await?;
+            if start {
+                stream
+                    .write_all(&protocol::encode(protocol::START, b""))
+                    .await
+                    .map_err(ApiError::internal)?;
+            }
+            Ok(stream)
+        },
+        move |node, result: Result<UnixStream, ApiError>| {
+            if start && result.is_ok() {
+                mark_started(node, &id);
+            }
+            let _ = reply.send(result);
+        },
+    );
 }
 
 /// Records the start time (once).

@@ -407,7 +407,8 @@ impl Drop for Root {
             );
             assert!(
                 leftover_cgroups.is_empty(),
-                "cgroups left behind: {leftover_cgroups:?}"
+                "cgroups left behind: {leftover_cgroups:?}\nagent log:\n{}",
+                self.agent_log()
             );
         }
     }

@@ -306,12 +306,42 @@ fn stdio(tty: bool, stdin: bool, console: &str) -> Result<StdioParts, Supervisor
     ))
 }
 
+/// Fault injection for tests of the agent (`BERTH_FAULT_STALL_START=NAME[@MILLIS]`, read from
+/// the agent's environment, which supervisors inherit): the supervisor of the container
+/// named NAME hangs before creating it (for MILLIS, or for good), as one stuck in a kernel
+/// call or a hook would. Nothing else reads the variable.
+fn stall_if_asked(dir: &ContainerDir) {
+    let Some(value) = std::env::var("BERTH_FAULT_STALL_START").ok() else {
+        return;
+    };
+    let (name, millis) = match value.split_once('@') {
+        Some((n, ms)) => (n.to_string(), ms.parse::<u64>().ok()),
+        None => (value, None),
+    };
+    let record: Option<crate::state::ContainerRecord> =
+        crate::state::read_json(&dir.record()).ok().flatten();
+    if record.is_none_or(|r| r.name != name) {
+        return;
+    }
+    tracing::warn!(
+        ?millis,
+        "BERTH_FAULT_STALL_START: stalling before the create"
+    );
+    match millis {
+        Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+        None => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+    }
+}
+
 /// `berth shim init`: create, report, wait for START, supervise, record the exit. Returns
 /// the supervisor's own exit code.
 pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
     let mut ready_out = Some(ready_out);
     let dir = ContainerDir(opts.dir.clone());
     detach();
+    stall_if_asked(&dir);
     let fail = |ready_out: &mut Option<std::fs::File>, e: SupervisorError| {
         let code = e.exit_code();
         tracing::error!(error = %e, "container failed");

@@ -33,6 +33,25 @@ use super::error::ApiError;
 use super::node::{Node, Reply};
 use crate::api::{ContainerInfo, PodInfo};
 
+/// Writes pod `id`'s record; a failure is logged and journaled as an `error` event (the
+/// state on disk is behind the state in memory: after a crash, recovery sees the older one).
+/// Returns whether it was written.
+pub fn save_or_report(node: &mut Node, id: &str, what: &str) -> bool {
+    let Some(pod) = node.pods.get(id) else {
+        return false;
+    };
+    let Err(e) = pod.save() else {
+        return true;
+    };
+    let name = pod.record.name.clone();
+    tracing::error!(pod = %name, error = %e.message, "{what}");
+    node.emit(
+        super::events::Event::new("pod", "error", id, &name)
+            .with("message", format!("{what}: {}", e.message)),
+    );
+    false
+}
+
 /// Where a pod is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -15,7 +15,7 @@ use crate::agent::node::{Action, Node};
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 /// Called by the owner once a pod container's exit is recorded.
-pub async fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord) {
+pub fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord) {
     let Some(c) = node.containers.get(container_id) else {
         return;
     };
@@ -36,35 +36,38 @@ pub async fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitR
     if ran_for >= BACKOFF_RESET {
         slot.restart_count = 0;
     }
+    if member.init && exit.exit_code == 0 {
+        slot.done = true;
+    }
     let policy = pod.record.spec.restart_policy;
     let phase = pod.record.phase;
     let pod_id = pod.record.id.clone();
+    let what = format!("recording the exit of {}", member.container);
     if member.init {
         if phase != PodPhase::Starting {
             return;
         }
         if exit.exit_code == 0 {
-            slot.done = true;
-            let _ = pod.save();
-            super::run::advance(node, &pod_id).await;
+            super::save_or_report(node, &pod_id, &what);
+            super::run::advance(node, &pod_id);
         } else if policy == RestartPolicy::Never {
             let msg = format!(
                 "init container {} exited with code {}",
                 member.container, exit.exit_code
             );
-            super::run::fail(node, &pod_id, msg).await;
+            super::run::fail(node, &pod_id, msg);
         } else {
-            let _ = pod.save();
+            super::save_or_report(node, &pod_id, &what);
             schedule(node, &pod_id, &member.container, container_id);
         }
         return;
     }
     if phase != PodPhase::Running {
-        let _ = pod.save();
+        super::save_or_report(node, &pod_id, &what);
         return;
     }
     if policy.restarts(exit.exit_code) {
-        let _ = pod.save();
+        super::save_or_report(node, &pod_id, &what);
         schedule(node, &pod_id, &member.container, container_id);
         return;
     }
@@ -73,7 +76,7 @@ pub async fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitR
 
 /// After an agent restart: a running pod's slot whose container ended before the agent
 /// could restart it (killed during the back-off) is handed to the policy again.
-pub async fn resume(node: &mut Node, pod_id: &str) {
+pub fn resume(node: &mut Node, pod_id: &str) {
     let Some(pod) = node.pods.get(pod_id) else {
         return;
     };
@@ -93,7 +96,7 @@ pub async fn resume(node: &mut Node, pod_id: &str) {
         })
         .collect();
     for (cid, exit) in ended {
-        on_container_exit(node, &cid, &exit).await;
+        on_container_exit(node, &cid, &exit);
     }
 }
 
@@ -122,7 +125,7 @@ fn settle(node: &mut Node, pod_id: &str) {
         }
     }
     if !all_done {
-        let _ = pod.save();
+        super::save_or_report(node, pod_id, "recording a container's exit");
         return;
     }
     let phase = if failed {
@@ -133,8 +136,8 @@ fn settle(node: &mut Node, pod_id: &str) {
     let name = pod.record.name.clone();
     if let Some(pod) = node.pods.get_mut(pod_id) {
         pod.record.phase = phase;
-        let _ = pod.save();
     }
+    super::save_or_report(node, pod_id, "recording the pod's end");
     node.emit(Event::new("pod", &phase.to_string(), pod_id, &name));
 }
 
@@ -176,8 +179,9 @@ fn schedule(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
     });
 }
 
-/// Replaces the ended instance of a slot with a new one (unless the pod moved on).
-pub async fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
+/// Replaces the ended instance of a slot with a new one (unless the pod moved on): the old
+/// one is removed, then the new one created and started, each off the owner.
+pub fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
     let Some(pod) = node.pods.get(pod_id) else {
         return;
     };
@@ -193,18 +197,27 @@ pub async fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous:
     {
         return;
     }
-    let pod_name = pod.record.name.clone();
+    let (pod_id, name) = (pod_id.to_string(), name.to_string());
     if node.containers.contains_key(previous) {
-        if let Err(e) = crate::agent::remove::remove(node, previous, true).await {
-            tracing::error!(error = %e.message, "removing the ended instance");
-            return;
-        }
+        crate::agent::remove::remove(node, previous, true, move |node, result| match result {
+            Ok(()) => replace_member(node, &pod_id, &name),
+            Err(e) => tracing::error!(error = %e.message, "removing the ended instance"),
+        });
+    } else {
+        replace_member(node, &pod_id, &name);
     }
-    let count = match node
-        .pods
-        .get_mut(pod_id)
-        .and_then(|p| p.record.containers.get_mut(name))
-    {
+}
+
+/// The slot's ended instance is gone: a new one, counted as a restart.
+fn replace_member(node: &mut Node, pod_id: &str, name: &str) {
+    let Some(pod) = node.pods.get_mut(pod_id) else {
+        return;
+    };
+    if !matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
+        return;
+    }
+    let pod_name = pod.record.name.clone();
+    let count = match pod.record.containers.get_mut(name) {
         Some(slot) => {
             slot.restart_count += 1;
             slot.id = None;
@@ -212,24 +225,31 @@ pub async fn restart_member(node: &mut Node, pod_id: &str, name: &str, previous:
         }
         None => return,
     };
-    match super::run::create_member(node, pod_id, name, true).await {
-        Ok(cid) => {
-            let ev = Event::new(
-                "container",
-                "restarted",
-                &cid,
-                &format!("{pod_name}_{name}"),
-            )
-            .with("pod", &pod_name)
-            .with("restartCount", count);
-            node.emit(ev);
-        }
-        Err(e) => {
-            tracing::error!(pod = %pod_name, container = name, error = %e.message, "restart failed");
-            if let Some(pod) = node.pods.get_mut(pod_id) {
-                pod.record.message = Some(format!("restarting {name}: {}", e.message));
-                let _ = pod.save();
+    let (pod_id, name) = (pod_id.to_string(), name.to_string());
+    super::run::create_member(
+        node,
+        &pod_id.clone(),
+        &name.clone(),
+        true,
+        move |node, r| match r {
+            Ok(cid) => {
+                let ev = Event::new(
+                    "container",
+                    "restarted",
+                    &cid,
+                    &format!("{pod_name}_{name}"),
+                )
+                .with("pod", &pod_name)
+                .with("restartCount", count);
+                node.emit(ev);
             }
-        }
-    }
+            Err(e) => {
+                tracing::error!(pod = %pod_name, container = name, error = %e.message, "restart failed");
+                if let Some(pod) = node.pods.get_mut(&pod_id) {
+                    pod.record.message = Some(format!("restarting {name}: {}", e.message));
+                }
+                super::save_or_report(node, &pod_id, "recording a failed restart");
+            }
+        },
+    );
 }

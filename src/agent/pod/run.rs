@@ -23,8 +23,8 @@ pub fn plan_of(spec: &PodSpec, dir: &Path) -> Result<PodPlan, ApiError> {
 }
 
 /// Starts a pod; `reply` is answered when its containers run (or it failed).
-pub async fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
-    match admit(node, spec).await {
+pub fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
+    match admit(node, spec) {
         Ok(id) => {
             if let Some(pod) = node.pods.get_mut(&id) {
                 pod.pending = Some(reply);
@@ -37,7 +37,7 @@ pub async fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
 }
 
 /// Checks and admits; the pod is recorded as starting and its sandbox is being made.
-async fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
+fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     let members = spec.init_containers.len() + spec.containers.len();
     let max = node.settings.max_pod_containers;
     if members > max {
@@ -178,33 +178,70 @@ pub fn member_task(pod: &Pod, name: &str) -> Result<TaskSpec, ApiError> {
     Ok(task)
 }
 
-/// Creates (and with `start`, starts) the container of one slot.
-pub async fn create_member(
+/// Creates (and with `start`, starts) the container of one slot; `then` gets its id.
+pub fn create_member(
     node: &mut Node,
     pod_id: &str,
     name: &str,
     start: bool,
-) -> Result<String, ApiError> {
-    let pod = node
+    then: impl FnOnce(&mut Node, Result<String, ApiError>) + Send + 'static,
+) {
+    let task = match node
         .pods
         .get(pod_id)
-        .ok_or_else(|| ApiError::no_such_pod(&pod_id))?;
-    let task = member_task(pod, name)?;
-    let created = crate::agent::create::create(node, task).await?;
-    if let Some(pod) = node.pods.get_mut(pod_id) {
-        if let Some(slot) = pod.record.containers.get_mut(name) {
-            slot.id = Some(created.id.clone());
+        .ok_or_else(|| ApiError::no_such_pod(pod_id))
+        .and_then(|pod| member_task(pod, name))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            then(node, Err(e));
+            return;
         }
-        pod.save()?;
-    }
-    if start {
-        crate::agent::start::start(node, &created.id).await?;
-    }
-    Ok(created.id)
+    };
+    let (pod_id, name) = (pod_id.to_string(), name.to_string());
+    crate::agent::create::create(node, task, None, move |node, created| {
+        let cid = match created {
+            Ok(c) => c.id,
+            Err(e) => {
+                then(node, Err(e));
+                return;
+            }
+        };
+        let Some(pod) = node.pods.get_mut(&pod_id) else {
+            // The pod went meanwhile: so does its new member.
+            crate::agent::remove::remove(node, &cid, true, |_, _| {});
+            then(node, Err(ApiError::no_such_pod(&pod_id)));
+            return;
+        };
+        if let Some(slot) = pod.record.containers.get_mut(&name) {
+            slot.id = Some(cid.clone());
+        }
+        // Stopped meanwhile: kept in its slot (`pod rm` removes it), not started.
+        let live = matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running);
+        if let Err(e) = pod.save() {
+            then(node, Err(e));
+            return;
+        }
+        if !live {
+            then(
+                node,
+                Err(ApiError::conflict(format!("pod {pod_id} was stopped"))),
+            );
+            return;
+        }
+        if !start {
+            then(node, Ok(cid));
+            return;
+        }
+        crate::agent::start::start_created(node, &cid.clone(), move |node, started| {
+            then(node, started.map(|_| cid))
+        });
+    });
 }
 
-/// Moves a starting pod on: the next init container, or every app container at once.
-pub async fn advance(node: &mut Node, id: &str) {
+/// Moves a starting pod on: the next init container, or every app container (all created,
+/// then all started).
+pub fn advance(node: &mut Node, id: &str) {
     let Some(pod) = node.pods.get(id) else {
         return;
     };
@@ -232,51 +269,93 @@ pub async fn advance(node: &mut Node, id: &str) {
         if running {
             return;
         }
-        if let Err(e) = create_member(node, id, &name, true).await {
-            fail(node, id, format!("init container {name}: {}", e.message)).await;
-        }
+        let pod_id = id.to_string();
+        create_member(node, id, &name.clone(), true, move |node, result| {
+            if let Err(e) = result {
+                fail(
+                    node,
+                    &pod_id,
+                    format!("init container {name}: {}", e.message),
+                );
+            }
+        });
         return;
     }
-    let names: Vec<String> = pod
+    let names: std::collections::VecDeque<String> = pod
         .record
         .spec
         .containers
         .iter()
         .map(|c| c.name.clone())
         .collect();
-    let mut created = Vec::new();
-    for name in &names {
-        match create_member(node, id, name, false).await {
-            Ok(cid) => created.push(cid),
-            Err(e) => {
-                fail(node, id, format!("container {name}: {}", e.message)).await;
-                return;
+    create_apps(node, id.to_string(), names, Vec::new());
+}
+
+/// Creates the app containers one after the other, then starts them.
+fn create_apps(
+    node: &mut Node,
+    pod_id: String,
+    mut names: std::collections::VecDeque<String>,
+    mut created: Vec<(String, String)>,
+) {
+    let Some(name) = names.pop_front() else {
+        start_apps(node, pod_id, created.into());
+        return;
+    };
+    if node.pods.get(&pod_id).map(|p| p.record.phase) != Some(PodPhase::Starting) {
+        return;
+    }
+    create_member(
+        node,
+        &pod_id.clone(),
+        &name.clone(),
+        false,
+        move |node, r| match r {
+            Ok(cid) => {
+                created.push((name, cid));
+                create_apps(node, pod_id, names, created);
             }
-        }
+            Err(e) => fail(node, &pod_id, format!("container {name}: {}", e.message)),
+        },
+    );
+}
+
+/// Starts the created app containers one after the other; the pod runs once all do.
+fn start_apps(
+    node: &mut Node,
+    pod_id: String,
+    mut created: std::collections::VecDeque<(String, String)>,
+) {
+    if node.pods.get(&pod_id).map(|p| p.record.phase) != Some(PodPhase::Starting) {
+        return;
     }
-    for (name, cid) in names.iter().zip(&created) {
-        if let Err(e) = crate::agent::start::start(node, cid).await {
-            fail(node, id, format!("container {name}: {}", e.message)).await;
-            return;
-        }
-    }
+    let Some((name, cid)) = created.pop_front() else {
+        running(node, &pod_id);
+        return;
+    };
+    crate::agent::start::start_created(node, &cid, move |node, r| match r {
+        Ok(_) => start_apps(node, pod_id, created),
+        Err(e) => fail(node, &pod_id, format!("container {name}: {}", e.message)),
+    });
+}
+
+/// Every app container started: the pod runs; its `pod run` caller hears so.
+fn running(node: &mut Node, id: &str) {
     let Some(pod) = node.pods.get_mut(id) else {
         return;
     };
     pod.record.phase = PodPhase::Running;
-    if let Err(e) = pod.save() {
-        tracing::error!(error = %e.message, "recording a started pod");
-    }
     let pending = pod.pending.take();
-    let ev = Event::new("pod", "started", id, &pod.record.name);
-    node.emit(ev);
+    let name = pod.record.name.clone();
+    super::save_or_report(node, id, "recording the pod's start");
+    node.emit(Event::new("pod", "started", id, &name));
     if let (Some(reply), Some(pod)) = (pending, node.pods.get(id)) {
         let _ = reply.send(Ok(super::info(node, pod)));
     }
 }
 
 /// Tears a starting pod down and answers its caller with `message`.
-pub async fn fail(node: &mut Node, id: &str, message: String) {
+pub fn fail(node: &mut Node, id: &str, message: String) {
     let reply = node.pods.get_mut(id).and_then(|p| p.pending.take());
     let name = node
         .pods
@@ -284,5 +363,5 @@ pub async fn fail(node: &mut Node, id: &str, message: String) {
         .map(|p| p.record.name.clone())
         .unwrap_or_default();
     tracing::warn!(pod = %name, %message, "pod failed to start; rolling back");
-    super::teardown::start(node, id, super::teardown::After::Fail { message, reply }).await;
+    super::teardown::start(node, id, super::teardown::After::Fail { message, reply });
 }

@@ -152,7 +152,7 @@ async fn make(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
-    let (mut child, ready) = crate::agent::create::start_and_read_ready(cmd).await?;
+    let (mut child, ready) = crate::agent::create::start_and_read_ready(cmd, None).await?;
     let _ = child.wait().await;
     if ready.pid > 0 {
         made.pod_init = ProcessId::of(ready.pid);
@@ -171,7 +171,7 @@ async fn make(
 }
 
 /// The sandbox task reported: record what it made, then run the pod (or tear it down).
-pub async fn on_ready(node: &mut Node, id: &str, made: SandboxMade, error: Option<ApiError>) {
+pub fn on_ready(node: &mut Node, id: &str, made: SandboxMade, error: Option<ApiError>) {
     let Some(pod) = node.pods.get_mut(id) else {
         return;
     };
@@ -182,10 +182,10 @@ pub async fn on_ready(node: &mut Node, id: &str, made: SandboxMade, error: Optio
     let name = pod.record.name.clone();
     let qos = pod.record.qos;
     match error.or(saved.err()) {
-        Some(e) => super::run::fail(node, id, e.message).await,
+        Some(e) => super::run::fail(node, id, e.message),
         None => {
             node.emit(Event::new("pod", "created", id, &name).with("qos", qos));
-            super::run::advance(node, id).await;
+            super::run::advance(node, id);
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
     for cid in members(node, &id) {
         if let Some(c) = node.containers.get(&cid) {
             if c.status() != Status::Stopped {
-                let _ = crate::agent::kill::kill(node, &cid, Signal::SIGTERM, false);
+                let _ = crate::agent::kill::kill(node, &cid, Signal::SIGTERM);
             }
         }
         if let Some(c) = node.containers.get(&cid) {
@@ -38,11 +38,18 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
     }
     let name = match node.pods.get_mut(&id) {
         Some(pod) => {
-            if matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
+            let stopping = matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running);
+            if stopping {
                 pod.record.phase = PodPhase::Stopped;
-                let _ = pod.save();
             }
-            pod.record.name.clone()
+            let name = pod.record.name.clone();
+            if stopping && !super::save_or_report(node, &id, "recording the pod's stop") {
+                let _ = reply.send(Err(ApiError::internal(format!(
+                    "pod {key}: the stop could not be recorded; see the agent's log"
+                ))));
+                return;
+            }
+            name
         }
         None => return,
     };
@@ -77,7 +84,7 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
 
 /// Removes a pod (`force`: running containers too); `reply` is answered once everything
 /// is gone (the release runs off the owner task, see `teardown.rs`).
-pub async fn remove(node: &mut Node, key: &str, force: bool, reply: Reply<()>) {
+pub fn remove(node: &mut Node, key: &str, force: bool, reply: Reply<()>) {
     let checked = super::resolve(node, key).and_then(|id| {
         refuse_while_busy(node, &id, key)?;
         let running = members(node, &id).iter().any(|cid| {
@@ -98,7 +105,7 @@ pub async fn remove(node: &mut Node, key: &str, force: bool, reply: Reply<()>) {
                 key: key.to_string(),
                 reply,
             };
-            super::teardown::start(node, &id, after).await
+            super::teardown::start(node, &id, after)
         }
         Err(e) => {
             let _ = reply.send(Err(e));
@@ -118,12 +125,12 @@ fn refuse_while_busy(node: &Node, id: &str, key: &str) -> Result<(), ApiError> {
 }
 
 /// A pod found half-started at agent start: removed, never left half.
-pub async fn abandon(node: &mut Node, id: &str) {
+pub fn abandon(node: &mut Node, id: &str) {
     let name = node
         .pods
         .get(id)
         .map(|p| p.record.name.clone())
         .unwrap_or_default();
     tracing::warn!(pod = %name, "removing a pod the agent was starting when it stopped");
-    super::teardown::start(node, id, After::Abandon).await;
+    super::teardown::start(node, id, After::Abandon);
 }

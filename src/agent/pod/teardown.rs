@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use super::{members, PodPhase};
 use crate::agent::error::ApiError;
 use crate::agent::events::Event;
-use crate::agent::node::{Action, Node, Reply};
+use crate::agent::node::{Action, AfterRemove, Node, Reply};
 use crate::api::PodInfo;
 
 /// What to do once the pod is gone.
@@ -34,21 +34,64 @@ pub enum After {
     Abandon,
 }
 
-/// Starts removing everything of pod `id`.
-pub async fn start(node: &mut Node, id: &str, after: After) {
+/// Starts removing everything of pod `id`: its containers one after the other (each off
+/// the owner), then the rest in [`release`].
+pub fn start(node: &mut Node, id: &str, after: After) {
     if let Some(pod) = node.pods.get_mut(id) {
         // Nothing restarts while it goes.
         pod.record.phase = PodPhase::Stopped;
         pod.busy = Some("being removed");
-        let _ = pod.save();
     }
-    let mut clean = true;
-    for cid in members(node, id) {
-        if let Err(e) = crate::agent::remove::remove(node, &cid, true).await {
-            tracing::error!(error = %e.message, "removing a pod container");
-            clean = false;
+    super::save_or_report(node, id, "recording the pod's removal");
+    // Members still being created (a restart in flight) go first: cancelled, and undone
+    // before the pod's cgroup is removed.
+    let mut containers: std::collections::VecDeque<String> = node
+        .creating
+        .iter()
+        .filter(|(_, c)| c.pod.as_deref() == Some(id))
+        .map(|(cid, _)| cid.clone())
+        .collect();
+    containers.extend(members(node, id));
+    remove_members(node, id.to_string(), containers, true, after);
+}
+
+/// Removes the pod's containers one by one; `clean` stays true while each goes cleanly.
+fn remove_members(
+    node: &mut Node,
+    id: String,
+    mut containers: std::collections::VecDeque<String>,
+    clean: bool,
+    after: After,
+) {
+    let Some(cid) = containers.pop_front() else {
+        release(node, &id, clean, after);
+        return;
+    };
+    let next = move |node: &mut Node, result: Result<(), ApiError>| {
+        let ok = match result {
+            Ok(()) => true,
+            // Gone already (a `--rm`, a restart's removal): nothing to do.
+            Err(e) if e.is_not_found() => true,
+            Err(e) => {
+                tracing::error!(error = %e.message, "removing a pod container");
+                false
+            }
+        };
+        remove_members(node, id, containers, clean && ok, after);
+    };
+    if let Some(c) = node.creating.get_mut(&cid) {
+        if let Some(cancel) = c.cancel.take() {
+            let _ = cancel.send(());
         }
+        c.removers.push(AfterRemove::new(next));
+        return;
     }
+    crate::agent::remove::remove(node, &cid, true, next);
+}
+
+/// The pod's containers are gone: the CNI DEL, the pod init, the cgroup, volumes,
+/// namespaces and the state dir, in a task.
+fn release(node: &mut Node, id: &str, clean: bool, after: After) {
     let Some(pod) = node.pods.get(id) else {
         finish(node, id, clean, after);
         return;
