@@ -85,7 +85,7 @@ pub fn write(dir: &Path, entry: &CacheEntry) -> Result<(), CniError> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    berth_images::store::fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| CniError::Io {
+    berth_fsutil::atomic::write_atomic(&path, &bytes, 0o600).map_err(|e| CniError::Io {
         what: "writing",
         path,
         source: std::io::Error::other(e.to_string()),

@@ -185,8 +185,7 @@ pub fn install(
     };
     std::fs::create_dir_all(conf_dir).map_err(CniError::io("creating", conf_dir))?;
     let bytes = serde_json::to_vec_pretty(&conflist(d, subnet)).map_err(|e| bad(e.to_string()))?;
-    berth_images::store::fsutil::write_atomic(&path, &bytes, 0o644)
-        .map_err(|e| bad(e.to_string()))?;
+    berth_fsutil::atomic::write_atomic(&path, &bytes, 0o644).map_err(|e| bad(e.to_string()))?;
     Ok(Some(path))
 }
 

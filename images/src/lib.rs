@@ -28,7 +28,7 @@ pub mod registry;
 /// The on-disk store: content-addressed blobs, layer snapshots, image records, locks.
 pub mod store;
 /// Layer unpacking: decompression, tar entries written safely below a snapshot root,
-/// whiteouts converted to overlayfs form, and the flattening copy fallback.
+/// whiteouts converted to overlayfs form (the flattening copy fallback is in `berth-fsutil`).
 pub mod unpack;
 
 /// Entry points for the cargo-fuzz targets, also run as a smoke test by the test suite.

@@ -6,7 +6,7 @@
 # pulls moved behind the agent; issue #12 fixes it and adds it here.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-for script in exec.sh run.sh net.sh; do
+for script in exec.sh run.sh net.sh core.sh; do
   echo "== bench smoke: $script 1"
   "$HERE/$script" 1 >/dev/null
 done

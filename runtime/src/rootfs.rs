@@ -92,11 +92,9 @@ pub fn prepare(
             Err(e) => tracing::warn!(error = %e, "overlayfs refused; copying the layers instead"),
         }
     }
-    berth_images::unpack::flatten::flatten(lowers, &dirs.rootfs).map_err(|e| {
-        RootfsError::Copy {
-            path: dirs.rootfs.clone(),
-            reason: e.to_string(),
-        }
+    berth_fsutil::flatten::flatten(lowers, &dirs.rootfs).map_err(|e| RootfsError::Copy {
+        path: dirs.rootfs.clone(),
+        reason: e.to_string(),
     })?;
     Ok(RootfsKind::Copy)
 }

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_images::store::fsutil::write_atomic;
+use berth_fsutil::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::rootfs::RootfsKind;

@@ -411,7 +411,7 @@ fn prepare(
         ApiError::start_failed(e.to_string(), code)
     })?;
     let bytes = serde_json::to_vec_pretty(&spec).map_err(ApiError::internal)?;
-    berth_images::store::fsutil::write_atomic(&dir.path().join("config.json"), &bytes, 0o600)
+    berth_fsutil::atomic::write_atomic(&dir.path().join("config.json"), &bytes, 0o600)
         .map_err(ApiError::internal)?;
     write_json(&dir.record(), &record).map_err(ApiError::internal)?;
     Ok(record)

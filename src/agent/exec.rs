@@ -107,8 +107,7 @@ async fn prepare_and_start(
     let exec_id = super::create::new_id()?[..16].to_string();
     let process_path = c.dir.execs().join(format!("{exec_id}.process.json"));
     let bytes = serde_json::to_vec(&process).map_err(ApiError::internal)?;
-    berth_images::store::fsutil::write_atomic(&process_path, &bytes, 0o600)
-        .map_err(ApiError::internal)?;
+    berth_fsutil::atomic::write_atomic(&process_path, &bytes, 0o600).map_err(ApiError::internal)?;
     let log = std::fs::File::create(c.dir.execs().join(format!("{exec_id}.log")))
         .map_err(ApiError::internal)?;
 

@@ -312,7 +312,7 @@ pub fn rootfs(node: &Node, req: crate::api::RootfsRequest, reply: Reply<()>) {
                 )));
             }
             let layers: Vec<_> = image.snapshots().map(|d| store.snapshot_path(d)).collect();
-            berth_images::unpack::flatten::flatten(&layers, &req.dest).map_err(|e| {
+            berth_fsutil::flatten::flatten(&layers, &req.dest).map_err(|e| {
                 ApiError::internal(format!(
                     "writing rootfs of {} to {}: {e}",
                     image.reference,

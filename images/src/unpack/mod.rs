@@ -4,7 +4,7 @@
 //! blob); it is decompressed, hashed (the diff id) and counted (the bomb limit) on the way,
 //! and each tar entry is written below the snapshot root by [`writer`], which resolves
 //! every parent path with `openat2(RESOLVE_IN_ROOT)` so no entry can land outside. Whiteouts
-//! become overlayfs whiteouts; [`flatten`] applies a stack of such snapshots to one
+//! become overlayfs whiteouts; `berth_fsutil::flatten` applies a stack of such snapshots to one
 //! directory when overlayfs is not available.
 //!
 //! The tar crate parses headers (ustar, GNU long names, PAX); its own `unpack` is not used
@@ -12,7 +12,6 @@
 //! symlinks inside a layer), knows nothing of whiteouts, and sets no xattrs by fd.
 
 /// Applying a stack of snapshots into one directory (the copy fallback).
-pub mod flatten;
 /// Lexical path normalisation for tar entry names.
 pub mod path;
 /// Writing tar entries below a root directory fd.

@@ -18,18 +18,14 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{mknod, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
-use super::UnpackError;
+use crate::FsError;
 
-fn fs_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UnpackError + 'a {
-    move |source| UnpackError::Fs {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+fn fs_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
+    FsError::io(op, path)
 }
 
 /// Applies `layers` (snapshot directories, bottom first) to `dest`, which must exist.
-pub fn flatten(layers: &[PathBuf], dest: &Path) -> Result<(), UnpackError> {
+pub fn flatten(layers: &[PathBuf], dest: &Path) -> Result<(), FsError> {
     for layer in layers {
         let mut links = HashMap::new();
         apply_dir(layer, dest, &mut links)?;
@@ -55,7 +51,7 @@ fn is_opaque(path: &Path) -> bool {
     n == 1 && buf[0] == b'y'
 }
 
-fn remove_any(path: &Path) -> Result<(), UnpackError> {
+fn remove_any(path: &Path) -> Result<(), FsError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(fs_err("remove", path)),
         Ok(_) => fs::remove_file(path).map_err(fs_err("remove", path)),
@@ -64,7 +60,7 @@ fn remove_any(path: &Path) -> Result<(), UnpackError> {
     }
 }
 
-fn copy_owner_times(src: &fs::Metadata, dest: &Path, follow: bool) -> Result<(), UnpackError> {
+fn copy_owner_times(src: &fs::Metadata, dest: &Path, follow: bool) -> Result<(), FsError> {
     std::os::unix::fs::lchown(dest, Some(src.uid()), Some(src.gid()))
         .map_err(fs_err("chown", dest))?;
     if follow {
@@ -84,7 +80,7 @@ fn copy_owner_times(src: &fs::Metadata, dest: &Path, follow: bool) -> Result<(),
 
 /// Copies the extended attributes of `from` to `to` (after chown, which would clear
 /// `security.capability`), except overlayfs' own.
-fn copy_xattrs(from: &Path, to: &Path) -> Result<(), UnpackError> {
+fn copy_xattrs(from: &Path, to: &Path) -> Result<(), FsError> {
     let (Ok(src), Ok(dst)) = (
         CString::new(from.as_os_str().as_bytes()),
         CString::new(to.as_os_str().as_bytes()),
@@ -145,7 +141,7 @@ fn apply_dir(
     src: &Path,
     dest: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), UnpackError> {
+) -> Result<(), FsError> {
     let entries = fs::read_dir(src).map_err(fs_err("read directory", src))?;
     for entry in entries {
         let entry = entry.map_err(fs_err("read directory", src))?;

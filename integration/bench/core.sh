@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Agent-core benchmark (issue #12), side by side in one run:
+#   1. N detached `run -d busybox sleep` started concurrently (N CLI processes at once) and
+#      one after another, wall time of each, beside podman doing the same;
+#   2. `berth ps` latency (p50, p99, max over M calls) on an idle agent, while the N
+#      concurrent creates run, and while one supervisor hangs at start (made to hang with
+#      the BERTH_FAULT_STALL_START fault-injection variable).
+#
+#   sudo integration/bench/core.sh [N] [M]        (default N=50, M=200; smoke: 1 → N=5, M=20)
+#
+# Every cgroup goes below this script's own cgroup; everything is removed on exit.
+set -euo pipefail
+N=${1:-50}
+M=${2:-200}
+if [ "$N" = 1 ]; then N=5; M=20; fi
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+OUT="$HERE/results"
+mkdir -p "$OUT"
+[ "$(id -u)" = 0 ] || { echo "core.sh: run as root" >&2; exit 1; }
+for tool in podman python3; do
+  command -v "$tool" >/dev/null || { echo "core.sh: missing $tool; run scripts/setup.sh --bench" >&2; exit 1; }
+done
+. "$HERE/common.sh"
+bench_init corebench
+PODRUN=(-d --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+        --cgroups=no-conmon --cgroup-parent="$CG/podman")
+STALLED=""
+cleanup() {
+  set +e
+  [ -n "$STALLED" ] && kill "$STALLED" 2>/dev/null
+  bench_cleanup
+}
+trap cleanup EXIT
+
+bench_build
+export BERTH_FAULT_STALL_START=stuck
+bench_agent --default-network none
+unset BERTH_FAULT_STALL_START
+"$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
+"${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
+IMG=berth.test/busybox:latest
+
+now() { date +%s%N; }
+ms() { python3 -c "print(f'{($2-$1)/1e6:.0f}')" "$1" "$2"; }
+clear_berth() { for id in $("$BERTH" ps -q --no-trunc); do "$BERTH" rm -f "$id" >/dev/null; done; }
+clear_podman() { "${P[@]}" rm -af -t 0 >/dev/null 2>&1 || true; }
+
+# Runs "$@" N times at once and waits for those (not for the agent, also a child).
+at_once() {
+  local pids=()
+  for i in $(seq "$N"); do "$@" >/dev/null & pids+=($!); done
+  wait "${pids[@]}"
+}
+
+# `berth ps` latencies in ms, one per line, into $1, until $2 calls are done.
+ps_latencies() {
+  python3 - "$BERTH" "$2" > "$1" <<'PY'
+import subprocess, sys, time
+berth, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    t = time.perf_counter()
+    subprocess.run([berth, "ps"], stdout=subprocess.DEVNULL, check=True)
+    print(f"{(time.perf_counter() - t) * 1000:.2f}")
+PY
+}
+
+echo "== 1. $N detached runs: one after another, then all at once"
+t0=$(now); for i in $(seq "$N"); do "$BERTH" run -d busybox sleep 100000 >/dev/null; done; t1=$(now)
+BERTH_SERIAL=$(ms "$t0" "$t1"); clear_berth
+t0=$(now)
+at_once "$BERTH" run -d busybox sleep 100000
+t1=$(now); BERTH_CONCURRENT=$(ms "$t0" "$t1")
+[ "$("$BERTH" ps -q | wc -l)" = "$N" ] || { echo "core.sh: not all $N containers run" >&2; exit 1; }
+clear_berth
+t0=$(now); for i in $(seq "$N"); do "${P[@]}" run --runtime runc "${PODRUN[@]}" $IMG sleep 100000 >/dev/null; done; t1=$(now)
+PODMAN_SERIAL=$(ms "$t0" "$t1"); clear_podman
+t0=$(now)
+at_once "${P[@]}" run --runtime runc "${PODRUN[@]}" $IMG sleep 100000
+t1=$(now); PODMAN_CONCURRENT=$(ms "$t0" "$t1"); clear_podman
+
+echo "== 2. berth ps latency ($M calls): idle, during $N concurrent creates, with a hung supervisor"
+ps_latencies "$WORK/ps-idle.txt" "$M"
+at_once "$BERTH" run -d busybox sleep 100000 &
+CREATES=$!
+ps_latencies "$WORK/ps-creates.txt" "$M"
+wait "$CREATES"
+clear_berth
+"$BERTH" create --name stuck busybox sleep 1 >/dev/null 2>&1 &
+STALLED=$!
+until grep -qs '"name": "stuck"' "$WORK"/root/containers/*/container.json; do sleep 0.01; done
+ps_latencies "$WORK/ps-hung.txt" "$M"
+"$BERTH" rm -f stuck >/dev/null
+wait "$STALLED" 2>/dev/null || true
+STALLED=""
+
+STAMP=$(date -u +%Y-%m-%dT%H%MZ)
+python3 - "$WORK" "$N" "$M" "$BERTH_SERIAL" "$BERTH_CONCURRENT" "$PODMAN_SERIAL" "$PODMAN_CONCURRENT" > "$OUT/core-$STAMP.md" <<'PY'
+import sys
+work, n, m = sys.argv[1], sys.argv[2], sys.argv[3]
+bs, bc, ps_, pc = (float(x) for x in sys.argv[4:8])
+print(f"## Agent core: {n} detached runs, `berth ps` latency over {m} calls\n")
+print("| | one after another ms | all at once ms | speed-up at once |")
+print("|---|---|---|---|")
+print(f"| berth run -d | {bs:.0f} | {bc:.0f} | {bs/bc:.2f}x |")
+print(f"| podman run -d (runc) | {ps_:.0f} | {pc:.0f} | {ps_/pc:.2f}x |")
+print(f"| podman / berth | {ps_/bs:.1f}x | {pc/bc:.1f}x | |")
+print("\n| `berth ps` while | p50 ms | p99 ms | max ms |")
+print("|---|---|---|---|")
+for name, label in (("idle", "idle"), ("creates", f"{n} creates run"), ("hung", "a supervisor hangs at start")):
+    xs = sorted(float(l) for l in open(f"{work}/ps-{name}.txt"))
+    p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
+    print(f"| {label} | {p(0.5):.1f} | {p(0.99):.1f} | {xs[-1]:.1f} |")
+PY
+cat "$OUT/core-$STAMP.md"
