@@ -2,7 +2,7 @@
 # Pull + unpack benchmark (issue #2): berth vs podman vs skopeo+umoci, and unpack alone vs
 # `tar -xzf` of the layers in sequence, on a journaled ext4 loop device and on tmpfs.
 #
-#   sudo integration/bench/pull.sh [RUNS]        (default 5 runs per command)
+#   sudo integration/bench/pull.sh [RUNS]        (default 5 runs per command; 1: smoke)
 #
 # Builds a "fat" image from this machine's /usr/share and /usr/lib (35k files, ~350 MB
 # uncompressed, 5 gzip layers), pushes it to a private docker-registry on 127.0.0.1, and
@@ -21,9 +21,13 @@ for tool in hyperfine skopeo umoci podman docker-registry mkfs.ext4 losetup pyth
 done
 
 WORK=$(mktemp -d /tmp/berth-bench-XXXXXX)
+. "$REPO/scripts/cgroups.sh"
+OWN_CG=$(own_cgroup)
+CG="${OWN_CG%/}/berth-pullbench-$$"
 REG_PID=""; LOOP=""; MOUNTS=()
 cleanup() {
   set +e
+  remove_cgroup_tree "$CG"
   [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
   for m in "${MOUNTS[@]}"; do
     # podman leaves its overlay mounts below its root; unmount those first.
@@ -39,7 +43,26 @@ echo "== building berth (release) and the fat image"
 (cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
 BERTH="$REPO/target/release/berth"
 FIXTURE="$REPO/target/release/berth-fixture"
-"$FIXTURE" fat "$WORK/fat-oci" 350000000 35000 5 /usr/share /usr/lib
+# Pulls run in the agent: `berth-pull ROOT IMAGE` starts an agent on a fresh data root,
+# pulls through it, and stops it, so each run is as cold as podman's (the agent's start,
+# a few ms, is counted; its peak RSS is what `time -f %M` reports for the tree).
+cat > "$WORK/berth-pull" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+root=\$1; image=\$2
+export BERTH_ROOT=\$root BERTH_SOCKET=\$root.sock BERTH_CONFIG=/nonexistent
+mkdir -p "\$root"
+"$BERTH" agent --cgroup-root "$CG/\$(basename "\$root")" --default-network none --cni-conf-dir "$WORK/net.d" 2>>"$WORK/agent.log" &
+agent=\$!
+trap 'kill \$agent; wait \$agent 2>/dev/null || true' EXIT
+until "$BERTH" ps >/dev/null 2>&1; do kill -0 \$agent; sleep 0.002; done
+"$BERTH" pull -q "\$image" >/dev/null
+SH
+chmod +x "$WORK/berth-pull"
+BPULL="$WORK/berth-pull"
+# The smoke run (RUNS=1) uses a tenth of the image: it checks the script, not the numbers.
+if [ "$RUNS" = 1 ]; then FAT=(35000000 3500); else FAT=(350000000 35000); fi
+"$FIXTURE" fat "$WORK/fat-oci" "${FAT[@]}" 5 /usr/share /usr/lib
 
 echo "== starting docker-registry on 127.0.0.1"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -88,15 +111,15 @@ bench_fs() {
   echo "== $FS: pull + unpack"
   hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$J" \
     --prepare "rm -rf $D/berth $D/podman $D/podman-run $D/oci $D/bundle; sync" \
-    -n "berth pull" "$BERTH --root $D/berth --config /nonexistent pull -q $IMAGE" \
+    -n "berth pull" "$BPULL $D/berth $IMAGE" \
     -n "podman pull" "podman --root $D/podman --runroot $D/podman-run --storage-driver overlay pull -q --tls-verify=false $IMAGE" \
     -n "skopeo copy + umoci unpack" "skopeo copy --quiet --src-tls-verify=false docker://$IMAGE oci:$D/oci:fat && umoci unpack --image $D/oci:fat $D/bundle"
   echo "== $FS: unpack alone (blobs already stored)"
-  "$BERTH" --root "$D/berth-u" --config /nonexistent pull -q "$IMAGE" >/dev/null
+  "$BPULL" "$D/berth-u" "$IMAGE"
   skopeo copy --quiet --src-tls-verify=false "docker://$IMAGE" "oci:$D/oci-u:fat"
   hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$OUT/unpack-$FS.json" \
     --prepare "rm -rf $D/berth-u/snapshots/sha256/* $D/tar-out $D/bundle-u; mkdir -p $D/tar-out; sync" \
-    -n "berth unpack (layers in parallel)" "$BERTH --root $D/berth-u --config /nonexistent pull -q $IMAGE" \
+    -n "berth unpack (layers in parallel)" "$BPULL $D/berth-u $IMAGE" \
     -n "tar -xzf in sequence" "for l in $LAYERS; do tar -xzf \$l -C $D/tar-out; done" \
     -n "umoci unpack" "umoci unpack --image $D/oci-u:fat $D/bundle-u" \
     -n "gunzip alone (floor)" "for l in $LAYERS; do gzip -dc \$l > /dev/null; done"
@@ -108,7 +131,7 @@ bench_fs tmpfs "$WORK/tmpfs"
 
 echo "== peak memory (max RSS) of one pull each, on tmpfs"
 rss() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
-BERTH_RSS=$(rss "$BERTH" --root "$WORK/tmpfs/b" --config /nonexistent pull -q "$IMAGE")
+BERTH_RSS=$(rss "$BPULL" "$WORK/tmpfs/b" "$IMAGE")
 PODMAN_RSS=$(rss podman --root "$WORK/tmpfs/p" --runroot "$WORK/tmpfs/pr" --storage-driver overlay pull -q --tls-verify=false "$IMAGE")
 echo "{\"berth_kib\": $BERTH_RSS, \"podman_kib\": $PODMAN_RSS}" > "$OUT/rss.json"
 

@@ -2,11 +2,9 @@
 # Every benchmark script in its 1-run smoke mode, so none of them rots (CI runs this from
 # scripts/test.sh). Results land in integration/bench/results/ as usual.
 #   sudo integration/bench/smoke.sh
-# pull.sh is not run yet: it calls `berth --root … pull` without an agent, which broke when
-# pulls moved behind the agent; issue #12 fixes it and adds it here.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-for script in exec.sh run.sh net.sh core.sh; do
+for script in pull.sh exec.sh run.sh net.sh core.sh; do
   echo "== bench smoke: $script 1"
   "$HERE/$script" 1 >/dev/null
 done
