@@ -30,7 +30,7 @@ pub struct AgentArgs {
     /// CPU kept for the system, not admitted to pods (e.g. 500m; default 0).
     #[arg(long)]
     pub system_reserved_cpu: Option<String>,
-    /// Memory kept for the system, not admitted to pods (e.g. 512Mi; default 0).
+    /// Memory kept for the system, not admitted to pods (e.g. 512m; default 0).
     #[arg(long)]
     pub system_reserved_memory: Option<String>,
     /// Serve Prometheus metrics on this TCP address (e.g. 127.0.0.1:9323); off by default.
@@ -43,7 +43,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub image_gc_low_percent: Option<u8>,
     /// Evict best-effort, then burstable pods when the node has less memory available
-    /// (e.g. 500Mi; 0 never; default 100Mi).
+    /// (e.g. 500m; 0 never; default 100m).
     #[arg(long)]
     pub eviction_memory_available: Option<String>,
     /// Size of one events journal file (two are kept; default 1m).

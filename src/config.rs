@@ -127,23 +127,12 @@ impl Config {
     }
 }
 
-/// Parses a size: plain bytes or with a k/m/g/t suffix (powers of 1024, as docker's
-/// `--memory`), optionally followed by `b`.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (digits, shift) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 10),
-        Some('m') => (&lower[..lower.len() - 1], 20),
-        Some('g') => (&lower[..lower.len() - 1], 30),
-        Some('t') => (&lower[..lower.len() - 1], 40),
-        _ => (lower, 0),
-    };
-    let n: u64 = digits.parse().with_context(|| {
-        format!("invalid size {text:?}: want a number with an optional k, m, g or t suffix")
-    })?;
-    n.checked_mul(1u64 << shift)
-        .with_context(|| format!("size {text:?} is too large"))
+/// Parses a size of a flag or config key `field`: Berth's one grammar
+/// (`berth_runtime::task::parse_bytes`: plain bytes or a k/m/g/t suffix in powers of 1024,
+/// as Docker's `--memory`, optionally followed by `b`; `Mi`-style spellings mean the same).
+pub fn parse_size(field: &'static str, text: &str) -> Result<u64> {
+    let n = berth_runtime::task::parse_bytes(field, text)?;
+    u64::try_from(n).with_context(|| format!("{field}: size {text:?} out of range"))
 }
 
 #[cfg(test)]
@@ -152,13 +141,16 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("512").ok(), Some(512));
-        assert_eq!(parse_size("4k").ok(), Some(4096));
-        assert_eq!(parse_size("1G").ok(), Some(1 << 30));
-        assert_eq!(parse_size("2mb").ok(), Some(2 << 20));
-        assert!(parse_size("12x").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999t").is_err());
+        assert_eq!(parse_size("s", "512").ok(), Some(512));
+        assert_eq!(parse_size("s", "4k").ok(), Some(4096));
+        assert_eq!(parse_size("s", "1G").ok(), Some(1 << 30));
+        assert_eq!(parse_size("s", "2mb").ok(), Some(2 << 20));
+        // The same grammar for every key: "10m" is 10 MiB, also as a memory reserve.
+        assert_eq!(parse_size("s", "10m").ok(), Some(10 << 20));
+        assert_eq!(parse_size("s", "512Mi").ok(), Some(512 << 20));
+        assert!(parse_size("s", "12x").is_err());
+        assert!(parse_size("s", "-1").is_err());
+        assert!(parse_size("s", "99999999999t").is_err());
     }
 
     #[test]

@@ -328,10 +328,17 @@ pub struct TaskSpec {
     pub pod: Option<crate::pod::PodMember>,
 }
 
-/// Parses `12`, `12b`, `64k`, `512m`, `2g` (binary units, like Docker) into bytes.
+/// Parses `12`, `12b`, `64k`, `512m`, `2g`, `1t` (binary units, Docker's grammar, any case)
+/// into bytes: Berth's one size grammar for flags and config keys. `Ki`, `Mi`, `Gi`, `Ti`
+/// are taken as the same binary units (so a Kubernetes-style `512Mi` means what it says);
+/// Kubernetes' decimal quantities are only for pod spec fields (`pod::parse_memory`).
 pub fn parse_bytes(field: &'static str, s: &str) -> Result<i64, TaskError> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
+    let t = match t.strip_suffix('i') {
+        Some(unit) if unit.ends_with(['k', 'm', 'g', 't']) => unit,
+        _ => t,
+    };
     let (num, mult) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1i64 << 10),
         Some('m') => (&t[..t.len() - 1], 1 << 20),
@@ -634,6 +641,9 @@ mod tests {
         assert!(parse_bytes("-m", "12x").is_err());
         assert!(parse_bytes("-m", "-1m").is_err());
         assert!(parse_bytes("-m", "").is_err());
+        assert_eq!(parse_bytes("-m", "512Mi").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("-m", "1GiB").unwrap(), 1 << 30);
+        assert!(parse_bytes("-m", "1i").is_err());
     }
 
     #[test]

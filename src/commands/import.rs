@@ -38,7 +38,7 @@ pub async fn run(client: &Client, args: ImportArgs) -> Result<()> {
         .unpack
         .max_layer_size
         .as_deref()
-        .map(crate::config::parse_size)
+        .map(|t| crate::config::parse_size("--max-layer-size", t))
         .transpose()?;
     let mut q = vec![("path", path.display().to_string())];
     if let Some(t) = &args.tag {

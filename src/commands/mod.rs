@@ -69,7 +69,7 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
             .with_context(|| format!("invalid {key} {text:?}: want {default}, 500ms"))
     };
     let log_max_size = pick(&args.log_max_size, &config.log_max_size, "10m");
-    let max_bytes = crate::config::parse_size(&log_max_size).context("log_max_size")?;
+    let max_bytes = crate::config::parse_size("log_max_size", &log_max_size)?;
     let restart_backoff = duration(
         "restart_backoff",
         &args.restart_backoff,
@@ -77,13 +77,12 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         "10s",
     )?;
     let cpu_text = pick(&args.system_reserved_cpu, &config.system_reserved_cpu, "0m");
-    // Kubernetes quantities; "0" turns a reserve or threshold off.
-    let bytes = |field: &str, text: String| -> Result<u64> {
+    // Berth's size grammar (as `log_max_size`); "0" turns a reserve or threshold off.
+    let bytes = |field: &'static str, text: String| -> Result<u64> {
         if text.trim() == "0" {
             return Ok(0);
         }
-        let q = berth_runtime::pod::Quantity::Text(text);
-        Ok(berth_runtime::pod::parse_memory(field, &q)? as u64)
+        crate::config::parse_size(field, &text)
     };
     let reserved_millicpu = if cpu_text.trim_end_matches('m').trim() == "0" {
         0
@@ -104,11 +103,11 @@ async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result<()>
         pick(
             &args.eviction_memory_available,
             &config.eviction_memory_available,
-            "100Mi",
+            "100m",
         ),
     )?;
     let events_text = pick(&args.events_max_size, &config.events_max_size, "1m");
-    let events_max_bytes = crate::config::parse_size(&events_text).context("events_max_size")?;
+    let events_max_bytes = crate::config::parse_size("events_max_size", &events_text)?;
     let gc_high = args
         .image_gc_high_percent
         .or(config.image_gc_high_percent)

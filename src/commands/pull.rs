@@ -32,7 +32,7 @@ pub fn request(
         authfile: authfile(registry),
         max_layer_bytes: unpack
             .and_then(|u| u.max_layer_size.as_deref())
-            .map(crate::config::parse_size)
+            .map(|t| crate::config::parse_size("--max-layer-size", t))
             .transpose()?,
     })
 }
