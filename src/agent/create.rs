@@ -226,7 +226,7 @@ async fn make(
             r
         })
     };
-    let mut record = match tokio::time::timeout(CREATE_TIMEOUT, &mut work).await {
+    let record = match tokio::time::timeout(CREATE_TIMEOUT, &mut work).await {
         Ok(joined) => joined.map_err(ApiError::internal)??,
         Err(_) => {
             let (dir, settings) = (dir.clone(), settings.clone());
@@ -264,10 +264,20 @@ async fn make(
         }
     };
     tracing::debug!(elapsed = ?began.elapsed(), "supervisor reported");
+    with_supervisor(record, &dir, pid, shim).await
+}
+
+/// The record with its new init and supervisor, written (in the blocking pool).
+pub async fn with_supervisor(
+    mut record: ContainerRecord,
+    dir: &ContainerDir,
+    pid: i32,
+    shim: Option<berth_runtime::state::ProcessId>,
+) -> Result<ContainerRecord, ApiError> {
     record.init = berth_runtime::state::ProcessId::of(pid);
     record.shim = shim;
-    let (dir2, record2) = (dir.clone(), record.clone());
-    tokio::task::spawn_blocking(move || write_json(&dir2.record(), &record2))
+    let (dir, written) = (dir.clone(), record.clone());
+    tokio::task::spawn_blocking(move || write_json(&dir.record(), &written))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

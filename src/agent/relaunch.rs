@@ -116,14 +116,7 @@ pub fn relaunch(
                 .map_err(ApiError::internal)??;
             let (pid, shim) =
                 super::create::spawn_supervisor(&settings, tx, &record, &dir, None).await?;
-            record.init = berth_runtime::state::ProcessId::of(pid);
-            record.shim = shim;
-            let (r2, d2) = (record.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || write_json(&d2.record(), &r2))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?;
-            Ok(record)
+            super::create::with_supervisor(record, &dir, pid, shim).await
         },
         move |node, made: Result<ContainerRecord, ApiError>| {
             let Some(c) = node.containers.get_mut(&id) else {
