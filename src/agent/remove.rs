@@ -45,7 +45,12 @@ pub fn request(node: &mut Node, key: String, force: bool, reply: Reply<()>) {
         return;
     }
     // Still being created (its supervisor may hang): cancelled, answered once undone.
-    if let Some(c) = creating_id(node, &key).and_then(|id| node.creating.get_mut(&id)) {
+    // Only when no recorded container answers to `key` (a name wins over an id prefix).
+    let creating = match node.resolve_id(&key) {
+        Err(e) if e.is_not_found() => creating_id(node, &key),
+        _ => None,
+    };
+    if let Some(c) = creating.and_then(|id| node.creating.get_mut(&id)) {
         if !force {
             let _ = reply.send(Err(ApiError::conflict(format!(
                 "container {key} is being created: use -f to cancel it"
@@ -88,10 +93,14 @@ fn creating_id(node: &Node, key: &str) -> Option<String> {
     if key.is_empty() {
         return None;
     }
-    node.creating
-        .iter()
-        .find(|(id, c)| id.as_str() == key || c.name == key || id.starts_with(key))
-        .map(|(id, _)| id.clone())
+    super::node::resolve_key(
+        "container",
+        key,
+        node.creating
+            .iter()
+            .map(|(id, c)| (id.as_str(), c.name.as_str())),
+    )
+    .ok()
 }
 
 /// Removes container `id` (`force`: running too), then calls `then` on the owner.
