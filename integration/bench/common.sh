@@ -42,9 +42,10 @@ bench_cleanup() {
     kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
   fi
   "${P[@]}" rm -af -t 0 >/dev/null 2>&1
-  # podman's storage bind-mounts its overlay dir onto itself; two passes catch mounts that
-  # appear while the first one runs.
-  for _ in 1 2; do
+  # podman's storage bind-mounts its overlay dir onto itself (stacked, more than once):
+  # unmount until nothing is left below WORK, a bounded number of passes.
+  for _ in $(seq 10); do
+    grep -q " $WORK/" /proc/self/mounts || break
     grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   done
   remove_cgroup_tree "$CG"

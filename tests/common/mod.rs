@@ -214,6 +214,22 @@ impl Root {
         cmd
     }
 
+    /// Pids of `berth shim` processes whose command line names this test's data root.
+    pub fn own_supervisors(&self) -> Vec<i32> {
+        let root = format!("{}/", self.path().display());
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd);
+                cmd.contains("shim\0") && cmd.contains(&root)
+            })
+            .collect()
+    }
+
     /// Mount points below the data root.
     pub fn mounts(&self) -> Vec<String> {
         let want = self.path().display().to_string();
@@ -368,6 +384,14 @@ impl Drop for Root {
             }
         }
         self.stop_agent(libc::SIGTERM);
+        // Supervisors this test's agent started and nobody removed (a test that failed
+        // half-way, a create still in flight): killed by pid, found by their state dir.
+        for pid in self.own_supervisors() {
+            // SAFETY: kill(2) on a supervisor whose command line names this test's root.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
         let leftover_mounts = self.mounts();
         for m in &leftover_mounts {
             let _ = Command::new("umount").arg("-l").arg(m).status();
