@@ -93,21 +93,13 @@ pub fn stop(node: &mut Node, key: &str, grace: Duration, reply: Reply<()>) {
         tracing::debug!(key, error = %e.message, "stop: SIGTERM");
     }
     tokio::spawn(async move {
-        let exited = |exit: &mut tokio::sync::watch::Receiver<_>, t| {
-            let mut exit = exit.clone();
-            async move {
-                tokio::time::timeout(t, exit.wait_for(|e: &Option<_>| e.is_some()))
-                    .await
-                    .is_ok()
-            }
-        };
-        if exited(&mut exit, grace).await {
+        if exited_within(&mut exit, grace).await {
             let _ = reply.send(Ok(()));
             return;
         }
         let _ =
             tokio::task::spawn_blocking(move || berth_runtime::cgroups::kill_all(&cgroup)).await;
-        let answer = if exited(&mut exit, AFTER_KILL).await {
+        let answer = if exited_within(&mut exit, AFTER_KILL).await {
             Ok(())
         } else {
             Err(ApiError::internal(
@@ -116,4 +108,14 @@ pub fn stop(node: &mut Node, key: &str, grace: Duration, reply: Reply<()>) {
         };
         let _ = reply.send(answer);
     });
+}
+
+/// Whether the exit is recorded (or the container gone) within `t`.
+pub async fn exited_within(
+    exit: &mut tokio::sync::watch::Receiver<Option<berth_runtime::state::ExitRecord>>,
+    t: Duration,
+) -> bool {
+    tokio::time::timeout(t, exit.wait_for(|e| e.is_some()))
+        .await
+        .is_ok()
 }

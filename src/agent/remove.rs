@@ -154,7 +154,7 @@ pub fn remove(
                 let _ =
                     tokio::task::spawn_blocking(move || berth_runtime::cgroups::kill_all(&cgroup))
                         .await;
-                let _ = tokio::time::timeout(KILL_WAIT, exit.wait_for(|e| e.is_some())).await;
+                super::kill::exited_within(&mut exit, KILL_WAIT).await;
             }
             tokio::task::spawn_blocking(move || delete(&record, &dir, &store))
                 .await

@@ -237,18 +237,17 @@ async fn exec_attach(
     Ok(splice(stream, req))
 }
 
-async fn wait_exit(h: &mut Handle, timeout: Option<Duration>) -> Option<ExitRecord> {
-    let fut = h.exit.wait_for(|e| e.is_some());
-    let r = match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.ok()?,
-        None => fut.await,
-    };
-    r.ok().and_then(|e| e.clone())
+async fn wait_exit(h: &mut Handle) -> Option<ExitRecord> {
+    h.exit
+        .wait_for(|e| e.is_some())
+        .await
+        .ok()
+        .and_then(|e| e.clone())
 }
 
 async fn wait(State(tx): State<Tx>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let mut h = resolve(&tx, id).await?;
-    let exit = wait_exit(&mut h, None)
+    let exit = wait_exit(&mut h)
         .await
         .ok_or_else(|| ApiError::internal("the container was lost"))?;
     Ok(Json(exit))
