@@ -9,6 +9,7 @@ mod cli_pods;
 mod client;
 mod commands;
 mod config;
+mod daemon;
 mod format;
 mod progress;
 mod shim;

@@ -5,12 +5,26 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
-use berth_images::progress::{Event, Progress};
+use berth_api::image::short_digest;
+use berth_api::image::ProgressEvent as Event;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Draws the progress events of a pull or import stream.
+pub trait Progress: Send + Sync {
+    /// Draws one event.
+    fn event(&self, event: Event);
+}
+
+/// Draws nothing (`--quiet`).
+struct Quiet;
+
+impl Progress for Quiet {
+    fn event(&self, _: Event) {}
+}
 
 pub fn for_terminal(quiet: bool) -> Arc<dyn Progress> {
     if quiet {
-        Arc::new(berth_images::progress::NoProgress)
+        Arc::new(Quiet)
     } else if std::io::stderr().is_terminal() {
         Arc::new(Bars::default())
     } else {
@@ -37,11 +51,13 @@ impl Progress for Lines {
                 from_store,
             } => {
                 let verb = if from_store { "unpacking" } else { "pulling" };
-                eprintln!("{}: {verb} ({size} bytes)", digest.short())
+                eprintln!("{}: {verb} ({size} bytes)", short_digest(&digest))
             }
-            Event::LayerCached { digest } => eprintln!("{}: already present", digest.short()),
-            Event::LayerDone { digest } => eprintln!("{}: done", digest.short()),
-            Event::LayerFailed { digest } => eprintln!("{}: failed", digest.short()),
+            Event::LayerCached { digest } => {
+                eprintln!("{}: already present", short_digest(&digest))
+            }
+            Event::LayerDone { digest } => eprintln!("{}: done", short_digest(&digest)),
+            Event::LayerFailed { digest } => eprintln!("{}: failed", short_digest(&digest)),
             Event::LayerRetrying {
                 digest,
                 attempt,
@@ -49,7 +65,7 @@ impl Progress for Lines {
             } => {
                 eprintln!(
                     "{}: attempt {attempt} failed ({error}); retrying",
-                    digest.short()
+                    short_digest(&digest)
                 )
             }
             Event::LayerProgress { .. } => {}
@@ -100,30 +116,32 @@ impl Progress for Bars {
                 size,
                 from_store,
             } => {
-                let bar = self.bar(digest.short(), size);
+                let bar = self.bar(short_digest(&digest), size);
                 if from_store {
                     bar.set_message("unpacking");
                 } else {
                     bar.set_message("pulling");
                 }
             }
-            Event::LayerProgress { digest, done } => self.bar(digest.short(), 0).set_position(done),
+            Event::LayerProgress { digest, done } => {
+                self.bar(short_digest(&digest), 0).set_position(done)
+            }
             Event::LayerCached { digest } => {
-                self.bar(digest.short(), 0)
+                self.bar(short_digest(&digest), 0)
                     .finish_with_message("already present");
             }
             Event::LayerDone { digest } => {
-                let bar = self.bar(digest.short(), 0);
+                let bar = self.bar(short_digest(&digest), 0);
                 bar.set_position(bar.length().unwrap_or(0));
                 bar.finish_with_message("done");
             }
-            Event::LayerFailed { digest } => {
-                self.bar(digest.short(), 0).abandon_with_message("failed")
-            }
+            Event::LayerFailed { digest } => self
+                .bar(short_digest(&digest), 0)
+                .abandon_with_message("failed"),
             Event::LayerRetrying {
                 digest, attempt, ..
             } => {
-                let bar = self.bar(digest.short(), 0);
+                let bar = self.bar(short_digest(&digest), 0);
                 bar.set_position(0);
                 bar.set_message(format!("retrying ({attempt} failed)"));
             }

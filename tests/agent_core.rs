@@ -86,3 +86,68 @@ fn a_supervisor_hung_at_start_blocks_no_other_verb_and_rm_f_undoes_it() {
     let ps = root.ok(&["ps"]);
     assert!(!ps.contains("stuck"), "{ps}");
 }
+
+/// Makes `file` unwritable by the agent's atomic writer: a directory in its place makes the
+/// final rename fail (EISDIR), as a full or broken disk would.
+fn break_record(file: &Path) {
+    std::fs::remove_file(file).unwrap();
+    std::fs::create_dir(file).unwrap();
+}
+
+fn mend_record(file: &Path) {
+    std::fs::remove_dir(file).unwrap();
+}
+
+#[test]
+fn a_failed_state_write_is_an_error_for_the_caller_and_an_event_and_the_agent_serves_on() {
+    let root = Root::new();
+    import(&root);
+    // A container with a restart policy: `stop` records that the operator holds it off.
+    let id = run_detached(&root, &["--restart", "always", "busybox", "sleep", "100"]);
+    let record = root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join("container.json");
+    break_record(&record);
+    let err = root.fails(&["stop", "-t", "1", &id]);
+    assert!(err.contains("recording an operator's stop"), "{err}");
+    let events = common::events_json(&root, "type=container,event=error");
+    assert!(
+        events.iter().any(|e| e["id"] == id.as_str()
+            && e["attributes"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("recording an operator's stop"))),
+        "{events:?}"
+    );
+    // The agent serves on, and the container can still be removed.
+    root.ok(&["ps"]);
+    mend_record(&record);
+    root.ok(&["rm", "-f", &id]);
+
+    // A pod whose record cannot be written: its stop is an error, and a `pod error` event.
+    let spec = write_spec(
+        &root,
+        "w",
+        "name: w\ncontainers: [{name: c, image: busybox, command: [sleep, '100']}]\n",
+    );
+    root.ok(&["pod", "run", &spec]);
+    let pod_id = common::pod_json(&root, "w")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod_record = root.path().join("pods").join(&pod_id).join("pod.json");
+    break_record(&pod_record);
+    let err = root.fails(&["pod", "stop", "-t", "1", "w"]);
+    assert!(err.contains("could not be written"), "{err}");
+    let events = common::events_json(&root, "type=pod,event=error");
+    assert!(
+        events.iter().any(|e| e["id"] == pod_id.as_str()),
+        "{events:?}"
+    );
+    // In memory it is stopped: the agent goes on from there.
+    assert_eq!(common::pod_json(&root, "w")["phase"], "stopped");
+    mend_record(&pod_record);
+    root.ok(&["pod", "rm", "-f", "w"]);
+    assert!(root.container_cgroups().is_empty());
+}

@@ -101,10 +101,7 @@ fn image_config_env_user_workdir_and_overrides() {
     let out = root.ok(&["run", "--name", "app1", "app"]);
     assert_eq!(out, "default-cmd\n1000\n1000\n/home/berth\nfixture\n");
     let inspect: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", "app1"])).unwrap();
-    assert_eq!(
-        inspect["record"]["exposed_ports"],
-        serde_json::json!(["8080/tcp"])
-    );
+    assert_eq!(inspect["exposed_ports"], serde_json::json!(["8080/tcp"]));
     root.ok(&["rm", "app1"]);
     let out = root.ok(&[
         "run",

@@ -358,7 +358,7 @@ fn restart_policies_restart_the_same_container_with_its_writable_layer() {
         let v = inspect(&root, &id);
         v["status"] == "stopped" && v["exit"]["exit_code"] == 0 && v["restarting"] == false
     });
-    assert_eq!(inspect(&root, &id)["record"]["restart_count"], 2);
+    assert_eq!(inspect(&root, &id)["restart_count"], 2);
     let upper = root
         .path()
         .join("containers")
@@ -373,12 +373,12 @@ fn restart_policies_restart_the_same_container_with_its_writable_layer() {
         &["--restart", "on-failure:1", "busybox", "sh", "-c", "exit 3"],
     );
     wait_for("one restart", || {
-        inspect(&root, &once)["record"]["restart_count"] == 1
+        inspect(&root, &once)["restart_count"] == 1
             && inspect(&root, &once)["status"] == "stopped"
             && inspect(&root, &once)["restarting"] == false
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(inspect(&root, &once)["record"]["restart_count"], 1);
+    assert_eq!(inspect(&root, &once)["restart_count"], 1);
     assert_eq!(state(&root, &once)["exitCode"], 3);
 
     // always — restarted after an exit; `stop` holds it off; `start` runs it again.
@@ -396,17 +396,17 @@ fn restart_policies_restart_the_same_container_with_its_writable_layer() {
         ],
     );
     wait_for("a restart", || {
-        inspect(&root, &always)["record"]["restart_count"]
+        inspect(&root, &always)["restart_count"]
             .as_u64()
             .unwrap_or(0)
             >= 1
     });
     root.ok(&["stop", "-t", "1", "svc"]);
-    let count = inspect(&root, &always)["record"]["restart_count"].clone();
+    let count = inspect(&root, &always)["restart_count"].clone();
     std::thread::sleep(Duration::from_millis(1500));
     let v = inspect(&root, &always);
     assert_eq!(
-        (v["status"].as_str(), &v["record"]["restart_count"]),
+        (v["status"].as_str(), &v["restart_count"]),
         (Some("stopped"), &count)
     );
     // An agent restart starts an operator-stopped `always` container again, as dockerd does.
@@ -414,7 +414,7 @@ fn restart_policies_restart_the_same_container_with_its_writable_layer() {
     root.start_agent(&[]);
     wait_for("started again by the agent", || {
         inspect(&root, &always)["status"] == "running"
-            || inspect(&root, &always)["record"]["restart_count"].as_u64() > count.as_u64()
+            || inspect(&root, &always)["restart_count"].as_u64() > count.as_u64()
     });
     root.ok(&["stop", "-t", "1", "svc"]);
     // `berth start` of a stopped container: same id and name.
@@ -425,7 +425,7 @@ fn restart_policies_restart_the_same_container_with_its_writable_layer() {
     wait_for("exit", || state(&root, &plain)["status"] == "stopped");
     root.ok(&["start", "again"]);
     wait_for("second run", || root.ok(&["logs", "again"]) == "hi\nhi\n");
-    assert_eq!(inspect(&root, &plain)["record"]["restart_count"], 0);
+    assert_eq!(inspect(&root, &plain)["restart_count"], 0);
 
     let (code, _, err) = run(
         &root,

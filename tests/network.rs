@@ -101,7 +101,7 @@ containers:
     );
     root.ok(&["pod", "run", &peer]);
     wait_for("the peer pod to end", || {
-        pod_json(&root, "peer")["record"]["phase"] == "succeeded"
+        pod_json(&root, "peer")["phase"] == "succeeded"
     });
     assert_eq!(root.ok(&["logs", "peer_get"]).trim(), "web");
     assert_ne!(ip_of_pod(&root, "peer"), pod_ip);
@@ -250,7 +250,7 @@ fn host_network_and_none_pods() {
         ns(format!("/proc/{pid}/ns/net")),
         ns("/proc/self/ns/net".into())
     );
-    assert!(pod_json(&root, "hostnet")["record"]["network"].is_null());
+    assert!(pod_json(&root, "hostnet")["network"].is_null());
 
     let spec = write_spec(
         &root,

@@ -92,7 +92,7 @@ containers:
     let slot = |name: &str| -> serde_json::Value {
         let p: serde_json::Value =
             serde_json::from_str(&root.ok(&["pod", "inspect", "live"])).unwrap();
-        p["record"]["containers"][name].clone()
+        p["members"][name].clone()
     };
     wait_for("the broken one restarted twice", || {
         slot("broken")["restart_count"].as_u64().unwrap_or(0) >= 2
@@ -387,7 +387,7 @@ fn the_images_healthcheck_is_used_unless_turned_off() {
     let plain = run_detached(&root, &["--no-healthcheck", "app", "sleep 1000"]);
     let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", &plain])).unwrap();
     assert!(
-        v["health"].is_null() && v["record"]["task"]["health"].is_null(),
+        v["health"].is_null() && v["spec"]["health"].is_null(),
         "{v}"
     );
 }

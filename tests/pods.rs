@@ -86,7 +86,7 @@ containers:
     assert_eq!(common::state(&root, &client)["status"], "running");
 
     root.ok(&["pod", "stop", "-t", "1", "web"]);
-    assert_eq!(pod_json(&root, "web")["record"]["phase"], "stopped");
+    assert_eq!(pod_json(&root, "web")["phase"], "stopped");
     root.ok(&["pod", "rm", "web"]);
     assert_eq!(pods_dir_entries(&root), 0);
     assert!(root.mounts().is_empty(), "{:?}", root.mounts());
@@ -114,13 +114,13 @@ containers:
     );
     root.ok(&["pod", "run", &spec]);
     wait_for("the pod to succeed", || {
-        pod_json(&root, "init")["record"]["phase"] == "succeeded"
+        pod_json(&root, "init")["phase"] == "succeeded"
     });
     let app = member(&root, "init", "app");
     assert_eq!(root.ok(&["logs", &app]), "first\nsecond\napp\n");
     let p = pod_json(&root, "init");
     for init in ["first", "second"] {
-        assert_eq!(p["record"]["containers"][init]["done"], true);
+        assert_eq!(p["members"][init]["done"], true);
     }
 
     // A failing init container with restartPolicy Never: the pod is rolled back.
@@ -167,12 +167,12 @@ containers:
     let began = Instant::now();
     root.ok(&["pod", "run", &spec]);
     wait_for("the pod to succeed", || {
-        pod_json(&root, "flaky")["record"]["phase"] == "succeeded"
+        pod_json(&root, "flaky")["phase"] == "succeeded"
     });
     // Back-offs of 200 ms and 400 ms.
     assert!(began.elapsed() >= Duration::from_millis(600));
     let p = pod_json(&root, "flaky");
-    assert_eq!(p["record"]["containers"]["job"]["restart_count"], 2);
+    assert_eq!(p["members"]["job"]["restart_count"], 2);
     assert_eq!(
         p["containers"].as_array().unwrap().len(),
         1,
@@ -203,7 +203,7 @@ containers:
     );
     root.ok(&["pod", "run", &spec]);
     wait_for("a restart", || {
-        pod_json(&root, "always")["record"]["containers"]["c"]["restart_count"]
+        pod_json(&root, "always")["members"]["c"]["restart_count"]
             .as_u64()
             .unwrap_or(0)
             >= 1
@@ -226,7 +226,7 @@ containers:
 "#,
     );
     let id = root.ok(&["pod", "run", &spec]).trim().to_string();
-    assert_eq!(pod_json(&root, "g")["record"]["qos"], "guaranteed");
+    assert_eq!(pod_json(&root, "g")["qos"], "guaranteed");
     let pod_cg = root.cgroup_root.join("guaranteed").join(&id);
     let a = member(&root, "g", "a");
     let read = |cg: &Path, file: &str| -> Option<String> {
@@ -269,7 +269,7 @@ containers:
         "name: b\ncontainers: [{name: c, image: busybox, command: [sleep, '100'], resources: {requests: {cpu: 100m}}}]\n",
     );
     let bid = root.ok(&["pod", "run", &spec]).trim().to_string();
-    assert_eq!(pod_json(&root, "b")["record"]["qos"], "burstable");
+    assert_eq!(pod_json(&root, "b")["qos"], "burstable");
     assert!(!cgroup_dirs(&root.cgroup_root.join("burstable").join(&bid)).is_empty());
 
     // More CPU than the node has left after the reserve: refused, nothing made.
@@ -408,9 +408,7 @@ containers:
     let sleeps = ps.lines().filter(|l| l.contains("sleep 100")).count();
     assert_eq!(sleeps, 2, "{ps}");
     assert!(ps.lines().any(|l| l.trim_start().starts_with("1 ")), "{ps}");
-    let init = pod_json(&root, "pidns")["record"]["pod_init"]["pid"]
-        .as_i64()
-        .unwrap();
+    let init = pod_json(&root, "pidns")["pod_init_pid"].as_i64().unwrap();
     assert!(Path::new(&format!("/proc/{init}")).exists());
     root.ok(&["pod", "rm", "-f", "pidns"]);
     wait_for("the pod init to end", || {
@@ -484,21 +482,15 @@ fn memory_pressure_evicts_best_effort_then_burstable_never_guaranteed() {
     assert_eq!(evicted, ["be", "bu"]);
     for p in ["be", "bu"] {
         let j = pod_json(&root, p);
-        assert_eq!(j["record"]["phase"], "failed");
-        assert!(j["record"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("evicted"));
+        assert_eq!(j["phase"], "failed");
+        assert!(j["message"].as_str().unwrap().starts_with("evicted"));
         let c = member(&root, p, "c");
         wait_for("the evicted container to stop", || {
             common::state(&root, &c)["status"] == "stopped"
         });
-        assert_eq!(
-            pod_json(&root, p)["record"]["containers"]["c"]["restart_count"],
-            0
-        );
+        assert_eq!(pod_json(&root, p)["members"]["c"]["restart_count"], 0);
     }
-    assert_eq!(pod_json(&root, "gu")["record"]["phase"], "running");
+    assert_eq!(pod_json(&root, "gu")["phase"], "running");
     let reasons = events_json(&root, "type=container,event=evicted");
     assert!(reasons
         .iter()

@@ -123,10 +123,7 @@ fn pulls_gzip_zstd_plain_index_and_digest_references() {
     let err = root.fails(&["pod", "run", "--pull", "never", &spec]);
     assert!(err.contains("containers[0].image: no such image"), "{err}");
     root.ok(&["pod", "run", &spec]);
-    assert_eq!(
-        common::pod_json(&root, "pulled")["record"]["phase"],
-        "running"
-    );
+    assert_eq!(common::pod_json(&root, "pulled")["phase"], "running");
     root.ok(&["pod", "rm", "-f", "pulled"]);
 }
 
@@ -213,7 +210,7 @@ fn rmi_and_prune_keep_what_other_images_use() {
             .join("bin/busybox")
             .is_file()
     );
-    let id = root.images_json()[0]["config"].as_str().unwrap()[7..19].to_string();
+    let id = root.images_json()[0]["id"].as_str().unwrap()[7..19].to_string();
     root.ok(&["rmi", &id]);
     assert_eq!(root.snapshot_dirs().len(), 0);
     assert_eq!(root.blob_count(), 0);

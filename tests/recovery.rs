@@ -22,7 +22,7 @@ fn snapshot(root: &Root) -> BTreeMap<String, (String, i64)> {
         .iter()
         .map(|c| {
             (
-                c["record"]["id"].as_str().unwrap().to_string(),
+                c["id"].as_str().unwrap().to_string(),
                 (
                     c["status"].as_str().unwrap().to_string(),
                     c["pid"].as_i64().unwrap_or(0),
@@ -109,7 +109,7 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     assert_eq!(pods.len(), 10);
     let restarts: u64 = pods
         .iter()
-        .flat_map(|p| p["record"]["containers"].as_object().unwrap().values())
+        .flat_map(|p| p["members"].as_object().unwrap().values())
         .map(|s| s["restart_count"].as_u64().unwrap())
         .sum();
     assert_eq!(restarts, 0);
@@ -219,13 +219,8 @@ fn a_restart_due_during_an_agent_outage_still_happens() {
     });
     let p: serde_json::Value =
         serde_json::from_str(&root.ok(&["pod", "inspect", "crashy"])).unwrap();
-    assert!(
-        p["record"]["containers"]["c"]["restart_count"]
-            .as_u64()
-            .unwrap()
-            >= 1
-    );
-    assert_eq!(p["record"]["phase"], "running");
+    assert!(p["members"]["c"]["restart_count"].as_u64().unwrap() >= 1);
+    assert_eq!(p["phase"], "running");
 }
 
 /// `kill -9` of the agent while clients create: afterwards a container exists exactly for
@@ -262,7 +257,7 @@ fn creates_cut_short_by_kill_9_leave_only_answered_containers() {
     wait_for("the unanswered creates removed", || {
         let mut names: Vec<String> = ps_json(&root)
             .iter()
-            .map(|c| c["record"]["name"].as_str().unwrap().to_string())
+            .map(|c| c["name"].as_str().unwrap().to_string())
             .collect();
         names.sort();
         let mut want = answered.clone();

@@ -208,7 +208,7 @@ pub(crate) async fn record_image(
     check_config(&config, &config_digest, manifest.layers().len(), platform)?;
     progress.event(Event::Resolved {
         reference: name.clone(),
-        manifest: manifest_digest.clone(),
+        manifest: manifest_digest.to_string(),
         layers: manifest.layers().len(),
     });
     let jobs = layer_jobs(&manifest, &manifest_digest, &config)?;
@@ -294,7 +294,7 @@ pub(crate) async fn ensure_layers(
                     Ok(r) => Ok((i, r)),
                     Err(e) => {
                         progress.event(Event::LayerFailed {
-                            digest: digest.clone(),
+                            digest: digest.to_string(),
                         });
                         Err(Error::from(PullError::Layer {
                             reference: reference.to_string(),
@@ -336,13 +336,13 @@ async fn ensure_layer(
     if have_blob {
         if let Some(info) = store.snapshot_info(&job.diff_id) {
             progress.event(Event::LayerCached {
-                digest: job.digest.clone(),
+                digest: job.digest.to_string(),
             });
             return Ok(record(info));
         }
     }
     progress.event(Event::LayerStarted {
-        digest: job.digest.clone(),
+        digest: job.digest.to_string(),
         size,
         from_store: have_blob,
     });
@@ -375,7 +375,7 @@ async fn ensure_layer(
                 Err(e) if attempt < LAYER_ATTEMPTS && is_transient(&e) => {
                     tracing::debug!(digest = %job.digest, attempt, "layer download failed, retrying: {e}");
                     progress.event(Event::LayerRetrying {
-                        digest: job.digest.clone(),
+                        digest: job.digest.to_string(),
                         attempt,
                         error: e.to_string(),
                     });
@@ -387,7 +387,7 @@ async fn ensure_layer(
         }
     };
     progress.event(Event::LayerDone {
-        digest: job.digest.clone(),
+        digest: job.digest.to_string(),
     });
     Ok(record(info))
 }
@@ -467,7 +467,7 @@ async fn stream_layer(
             if done - last_report >= 256 * 1024 {
                 last_report = done;
                 progress.event(Event::LayerProgress {
-                    digest: job.digest.clone(),
+                    digest: job.digest.to_string(),
                     done,
                 });
             }
@@ -477,7 +477,7 @@ async fn stream_layer(
         }
     }
     progress.event(Event::LayerProgress {
-        digest: job.digest.clone(),
+        digest: job.digest.to_string(),
         done,
     });
     drop(tx);

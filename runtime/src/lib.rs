@@ -6,16 +6,17 @@
 /// Cgroup paths below the agent's own cgroup, usage statistics, OOM counts, kill and
 /// removal — through youki's libcgroups, on cgroup v1 and v2.
 pub mod cgroups;
-/// Health checks: probe kinds, timing, the healthy/unhealthy state machine.
-pub mod health;
+/// Health checks: probe kinds, timing, the healthy/unhealthy state machine (wire types of
+/// `berth_api`).
+pub use berth_api::health;
 /// The one reader of files an image controls: inside the root, regular files only, capped,
 /// never waiting on a FIFO or opening a device.
 pub mod image_file;
 /// Container logs in the CRI format with size rotation, tail and follow.
 pub mod logs;
-/// Network modes (`none`, `host`, CNI networks) and published ports of tasks and pods.
-pub mod network;
-/// Pod specs (JSON/YAML, kubelet field names), checks naming the field, QoS classes.
+/// Network modes (`none`, `host`, CNI networks) and published ports (`berth_api`).
+pub use berth_api::network;
+/// Pod specs (`berth_api::pod`) and the plan a spec turns into.
 pub mod pod;
 /// The overlayfs rootfs over layer snapshots (copy fallback), mount and unmount.
 pub mod rootfs;
@@ -27,5 +28,5 @@ pub mod spec;
 pub mod state;
 /// The per-container supervisor: libcontainer create/start/exec, I/O relay, exit record.
 pub mod supervisor;
-/// The task spec (Docker's options) with parsers and validation.
-pub mod task;
+/// The task spec (Docker's options) with parsers and validation (`berth_api::task`).
+pub use berth_api::task;

@@ -91,17 +91,7 @@ pub fn start_time(pid: i32) -> Option<u64> {
     stat(pid).map(|(_, s)| s)
 }
 
-/// Lifecycle state as `runc state` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Created, not started.
-    Created,
-    /// The init process runs.
-    Running,
-    /// It exited (or was never started and its supervisor died).
-    Stopped,
-}
+pub use berth_api::container::Status;
 
 /// What the agent records about a container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +179,20 @@ impl ExitRecord {
             reason: reason.to_string(),
             finished: now(),
             error: Some(error),
+        }
+    }
+}
+
+impl ExitRecord {
+    /// The API view.
+    pub fn view(&self) -> berth_api::ExitView {
+        berth_api::ExitView {
+            exit_code: self.exit_code,
+            signal: self.signal,
+            oom_killed: self.oom_killed,
+            reason: self.reason.clone(),
+            finished: self.finished.clone(),
+            error: self.error.clone(),
         }
     }
 }
@@ -285,6 +289,22 @@ pub struct NetworkStatus {
     /// DNS search domains the plugins handed back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
+}
+
+impl NetworkStatus {
+    /// The API view.
+    pub fn view(&self) -> berth_api::network::AttachmentView {
+        berth_api::network::AttachmentView {
+            network: self.network.clone(),
+            interface: self.interface.clone(),
+            ips: self.ips.clone(),
+            gateway: self.gateway.clone(),
+            mac: self.mac.clone(),
+            ports: self.ports.clone(),
+            dns: self.dns.clone(),
+            dns_search: self.dns_search.clone(),
+        }
+    }
 }
 
 /// Reads a versioned record; `Ok(None)` if the file does not exist.

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
 use super::node::Handle;
-use crate::api::{ContainerInfo, Created, ExecRequest, ImportQuery, ProgressLine, PullRequest};
+use crate::api::{ContainerView, Created, ExecRequest, ImportQuery, ProgressLine, PullRequest};
 
 /// Reply channel of an action.
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -26,7 +26,7 @@ pub enum Action {
     /// Import an archive or layout.
     Import(ImportQuery, mpsc::Sender<ProgressLine>),
     /// Image list.
-    ListImages(Reply<Vec<berth_images::store::metadata::ImageRecord>>),
+    ListImages(Option<String>, Reply<Vec<crate::api::ImageView>>),
     /// Image inspect.
     InspectImage(String, Reply<serde_json::Value>),
     /// Image removal.
@@ -35,7 +35,7 @@ pub enum Action {
         Reply<crate::api::RemoveImageResponse>,
     ),
     /// Image GC.
-    Prune(Reply<berth_images::gc::GcReport>),
+    Prune(Reply<crate::api::PruneView>),
     /// Flattened rootfs copy.
     Rootfs(crate::api::RootfsRequest, Reply<()>),
     /// Create a container (its init waits for start).
@@ -55,7 +55,7 @@ pub enum Action {
     /// Look a container up (id, name or unique prefix).
     Resolve(String, Reply<Handle>),
     /// All containers.
-    List(Reply<Vec<ContainerInfo>>),
+    List(Reply<Vec<ContainerView>>),
     /// Send a signal to the init (or, with `all`, to every process of the cgroup).
     Kill {
         /// Container.
@@ -79,11 +79,11 @@ pub enum Action {
     /// Periodic check of supervisors the agent did not start itself.
     Tick,
     /// Start a pod.
-    CreatePod(Box<berth_runtime::pod::PodSpec>, Reply<crate::api::PodInfo>),
+    CreatePod(Box<berth_runtime::pod::PodSpec>, Reply<crate::api::PodView>),
     /// All pods.
-    ListPods(Reply<Vec<crate::api::PodInfo>>),
+    ListPods(Reply<Vec<crate::api::PodView>>),
     /// One pod (name, id or prefix).
-    InspectPod(String, Reply<crate::api::PodInfo>),
+    InspectPod(String, Reply<crate::api::PodView>),
     /// Stop a pod's containers (TERM, KILL after the timeout).
     StopPod(String, std::time::Duration, Reply<()>),
     /// Remove a pod (`force`: running too).

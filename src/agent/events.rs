@@ -9,80 +9,12 @@
 //! skipped on read. Appends are not fsynced: an agent crash loses nothing written, a power
 //! loss may lose the last events, which the agent re-derives (exits) from state files.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-/// One event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Sequence number, increasing.
-    pub seq: u64,
-    /// RFC 3339 time of what happened (for a missed exit: when it exited).
-    pub time: String,
-    /// `container`, `pod` or `image`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// What happened: `created`, `started`, `exited`, `oom`, `restarted`, `health_status`...
-    pub action: String,
-    /// Container or pod id, or image reference.
-    pub id: String,
-    /// Name.
-    #[serde(default)]
-    pub name: String,
-    /// Details: `exitCode`, `reason`, `pod`, `health`...
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
-}
-
-impl Event {
-    /// A new event of now; `seq` is set by the journal.
-    pub fn new(kind: &str, action: &str, id: &str, name: &str) -> Self {
-        Event {
-            seq: 0,
-            time: berth_runtime::state::now(),
-            kind: kind.into(),
-            action: action.into(),
-            id: id.into(),
-            name: name.into(),
-            attributes: BTreeMap::new(),
-        }
-    }
-
-    /// Adds an attribute.
-    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
-        self.attributes.insert(key.into(), value.to_string());
-        self
-    }
-
-    /// Whether it passes `key=value` filters (`type`, `event`, `container`, `pod`, `image`,
-    /// `id`, `name`); several values of one key are alternatives.
-    pub fn matches(&self, filters: &[(String, String)]) -> bool {
-        let mut keys: BTreeMap<&str, bool> = BTreeMap::new();
-        for (k, v) in filters {
-            let hit = match k.as_str() {
-                "type" => &self.kind == v,
-                "event" | "action" => &self.action == v,
-                "container" => {
-                    self.kind == "container" && (self.name == *v || self.id.starts_with(v.as_str()))
-                }
-                "pod" => {
-                    (self.kind == "pod" && (self.name == *v || self.id.starts_with(v.as_str())))
-                        || self.attributes.get("pod") == Some(v)
-                }
-                "image" => self.kind == "image" && self.id == *v,
-                "id" => self.id.starts_with(v.as_str()),
-                "name" => &self.name == v,
-                _ => false,
-            };
-            *keys.entry(k.as_str()).or_insert(false) |= hit;
-        }
-        keys.values().all(|h| *h)
-    }
-}
+pub use berth_api::Event;
 
 /// The journal file and the live broadcast.
 #[derive(Debug)]

@@ -47,7 +47,7 @@ pub fn check(node: &mut Node) {
     let victim = node
         .pods
         .values()
-        .filter(|p| p.record.phase == PodPhase::Running && p.record.qos != QosClass::Guaranteed)
+        .filter(|p| p.phase() == PodPhase::Running && p.record.qos != QosClass::Guaranteed)
         .map(|p| {
             let over = memory_usage(&p.record.cgroup_path).saturating_sub(p.record.requests_memory);
             let rank = u8::from(p.record.qos == QosClass::BestEffort);
@@ -67,10 +67,10 @@ pub fn check(node: &mut Node) {
         return;
     };
     tracing::warn!(pod = %pod.record.name, %message, "evicting");
-    pod.record.phase = PodPhase::Failed;
-    pod.record.message = Some(message.clone());
     let name = pod.record.name.clone();
-    super::pod::save_or_report(node, &id, "recording an eviction");
+    if let Err(e) = super::pod::advance(node, &id, PodPhase::Failed, Some(message.clone())) {
+        tracing::error!(pod = %name, error = %e.message, "recording an eviction");
+    }
     for cid in members(node, &id) {
         let Some(c) = node.containers.get(&cid) else {
             continue;

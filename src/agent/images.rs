@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::node::{Action, Node, Reply};
-use crate::api::{ImportQuery, ProgressLine, PullRequest, RemoveImageRequest, RemoveImageResponse};
+use crate::api::{
+    ImageView, ImportQuery, LayerView, ProgressLine, PruneView, PullRequest, RemoveImageRequest,
+    RemoveImageResponse,
+};
 
 /// Forwards library progress events to the response stream (dropped if the client is slow).
 struct Forward(mpsc::Sender<ProgressLine>);
@@ -64,6 +67,61 @@ pub fn find(
         }
         Err(e) => Err(ApiError::internal(e)),
     }
+}
+
+/// The API view of a stored image.
+pub fn view(record: &berth_images::store::metadata::ImageRecord) -> ImageView {
+    let (repository, tag) = match ImageRef::parse(&record.reference) {
+        Ok(r) => (r.name(), r.tag().map(str::to_string)),
+        Err(_) => (record.reference.clone(), None),
+    };
+    ImageView {
+        reference: record.reference.clone(),
+        repository,
+        tag,
+        digest: record.digest.to_string(),
+        manifest: record.manifest.to_string(),
+        id: record.config.to_string(),
+        platform: record.platform.clone(),
+        layers: record
+            .layers
+            .iter()
+            .map(|l| LayerView {
+                digest: l.digest.to_string(),
+                diff_id: l.diff_id.to_string(),
+                media_type: l.media_type.clone(),
+                size: l.size,
+                unpacked_size: l.unpacked_size,
+            })
+            .collect(),
+        size: record.size,
+        created: record.created.clone(),
+        stored_at: record.stored_at,
+    }
+}
+
+/// The stored images, or those `reference` names: a bare repository (`busybox`) matches
+/// all its tags, as `docker images busybox` does.
+pub fn list(node: &Node, reference: Option<&str>) -> Result<Vec<ImageView>, ApiError> {
+    let mut images = node
+        .settings
+        .store
+        .list_images()
+        .map_err(ApiError::internal)?;
+    if let Some(filter) = reference {
+        let wanted = ImageRef::parse(filter)
+            .map_err(|e| ApiError::bad_request(e.to_string()).in_field("reference"))?;
+        let has_tag = filter
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':') || last.contains('@'));
+        images.retain(|image| match ImageRef::parse(&image.reference) {
+            Ok(r) if has_tag => r == wanted,
+            Ok(r) => r.name() == wanted.name(),
+            Err(_) => false,
+        });
+    }
+    Ok(images.iter().map(view).collect())
 }
 
 /// The clients of one pull in flight: each gets its progress and its result. `None` once
@@ -151,7 +209,7 @@ pub fn pull(node: &mut Node, req: PullRequest, lines: mpsc::Sender<ProgressLine>
                 )
                 .with("digest", &record.digest);
                 let _ = tx.send(Action::Emit(ev)).await;
-                ProgressLine::Image(Box::new(record))
+                ProgressLine::Image(Box::new(view(&record)))
             }
             Err(e) => ProgressLine::Error(e),
         };
@@ -211,7 +269,7 @@ pub fn import(node: &Node, q: ImportQuery, lines: mpsc::Sender<ProgressLine>) {
         match result {
             Ok(records) => {
                 for r in records {
-                    let _ = lines.send(ProgressLine::Image(Box::new(r))).await;
+                    let _ = lines.send(ProgressLine::Image(Box::new(view(&r)))).await;
                 }
             }
             Err(e) => {
@@ -247,7 +305,7 @@ pub fn inspect(node: &Node, name: &str) -> Result<serde_json::Value, ApiError> {
             "Id": image.config,
             "RepoTags": [image.reference],
             "RepoDigests": [image.digest],
-            "Record": image,
+            "Record": view(&image),
             "Config": config,
             "Rootfs": {
                 "LowerDirs": store.lowerdirs(&diff_ids),
@@ -285,10 +343,16 @@ pub fn remove(node: &Node, req: RemoveImageRequest, reply: Reply<RemoveImageResp
     });
 }
 
-pub fn prune(node: &Node, reply: Reply<berth_images::gc::GcReport>) {
+pub fn prune(node: &Node, reply: Reply<PruneView>) {
     let store = node.settings.store.clone();
     tokio::task::spawn_blocking(move || {
-        let _ = reply.send(berth_images::gc::collect(&store).map_err(ApiError::internal));
+        let report = berth_images::gc::collect(&store).map_err(ApiError::internal);
+        let _ = reply.send(report.map(|r| PruneView {
+            blobs_removed: r.blobs_removed.iter().map(|d| d.to_string()).collect(),
+            snapshots_removed: r.snapshots_removed.iter().map(|d| d.to_string()).collect(),
+            ingests_removed: r.ingests_removed,
+            bytes_freed: r.bytes_freed,
+        }));
     });
 }
 

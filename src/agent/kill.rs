@@ -37,16 +37,8 @@ pub fn request(node: &mut Node, key: &str, signal: Signal, all: bool, reply: Rep
 /// the container runs; its cgroup.
 fn checked(node: &mut Node, key: &str, signal: Signal) -> Result<std::path::PathBuf, ApiError> {
     let id = node.resolve_id(key)?;
-    if let Some(c) = node.containers.get_mut(&id) {
-        let stopping = matches!(signal, Signal::SIGTERM | Signal::SIGKILL | Signal::SIGINT);
-        if stopping && c.record.task.restart != berth_runtime::task::RestartPolicy::No {
-            c.record.stopped_by_operator = true;
-            c.restart_pending = false;
-            if let Err(e) = berth_runtime::state::write_json(&c.dir.record(), &c.record) {
-                tracing::error!(id, error = %e, "recording an operator's stop");
-                return Err(ApiError::internal(e));
-            }
-        }
+    if matches!(signal, Signal::SIGTERM | Signal::SIGKILL | Signal::SIGINT) {
+        super::lifecycle::stopped_by_operator(node, &id)?;
     }
     let c = node.resolve(&id)?;
     if c.status() == Status::Stopped {
@@ -87,20 +79,23 @@ pub fn stop(node: &mut Node, key: &str, grace: Duration, reply: Reply<()>) {
     }
     let mut exit = c.exit.subscribe();
     let cgroup = c.record.cgroup_path.clone();
-    // Not running (yet): nothing to signal, but the operator's stop still holds its
-    // restart policy off.
-    if let Err(e) = kill(node, key, Signal::SIGTERM) {
+    let id = c.record.id.clone();
+    // Recorded before the signal, so its exit is not taken for one to restart after. A
+    // failed write does not keep it running: it stops, and the caller hears of the write.
+    let recorded = super::lifecycle::stopped_by_operator(node, &id);
+    // Not running (yet): nothing to signal.
+    if let Err(e) = kill(node, &id, Signal::SIGTERM) {
         tracing::debug!(key, error = %e.message, "stop: SIGTERM");
     }
     tokio::spawn(async move {
         if exited_within(&mut exit, grace).await {
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(recorded);
             return;
         }
         let _ =
             tokio::task::spawn_blocking(move || berth_runtime::cgroups::kill_all(&cgroup)).await;
         let answer = if exited_within(&mut exit, AFTER_KILL).await {
-            Ok(())
+            recorded
         } else {
             Err(ApiError::internal(
                 "the container did not stop after SIGKILL",

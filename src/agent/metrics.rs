@@ -136,7 +136,7 @@ pub fn snapshot(node: &Node) -> Snapshot {
     for p in node.pods.values() {
         s.pods.push(PodRow {
             labels: format!("pod=\"{}\",qos=\"{}\"", esc(&p.record.name), p.record.qos),
-            phase: p.record.phase.to_string(),
+            phase: p.phase().to_string(),
             cgroup: p.record.cgroup_path.clone(),
             restarts: p.record.containers.values().map(|m| m.restart_count).sum(),
         });

@@ -22,6 +22,7 @@ mod exit;
 mod health;
 mod images;
 mod kill;
+mod lifecycle;
 mod metrics;
 pub mod network;
 pub mod node;

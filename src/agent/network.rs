@@ -211,23 +211,7 @@ pub fn check_async(node: &Node, key: &str, reply: super::node::Reply<Vec<String>
     });
 }
 
-/// A network as `network ls` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct NetworkInfo {
-    /// Name.
-    pub name: String,
-    /// `cniVersion`.
-    pub cni_version: String,
-    /// Plugin types, in chain order.
-    pub plugins: Vec<String>,
-    /// The file it is defined in.
-    pub file: PathBuf,
-    /// The agent's default network.
-    pub default: bool,
-    /// A file that could not be read instead (then the rest is empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use berth_api::network::NetworkView as NetworkInfo;
 
 /// Every network of the config dir, unreadable files included (blocking).
 pub fn list(settings: &Settings) -> Vec<NetworkInfo> {

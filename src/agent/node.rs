@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::error::ApiError;
 use super::Settings;
-use crate::api::ContainerInfo;
+use crate::api::ContainerView;
 
 pub use super::actions::{Action, Reply};
 
@@ -72,7 +72,7 @@ pub struct Handle {
     /// State dir.
     pub dir: ContainerDir,
     /// Current state.
-    pub info: ContainerInfo,
+    pub info: ContainerView,
     /// Becomes `Some` when it has exited.
     pub exit: watch::Receiver<Option<ExitRecord>>,
 }
@@ -138,20 +138,32 @@ impl Container {
     }
 
     /// The API view.
-    pub fn info(&self) -> ContainerInfo {
+    pub fn info(&self) -> ContainerView {
         let exit = self.known_exit();
         let status = self.status_with(exit.is_some());
-        ContainerInfo {
+        let r = &self.record;
+        ContainerView {
+            id: r.id.clone(),
+            name: r.name.clone(),
             status,
             pid: match status {
                 Status::Stopped => None,
-                _ => self.record.init.map(|p| p.pid),
+                _ => r.init.map(|p| p.pid),
             },
+            image: r.image.clone(),
+            image_id: r.image_id.clone(),
+            created: r.created.clone(),
+            started: r.started.clone(),
+            spec: r.task.clone(),
             bundle: self.dir.path().display().to_string(),
-            record: self.record.clone(),
-            exit,
-            health: self.health.clone(),
+            cgroup_path: r.cgroup_path.display().to_string(),
+            exposed_ports: r.exposed_ports.clone(),
+            restart_count: r.restart_count,
             restarting: self.restart_pending,
+            stopped_by_operator: r.stopped_by_operator,
+            network: r.network.as_ref().map(|n| n.view()),
+            exit: exit.map(|e| e.view()),
+            health: self.health.clone(),
         }
     }
 }
@@ -373,13 +385,8 @@ impl Node {
             Action::Pull(req, lines) => super::images::pull(self, req, lines),
             Action::PullEnded(key) => super::images::pull_ended(self, &key),
             Action::Import(q, lines) => super::images::import(self, q, lines),
-            Action::ListImages(r) => {
-                let _ = r.send(
-                    self.settings
-                        .store
-                        .list_images()
-                        .map_err(ApiError::internal),
-                );
+            Action::ListImages(reference, r) => {
+                let _ = r.send(super::images::list(self, reference.as_deref()));
             }
             Action::InspectImage(name, r) => {
                 let _ = r.send(super::images::inspect(self, &name));
@@ -402,9 +409,9 @@ impl Node {
                 }));
             }
             Action::List(r) => {
-                let mut all: Vec<ContainerInfo> =
+                let mut all: Vec<ContainerView> =
                     self.containers.values().map(Container::info).collect();
-                all.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+                all.sort_by(|a, b| a.created.cmp(&b.created));
                 let _ = r.send(Ok(all));
             }
             Action::Kill {
@@ -418,12 +425,12 @@ impl Node {
             Action::ShimExited(id) => self.on_shim_exit(&id),
             Action::CreatePod(spec, r) => super::pod::create(self, *spec, r),
             Action::ListPods(r) => {
-                let mut all: Vec<crate::api::PodInfo> = self
+                let mut all: Vec<crate::api::PodView> = self
                     .pods
                     .values()
                     .map(|p| super::pod::info(self, p))
                     .collect();
-                all.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+                all.sort_by(|a, b| a.created.cmp(&b.created));
                 let _ = r.send(Ok(all));
             }
             Action::InspectPod(key, r) => {

@@ -117,8 +117,13 @@ async fn import(State(tx): State<Tx>, Query(q): Query<ImportQuery>) -> Result<Re
     Ok(ndjson(rx))
 }
 
-async fn list_images(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(ask(&tx, Action::ListImages).await?))
+async fn list_images(
+    State(tx): State<Tx>,
+    Query(q): Query<crate::api::ListImagesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        ask(&tx, |r| Action::ListImages(q.reference, r)).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -353,7 +358,7 @@ async fn logs(
 
 async fn top(State(tx): State<Tx>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let h = resolve(&tx, id).await?;
-    let path = h.info.record.cgroup_path.clone();
+    let path = std::path::PathBuf::from(&h.info.cgroup_path);
     let top = tokio::task::spawn_blocking(move || super::probe::top(&path))
         .await
         .map_err(ApiError::internal)??;
@@ -371,7 +376,7 @@ async fn stats(
             h.id
         )));
     }
-    let path = h.info.record.cgroup_path.clone();
+    let path = std::path::PathBuf::from(&h.info.cgroup_path);
     let usage = tokio::task::spawn_blocking(move || {
         let m = berth_runtime::cgroups::manager(&path).map_err(ApiError::internal)?;
         berth_runtime::cgroups::usage(&m, &path).map_err(ApiError::internal)

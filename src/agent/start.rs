@@ -4,7 +4,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_runtime::state::{write_json, Status};
+use berth_runtime::state::Status;
 use berth_runtime::supervisor::protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -147,9 +147,7 @@ pub fn start_created(
             if let Some(c) = node.containers.get_mut(&id) {
                 c.busy = None;
             }
-            if result.is_ok() {
-                mark_started(node, &id);
-            }
+            let result = result.and_then(|r| super::lifecycle::started(node, &id).map(|()| r));
             then(node, result);
         },
     );
@@ -191,29 +189,11 @@ pub fn attach(node: &mut Node, key: &str, start: bool, reply: super::node::Reply
             Ok(stream)
         },
         move |node, result: Result<UnixStream, ApiError>| {
-            if start && result.is_ok() {
-                mark_started(node, &id);
-            }
+            let result = match result {
+                Ok(stream) if start => super::lifecycle::started(node, &id).map(|()| stream),
+                other => other,
+            };
             let _ = reply.send(result);
         },
     );
-}
-
-/// Records the start time (once).
-pub fn mark_started(node: &mut Node, id: &str) {
-    if let Some(c) = node.containers.get_mut(id) {
-        if c.record.started.is_none() {
-            c.record.started = Some(berth_runtime::state::now());
-            if let Err(e) = write_json(&c.dir.record(), &c.record) {
-                tracing::error!(error = %e, "recording the start");
-            }
-            let mut ev =
-                crate::agent::events::Event::new("container", "started", id, &c.record.name);
-            if let Some(m) = &c.record.task.pod {
-                ev = ev.with("pod", &m.pod_name);
-            }
-            node.emit(ev);
-            node.watch_health(id);
-        }
-    }
 }

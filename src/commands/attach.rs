@@ -5,8 +5,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 
 use anyhow::Result;
-use berth_runtime::state::ExitRecord;
-use berth_runtime::supervisor::protocol;
+use berth_api::attach as protocol;
+use berth_api::ExitView;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -57,7 +57,7 @@ fn window_size() -> Option<[u8; 4]> {
 }
 
 /// Relays until the EXIT frame (returned) or the connection ends (`None`).
-pub async fn relay(conn: Attached, stdin: bool, tty: bool) -> Result<Option<ExitRecord>> {
+pub async fn relay(conn: Attached, stdin: bool, tty: bool) -> Result<Option<ExitView>> {
     let (mut reader, mut writer) = tokio::io::split(conn);
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(16);
     // Raw mode only when keystrokes go to the container (`-it`), as the Docker CLI does.

@@ -5,12 +5,12 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use berth_runtime::cgroups::Usage;
-use berth_runtime::state::{ExitRecord, Status};
+use berth_api::stats::Usage;
+use berth_api::{ExitView, Status};
 use hyper::Method;
 
 use super::query;
-use crate::api::{ContainerInfo, ExecCreated, ExecRequest, Top};
+use crate::api::{ContainerView, ExecCreated, ExecRequest, Top};
 use crate::cli_containers::{ExecArgs, KillArgs, LogsArgs, PsArgs, RmArgs, StatsArgs, StopArgs};
 use crate::client::Client;
 use crate::format;
@@ -24,7 +24,7 @@ fn status_text(s: Status) -> &'static str {
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
-    let all: Vec<ContainerInfo> = client.get("/v1/containers").await?;
+    let all: Vec<ContainerView> = client.get("/v1/containers").await?;
     if args.format == "json" {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
@@ -38,7 +38,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
     };
     if args.quiet {
         for c in &all {
-            println!("{}", short(&c.record.id));
+            println!("{}", short(&c.id));
         }
         return Ok(());
     }
@@ -57,46 +57,42 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
             status = format!("{status} ({})", h.status);
         }
         rows.push(vec![
-            short(&c.record.id),
-            c.record.name.clone(),
-            c.record
-                .task
+            short(&c.id),
+            c.name.clone(),
+            c.spec
                 .pod
                 .as_ref()
                 .map_or("-".into(), |m| m.pod_name.clone()),
             c.pid.map_or("0".into(), |p| p.to_string()),
             status,
-            super::pods::ip_of(c.record.network.as_ref()),
-            super::pods::ports_of(c.record.network.as_ref()),
-            c.record.image.clone(),
-            format::age(Some(&c.record.created)),
+            super::pods::ip_of(c.network.as_ref()),
+            super::pods::ports_of(c.network.as_ref()),
+            c.image.clone(),
+            format::age(Some(&c.created)),
         ]);
     }
     print!("{}", format::table(&rows));
     Ok(())
 }
 
-async fn info(client: &Client, id: &str) -> Result<ContainerInfo> {
+async fn info(client: &Client, id: &str) -> Result<ContainerView> {
     client.get(&format!("/v1/containers/{id}")).await
 }
 
 /// `runc state` JSON, plus the exit when stopped.
 pub async fn state(client: &Client, id: &str) -> Result<()> {
     let c = info(client, id).await?;
-    let mut annotations = c.record.task.annotations.clone();
-    annotations.insert(
-        "org.opencontainers.image.ref.name".into(),
-        c.record.image.clone(),
-    );
+    let mut annotations = c.spec.annotations.clone();
+    annotations.insert("org.opencontainers.image.ref.name".into(), c.image.clone());
     let mut out = serde_json::json!({
         "ociVersion": "1.0.2",
-        "id": c.record.id,
-        "name": c.record.name,
+        "id": c.id,
+        "name": c.name,
         "status": status_text(c.status),
         "pid": c.pid.unwrap_or(0),
         "bundle": c.bundle,
         "rootfs": format!("{}/rootfs", c.bundle),
-        "created": c.record.created,
+        "created": c.created,
         "annotations": annotations,
     });
     if let Some(e) = &c.exit {
@@ -136,7 +132,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<()> {
         )
         .await?;
     while let Some(line) = lines.line().await? {
-        let Some(rec) = berth_runtime::logs::parse_record(&line) else {
+        let Some(rec) = berth_api::logs::parse_record(&line) else {
             continue;
         };
         let mut text = Vec::new();
@@ -149,12 +145,12 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<()> {
             text.push(b'\n');
         }
         match rec.stream {
-            berth_runtime::logs::Stream::Stdout => {
+            berth_api::logs::Stream::Stdout => {
                 let mut o = std::io::stdout().lock();
                 o.write_all(&text)?;
                 o.flush()?;
             }
-            berth_runtime::logs::Stream::Stderr => std::io::stderr().lock().write_all(&text)?,
+            berth_api::logs::Stream::Stderr => std::io::stderr().lock().write_all(&text)?,
         }
     }
     Ok(())
@@ -285,7 +281,7 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<()> {
 }
 
 pub async fn wait(client: &Client, id: &str) -> Result<ExitCode> {
-    let exit: ExitRecord = client
+    let exit: ExitView = client
         .post(&format!("/v1/containers/{id}/wait"), &())
         .await?;
     println!("{}", exit.exit_code);

@@ -1,27 +1,18 @@
 use anyhow::Result;
-use berth_images::reference::ImageRef;
+use berth_api::image::short_digest;
+use berth_api::ImageView;
 
-use berth_images::store::metadata::ImageRecord;
-
+use super::query;
 use crate::cli::ImagesArgs;
 use crate::client::Client;
 use crate::format;
 
 pub async fn run(client: &Client, args: ImagesArgs) -> Result<()> {
-    let mut images: Vec<ImageRecord> = client.get("/v1/images").await?;
-    if let Some(filter) = &args.reference {
-        // Like `docker images busybox`: a bare repository matches all its tags.
-        let wanted = ImageRef::parse(filter)?;
-        let has_tag = filter
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':') || last.contains('@'));
-        images.retain(|image| match ImageRef::parse(&image.reference) {
-            Ok(r) if has_tag => r == wanted,
-            Ok(r) => r.name() == wanted.name(),
-            Err(_) => false,
-        });
-    }
+    let path = match &args.reference {
+        Some(r) => format!("/v1/images?{}", query(&[("reference", r.clone())])),
+        None => "/v1/images".to_string(),
+    };
+    let images: Vec<ImageView> = client.get(&path).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());
@@ -30,9 +21,9 @@ pub async fn run(client: &Client, args: ImagesArgs) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for image in &images {
             let id = if args.no_trunc {
-                image.config.to_string()
+                image.id.clone()
             } else {
-                image.config.short().to_string()
+                short_digest(&image.id).to_string()
             };
             if seen.insert(id.clone()) {
                 println!("{id}");
@@ -46,16 +37,16 @@ pub async fn run(client: &Client, args: ImagesArgs) -> Result<()> {
             .to_vec(),
     ];
     for image in &images {
-        let (repo, tag) = match ImageRef::parse(&image.reference) {
-            Ok(r) => (r.name(), r.tag().unwrap_or("<none>").to_string()),
-            Err(_) => (image.reference.clone(), "<none>".into()),
-        };
+        let (repo, tag) = (
+            image.repository.clone(),
+            image.tag.clone().unwrap_or_else(|| "<none>".into()),
+        );
         let (digest, id) = if args.no_trunc {
-            (image.digest.to_string(), image.config.to_string())
+            (image.digest.clone(), image.id.clone())
         } else {
             (
-                format!("sha256:{}", image.digest.short()),
-                image.config.short().to_string(),
+                format!("sha256:{}", short_digest(&image.digest)),
+                short_digest(&image.id).to_string(),
             )
         };
         rows.push(vec![

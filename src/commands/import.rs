@@ -19,8 +19,7 @@ pub async fn run(client: &Client, args: ImportArgs) -> Result<()> {
     let mut _spool = None;
     let path = if args.path.as_os_str() == "-" {
         // The agent reads archives by path: stdin is spooled to a private temporary file.
-        let path =
-            std::env::temp_dir().join(berth_images::store::fsutil::unique_name("berth-import"));
+        let path = std::env::temp_dir().join(format!("berth-import-{}", std::process::id()));
         let spool = Spool(path.clone());
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -60,7 +59,7 @@ pub async fn run(client: &Client, args: ImportArgs) -> Result<()> {
     .with_context(|| format!("importing {}", args.path.display()))?;
     for record in records {
         if !args.quiet {
-            println!("Loaded image: {} ({})", record.reference, record.config);
+            println!("Loaded image: {} ({})", record.reference, record.id);
         } else {
             println!("{}", record.reference);
         }

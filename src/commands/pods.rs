@@ -1,10 +1,10 @@
 //! `berth pod run|ls|inspect|stop|rm` and `berth events`.
 
 use anyhow::{Context, Result};
-use berth_runtime::cgroups::Usage;
+use berth_api::stats::Usage;
 
 use super::query;
-use crate::api::PodInfo;
+use crate::api::PodView;
 use crate::cli_pods::{EventsArgs, PodCommand};
 use crate::client::Client;
 use crate::format;
@@ -18,24 +18,24 @@ pub async fn pod(client: &Client, cmd: PodCommand) -> Result<()> {
                 std::fs::read_to_string(&a.spec)
                     .with_context(|| format!("reading {}", a.spec.display()))?
             };
-            let spec = berth_runtime::pod::parse(&text)?;
+            let spec = berth_api::pod::parse(&text)?;
             let info = run_pod(client, &spec, a.pull).await?;
-            println!("{}", info.record.id);
+            println!("{}", info.id);
         }
         PodCommand::Ls(a) => {
-            let pods: Vec<PodInfo> = client.get("/v1/pods").await?;
+            let pods: Vec<PodView> = client.get("/v1/pods").await?;
             if a.format == "json" {
                 println!("{}", serde_json::to_string_pretty(&pods)?);
             } else if a.quiet {
                 for p in &pods {
-                    println!("{}", &p.record.id[..12]);
+                    println!("{}", &p.id[..12]);
                 }
             } else {
                 print!("{}", format::table(&pod_rows(&pods)));
             }
         }
         PodCommand::Inspect(a) => {
-            let info: PodInfo = client.get(&format!("/v1/pods/{}", a.pod)).await?;
+            let info: PodView = client.get(&format!("/v1/pods/{}", a.pod)).await?;
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
         PodCommand::Stop(a) => {
@@ -63,9 +63,9 @@ pub async fn pod(client: &Client, cmd: PodCommand) -> Result<()> {
 /// agent names as missing is pulled and the pod asked for again.
 async fn run_pod(
     client: &Client,
-    spec: &berth_runtime::pod::PodSpec,
+    spec: &berth_api::pod::PodSpec,
     pull: crate::cli::PullPolicy,
-) -> Result<PodInfo> {
+) -> Result<PodView> {
     use crate::cli::PullPolicy;
     let images: std::collections::BTreeSet<&str> = spec
         .init_containers
@@ -84,7 +84,7 @@ async fn run_pod(
     }
     let mut pulled = std::collections::BTreeSet::new();
     loop {
-        let err = match client.post::<_, PodInfo>("/v1/pods", spec).await {
+        let err = match client.post::<_, PodView>("/v1/pods", spec).await {
             Ok(info) => return Ok(info),
             Err(e) => e,
         };
@@ -106,7 +106,7 @@ async fn run_pod(
 
 /// `berth network ls|check`.
 pub async fn network(client: &Client, cmd: crate::cli_pods::NetworkCommand) -> Result<()> {
-    use crate::agent::network::NetworkInfo;
+    use berth_api::network::NetworkView as NetworkInfo;
     match cmd {
         crate::cli_pods::NetworkCommand::Ls(a) => {
             let list: Vec<NetworkInfo> = client.get("/v1/networks").await?;
@@ -149,13 +149,13 @@ pub async fn network(client: &Client, cmd: crate::cli_pods::NetworkCommand) -> R
 }
 
 /// The first IP of a network status, or `-`.
-pub fn ip_of(n: Option<&berth_runtime::state::NetworkStatus>) -> String {
+pub fn ip_of(n: Option<&berth_api::network::AttachmentView>) -> String {
     n.and_then(|n| n.ips.first().cloned())
         .unwrap_or_else(|| "-".into())
 }
 
 /// Published ports as Docker lists them, or `-`.
-pub fn ports_of(n: Option<&berth_runtime::state::NetworkStatus>) -> String {
+pub fn ports_of(n: Option<&berth_api::network::AttachmentView>) -> String {
     let ports: Vec<String> = n
         .map(|n| n.ports.iter().map(|p| p.to_string()).collect())
         .unwrap_or_default();
@@ -166,33 +166,33 @@ pub fn ports_of(n: Option<&berth_runtime::state::NetworkStatus>) -> String {
     }
 }
 
-fn pod_rows(pods: &[PodInfo]) -> Vec<Vec<String>> {
+fn pod_rows(pods: &[PodView]) -> Vec<Vec<String>> {
     let mut rows = vec![[
         "POD ID", "NAME", "STATUS", "QOS", "READY", "RESTARTS", "IP", "PORTS", "CREATED",
     ]
     .map(String::from)
     .to_vec()];
     for p in pods {
-        let apps: Vec<_> = p.record.containers.values().filter(|s| !s.init).collect();
+        let apps: Vec<_> = p.members.values().filter(|s| !s.init).collect();
         let running = p
             .containers
             .iter()
             .filter(|c| {
-                c.status == berth_runtime::state::Status::Running
-                    && c.record.task.pod.as_ref().is_some_and(|m| !m.init)
+                c.status == berth_api::Status::Running
+                    && c.spec.pod.as_ref().is_some_and(|m| !m.init)
             })
             .count();
-        let restarts: u32 = p.record.containers.values().map(|s| s.restart_count).sum();
+        let restarts: u32 = p.members.values().map(|s| s.restart_count).sum();
         rows.push(vec![
-            p.record.id[..12].to_string(),
-            p.record.name.clone(),
-            p.record.phase.to_string(),
-            p.record.qos.to_string(),
+            p.id[..12].to_string(),
+            p.name.clone(),
+            p.phase.to_string(),
+            p.qos.to_string(),
             format!("{running}/{}", apps.len()),
             restarts.to_string(),
-            ip_of(p.record.network.as_ref()),
-            ports_of(p.record.network.as_ref()),
-            format::age(Some(&p.record.created)),
+            ip_of(p.network.as_ref()),
+            ports_of(p.network.as_ref()),
+            format::age(Some(&p.created)),
         ]);
     }
     rows
@@ -208,7 +208,7 @@ fn time_arg(flag: &str, text: &str) -> Result<String> {
             .with_context(|| format!("{flag} {text:?} is out of range"))?;
         return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     }
-    let ago = berth_runtime::health::parse_duration(text).with_context(|| {
+    let ago = berth_api::health::parse_duration(text).with_context(|| {
         format!(
             "invalid {flag} {text:?}: want an RFC 3339 time, Unix seconds or a duration like 10m"
         )
@@ -251,7 +251,7 @@ pub async fn events(client: &Client, a: EventsArgs) -> Result<()> {
             println!("{}", String::from_utf8_lossy(&line).trim_end());
             continue;
         }
-        let e: crate::agent::events::Event = serde_json::from_slice(&line)?;
+        let e: berth_api::Event = serde_json::from_slice(&line)?;
         let attrs: Vec<String> = std::iter::once(format!("name={}", e.name))
             .chain(e.attributes.iter().map(|(k, v)| format!("{k}={v}")))
             .collect();

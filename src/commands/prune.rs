@@ -1,13 +1,13 @@
 use anyhow::Result;
 
-use berth_images::gc::GcReport;
+use berth_api::image::PruneView;
 
 use crate::cli::PruneArgs;
 use crate::client::Client;
 use crate::format;
 
 pub async fn run(client: &Client, args: PruneArgs) -> Result<()> {
-    let report: GcReport = client.post("/v1/images/prune", &()).await?;
+    let report: PruneView = client.post("/v1/images/prune", &()).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use berth_images::store::metadata::ImageRecord;
+use berth_api::ImageView;
 use hyper::Method;
 
 use crate::api::{ProgressLine, PullRequest};
@@ -43,7 +43,7 @@ pub async fn follow(
     path: &str,
     body: Option<Vec<u8>>,
     quiet: bool,
-) -> Result<Vec<ImageRecord>> {
+) -> Result<Vec<ImageView>> {
     let progress = crate::progress::for_terminal(quiet);
     let mut lines = client.stream(Method::POST, path, body).await?;
     let mut images = Vec::new();
@@ -57,7 +57,7 @@ pub async fn follow(
     Ok(images)
 }
 
-pub async fn pull(client: &Client, req: &PullRequest, quiet: bool) -> Result<ImageRecord> {
+pub async fn pull(client: &Client, req: &PullRequest, quiet: bool) -> Result<ImageView> {
     let images = follow(
         client,
         "/v1/images/pull",

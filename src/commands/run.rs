@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
-use berth_runtime::task::{self, NetworkMode, Resources, TaskSpec, Tmpfs, Volume};
+use berth_api::task::{self, NetworkMode, Resources, TaskSpec, Tmpfs, Volume};
 
 use crate::api::Created;
 use crate::cli_containers::RunArgs;
@@ -220,8 +220,8 @@ pub fn exit_code(code: i32) -> ExitCode {
 }
 
 /// `--health-*`: Docker's command check, plus Berth's HTTP and TCP checks.
-fn health_check(args: &RunArgs) -> Result<Option<berth_runtime::health::HealthCheck>> {
-    use berth_runtime::health::{parse_duration, HealthCheck, Probe};
+fn health_check(args: &RunArgs) -> Result<Option<berth_api::health::HealthCheck>> {
+    use berth_api::health::{parse_duration, HealthCheck, Probe};
     let probe = if let Some(cmd) = &args.health_cmd {
         Probe::Exec {
             command: vec!["/bin/sh".into(), "-c".into(), cmd.clone()],

@@ -639,7 +639,7 @@ pub fn pod_json(root: &Root, pod: &str) -> serde_json::Value {
 
 /// Id of the current container of slot `name`.
 pub fn member(root: &Root, pod: &str, name: &str) -> String {
-    pod_json(root, pod)["record"]["containers"][name]["id"]
+    pod_json(root, pod)["members"][name]["id"]
         .as_str()
         .unwrap_or_default()
         .to_string()

@@ -93,7 +93,7 @@ pub fn http_get(addr: &str, path: &str) -> String {
 }
 
 pub fn ip_of_pod(root: &Root, pod: &str) -> String {
-    super::pod_json(root, pod)["record"]["network"]["ips"][0]
+    super::pod_json(root, pod)["network"]["ips"][0]
         .as_str()
         .expect("pod ip")
         .to_string()
@@ -101,7 +101,7 @@ pub fn ip_of_pod(root: &Root, pod: &str) -> String {
 
 pub fn ip_of_container(root: &Root, name: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", name])).unwrap();
-    v["record"]["network"]["ips"][0]
+    v["network"]["ips"][0]
         .as_str()
         .expect("container ip")
         .to_string()

@@ -5,11 +5,30 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::{
-    bad, parse_cpu, parse_memory, PodContainer, PodPlan, PodSpec, PodSpecError, ProbeSpec,
-    QosClass, Quantity, ResourceRequirements,
+    bad, parse_cpu, parse_memory, PodContainer, PodSpec, PodSpecError, ProbeSpec, QosClass,
+    Quantity, ResourceRequirements,
 };
 use crate::health::{HealthCheck, Probe};
 use crate::task::{NetworkMode, PublishedPort, Resources, TaskSpec, Volume};
+
+/// The checked spec turned into tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodPlan {
+    /// QoS class.
+    pub qos: QosClass,
+    /// Init containers, in order (names, tasks without pod membership yet).
+    pub init: Vec<(String, TaskSpec)>,
+    /// App containers.
+    pub containers: Vec<(String, TaskSpec)>,
+    /// Summed requests: millicpus and bytes.
+    pub requests: (u64, u64),
+    /// Pod-wide limits when every app container has one: CPUs and bytes.
+    pub limits: (Option<f64>, Option<i64>),
+    /// The pod's network (`bridge`/`default`: the agent's default network).
+    pub network: NetworkMode,
+    /// Host ports to publish (from the containers' `hostPort`s).
+    pub ports: Vec<PublishedPort>,
+}
 
 fn check_dns_name(field: &str, name: &str) -> Result<(), PodSpecError> {
     let ok = !name.is_empty()

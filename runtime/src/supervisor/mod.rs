@@ -14,7 +14,7 @@
 pub mod confine;
 mod event_loop;
 pub mod launch;
-pub mod protocol;
+pub use berth_api::attach as protocol;
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -345,10 +345,11 @@ pub fn run_init(opts: InitOptions, ready_out: std::fs::File) -> i32 {
     let fail = |ready_out: &mut Option<std::fs::File>, e: SupervisorError| {
         let code = e.exit_code();
         tracing::error!(error = %e, "container failed");
-        let _ = write_json(
-            &dir.exit(),
-            &ExitRecord::failed(code, "start-failed", e.to_string()),
-        );
+        let failed = ExitRecord::failed(code, "start-failed", e.to_string());
+        if let Err(e) = write_json(&dir.exit(), &failed) {
+            // The agent also hears the failure on the ready pipe below.
+            tracing::error!(error = %e, "recording a failed start");
+        }
         report(
             ready_out,
             &Ready {
@@ -545,7 +546,10 @@ pub fn run_exec(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
     });
     let status = exec_failure.reason_for(status);
     let record = event_loop::exit_record(status, false);
-    let _ = write_json(&record_path, &record);
+    if let Err(e) = write_json(&record_path, &record) {
+        // Attached clients still get the exit frame below.
+        tracing::error!(error = %e, "recording an exec's exit");
+    }
     lp.finish(&record);
     let _ = std::fs::remove_file(dir.execs().join(format!("{}.sock", opts.exec_id)));
     0

@@ -12,6 +12,7 @@
 //! - `ns/{net,ipc,uts[,pid]}`: namespace files held by bind mounts.
 //! - `volumes/<name>/`: `emptyDir` volumes (mode 0777, as the kubelet makes them).
 
+mod phase;
 mod restart;
 mod run;
 pub mod sandbox;
@@ -25,13 +26,14 @@ use berth_runtime::pod::{PodSpec, QosClass};
 use berth_runtime::state::{read_json, ExitRecord, ProcessId};
 use serde::{Deserialize, Serialize};
 
+pub use phase::advance;
 pub use restart::{on_container_exit, restart_member, resume};
 pub use run::create;
 pub use stop::{abandon, remove, stop};
 
 use super::error::ApiError;
 use super::node::{Node, Reply};
-use crate::api::{ContainerInfo, PodInfo};
+use crate::api::{ContainerView, MemberView, PodView};
 
 /// Writes pod `id`'s record; a failure is logged and journaled as an `error` event (the
 /// state on disk is behind the state in memory: after a crash, recovery sees the older one).
@@ -52,31 +54,7 @@ pub fn save_or_report(node: &mut Node, id: &str, what: &str) -> bool {
     false
 }
 
-/// Where a pod is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PodPhase {
-    /// Sandbox made, init containers running or app containers being created.
-    Starting,
-    /// Every app container started (some may be restarting).
-    Running,
-    /// Every app container ended for good, all with code 0.
-    Succeeded,
-    /// Every app container ended for good, one with a failure.
-    Failed,
-    /// Stopped by the operator: nothing is restarted.
-    Stopped,
-}
-
-impl std::fmt::Display for PodPhase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        f.write_str(&s)
-    }
-}
+pub use berth_api::pod::PodPhase;
 
 /// One container slot of the pod.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,8 +97,8 @@ pub struct PodRecord {
     pub cgroup_path: PathBuf,
     /// RFC 3339.
     pub created: String,
-    /// Phase.
-    pub phase: PodPhase,
+    /// Phase: changed only by [`phase::advance`].
+    pub(in crate::agent::pod) phase: PodPhase,
     /// Why it failed.
     #[serde(default)]
     pub message: Option<String>,
@@ -142,13 +120,18 @@ pub struct Pod {
     /// `<root>/pods/<id>`.
     pub dir: PathBuf,
     /// The `pod run` caller, answered once started or failed.
-    pub pending: Option<Reply<PodInfo>>,
+    pub pending: Option<Reply<PodView>>,
     /// A task is making (`sandbox.rs`) or releasing (`teardown.rs`) its sandbox: what it
     /// is doing, for the refusal of a stop or removal meanwhile.
     pub busy: Option<&'static str>,
 }
 
 impl Pod {
+    /// Where it is in its life.
+    pub fn phase(&self) -> PodPhase {
+        self.record.phase
+    }
+
     /// Writes `pod.json`.
     pub fn save(&self) -> Result<(), ApiError> {
         berth_runtime::state::write_json(&self.dir.join("pod.json"), &self.record)
@@ -157,15 +140,41 @@ impl Pod {
 }
 
 /// The API view of a pod.
-pub fn info(node: &Node, pod: &Pod) -> PodInfo {
-    let mut containers: Vec<ContainerInfo> = members(node, &pod.record.id)
+pub fn info(node: &Node, pod: &Pod) -> PodView {
+    let mut containers: Vec<ContainerView> = members(node, &pod.record.id)
         .iter()
         .filter_map(|id| node.containers.get(id))
         .map(|c| c.info())
         .collect();
-    containers.sort_by(|a, b| a.record.created.cmp(&b.record.created));
-    PodInfo {
-        record: pod.record.clone(),
+    containers.sort_by(|a, b| a.created.cmp(&b.created));
+    let r = &pod.record;
+    PodView {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        phase: r.phase,
+        message: r.message.clone(),
+        qos: r.qos,
+        requests_millicpu: r.requests_millicpu,
+        requests_memory: r.requests_memory,
+        created: r.created.clone(),
+        cgroup_path: r.cgroup_path.display().to_string(),
+        pod_init_pid: r.pod_init.map(|p| p.pid),
+        network: r.network.as_ref().map(|n| n.view()),
+        spec: r.spec.clone(),
+        members: r
+            .containers
+            .iter()
+            .map(|(name, m)| {
+                let view = MemberView {
+                    id: m.id.clone(),
+                    init: m.init,
+                    done: m.done,
+                    restart_count: m.restart_count,
+                    last_exit: m.last_exit.as_ref().map(|e| e.view()),
+                };
+                (name.clone(), view)
+            })
+            .collect(),
         containers,
     }
 }

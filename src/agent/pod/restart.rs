@@ -133,12 +133,9 @@ fn settle(node: &mut Node, pod_id: &str) {
     } else {
         PodPhase::Succeeded
     };
-    let name = pod.record.name.clone();
-    if let Some(pod) = node.pods.get_mut(pod_id) {
-        pod.record.phase = phase;
+    if let Err(e) = super::phase::advance(node, pod_id, phase, None) {
+        tracing::error!(pod = %pod_id, error = %e.message, "settling the pod's phase");
     }
-    super::save_or_report(node, pod_id, "recording the pod's end");
-    node.emit(Event::new("pod", &phase.to_string(), pod_id, &name));
 }
 
 /// Restarts the slot after its back-off.

@@ -11,9 +11,8 @@ use berth_runtime::task::TaskSpec;
 
 use super::{MemberState, Pod, PodPhase, PodRecord};
 use crate::agent::error::ApiError;
-use crate::agent::events::Event;
 use crate::agent::node::{Node, Reply};
-use crate::api::PodInfo;
+use crate::api::PodView;
 
 /// The plan of a pod; `emptyDir` volumes live in its dir.
 pub fn plan_of(spec: &PodSpec, dir: &Path) -> Result<PodPlan, ApiError> {
@@ -23,7 +22,7 @@ pub fn plan_of(spec: &PodSpec, dir: &Path) -> Result<PodPlan, ApiError> {
 }
 
 /// Starts a pod; `reply` is answered when its containers run (or it failed).
-pub fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodInfo>) {
+pub fn create(node: &mut Node, spec: PodSpec, reply: Reply<PodView>) {
     match admit(node, spec) {
         Ok(id) => {
             if let Some(pod) = node.pods.get_mut(&id) {
@@ -344,13 +343,10 @@ fn running(node: &mut Node, id: &str) {
     let Some(pod) = node.pods.get_mut(id) else {
         return;
     };
-    pod.record.phase = PodPhase::Running;
     let pending = pod.pending.take();
-    let name = pod.record.name.clone();
-    super::save_or_report(node, id, "recording the pod's start");
-    node.emit(Event::new("pod", "started", id, &name));
+    let moved = super::phase::advance(node, id, PodPhase::Running, None);
     if let (Some(reply), Some(pod)) = (pending, node.pods.get(id)) {
-        let _ = reply.send(Ok(super::info(node, pod)));
+        let _ = reply.send(moved.map(|()| super::info(node, pod)));
     }
 }
 
@@ -363,5 +359,8 @@ pub fn fail(node: &mut Node, id: &str, message: String) {
         .map(|p| p.record.name.clone())
         .unwrap_or_default();
     tracing::warn!(pod = %name, %message, "pod failed to start; rolling back");
+    if let Err(e) = super::phase::advance(node, id, PodPhase::Failed, Some(message.clone())) {
+        tracing::error!(pod = %name, error = %e.message, "recording a failed start");
+    }
     super::teardown::start(node, id, super::teardown::After::Fail { message, reply });
 }

@@ -10,7 +10,6 @@ use nix::sys::signal::Signal;
 use super::teardown::After;
 use super::{members, PodPhase};
 use crate::agent::error::ApiError;
-use crate::agent::events::Event;
 use crate::agent::node::{Action, Node, Reply};
 
 /// Stops every container; the reply comes once all have exited.
@@ -36,24 +35,15 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
             waits.push((cid, c.exit.subscribe()));
         }
     }
-    let name = match node.pods.get_mut(&id) {
-        Some(pod) => {
-            let stopping = matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running);
-            if stopping {
-                pod.record.phase = PodPhase::Stopped;
-            }
-            let name = pod.record.name.clone();
-            if stopping && !super::save_or_report(node, &id, "recording the pod's stop") {
-                let _ = reply.send(Err(ApiError::internal(format!(
-                    "pod {key}: the stop could not be recorded; see the agent's log"
-                ))));
-                return;
-            }
-            name
-        }
-        None => return,
+    let Some(phase) = node.pods.get(&id).map(|p| p.record.phase) else {
+        return;
     };
-    node.emit(Event::new("pod", "stopped", &id, &name));
+    if matches!(phase, PodPhase::Starting | PodPhase::Running) {
+        if let Err(e) = super::phase::advance(node, &id, PodPhase::Stopped, None) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    }
     let tx = node.tx.clone();
     tokio::spawn(async move {
         for (cid, mut exit) in waits {
@@ -132,5 +122,9 @@ pub fn abandon(node: &mut Node, id: &str) {
         .map(|p| p.record.name.clone())
         .unwrap_or_default();
     tracing::warn!(pod = %name, "removing a pod the agent was starting when it stopped");
+    let why = "agent stopped while starting the pod".to_string();
+    if let Err(e) = super::phase::advance(node, id, PodPhase::Failed, Some(why)) {
+        tracing::error!(pod = %name, error = %e.message, "recording an abandoned start");
+    }
     super::teardown::start(node, id, After::Abandon);
 }

@@ -11,7 +11,7 @@ use super::{members, PodPhase};
 use crate::agent::error::ApiError;
 use crate::agent::events::Event;
 use crate::agent::node::{Action, AfterRemove, Node, Reply};
-use crate::api::PodInfo;
+use crate::api::PodView;
 
 /// What to do once the pod is gone.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub enum After {
         /// Why.
         message: String,
         /// The caller.
-        reply: Option<Reply<PodInfo>>,
+        reply: Option<Reply<PodView>>,
     },
     /// A pod found half-started at agent start.
     Abandon,
@@ -38,11 +38,15 @@ pub enum After {
 /// the owner), then the rest in [`release`].
 pub fn start(node: &mut Node, id: &str, after: After) {
     if let Some(pod) = node.pods.get_mut(id) {
-        // Nothing restarts while it goes.
-        pod.record.phase = PodPhase::Stopped;
         pod.busy = Some("being removed");
+        // Nothing restarts while it goes (restarts happen only while starting or running).
+        if matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
+            if let Err(e) = super::phase::advance(node, id, PodPhase::Stopped, None) {
+                // The removal goes on: it deletes the record this write was for.
+                tracing::error!(pod = %id, error = %e.message, "stopping a pod to remove it");
+            }
+        }
     }
-    super::save_or_report(node, id, "recording the pod's removal");
     // Members still being created (a restart in flight) go first: cancelled, and undone
     // before the pod's cgroup is removed.
     let mut containers: std::collections::VecDeque<String> = node
@@ -176,7 +180,6 @@ fn finish(node: &mut Node, id: &str, clean: bool, after: After) {
             let _ = reply.send(answer);
         }
         After::Fail { message, reply } => {
-            node.emit(Event::new("pod", "failed", id, &name).with("message", &message));
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ApiError::bad_request(format!(
                     "pod {name} failed to start: {message}"
@@ -184,9 +187,6 @@ fn finish(node: &mut Node, id: &str, clean: bool, after: After) {
                 .with_exit_code(125)));
             }
         }
-        After::Abandon => node.emit(
-            Event::new("pod", "failed", id, &name)
-                .with("message", "agent stopped while starting the pod"),
-        ),
+        After::Abandon => {}
     }
 }

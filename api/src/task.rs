@@ -22,7 +22,8 @@ pub struct TaskError {
     pub reason: String,
 }
 
-pub(crate) fn bad(field: &'static str, value: &str, reason: impl Into<String>) -> TaskError {
+/// A [`TaskError`] for `field`, quoting at most 80 characters of `value`.
+pub fn bad(field: &'static str, value: &str, reason: impl Into<String>) -> TaskError {
     // A message quotes a value, not a megabyte of it.
     let value = match value.char_indices().nth(80) {
         Some((cut, _)) => format!("{}…", &value[..cut]),

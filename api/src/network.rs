@@ -144,3 +144,47 @@ impl std::fmt::Display for PublishedPort {
         )
     }
 }
+
+/// A network as `network ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Name.
+    pub name: String,
+    /// `cniVersion`.
+    pub cni_version: String,
+    /// Plugin types, in chain order.
+    pub plugins: Vec<String>,
+    /// The file it is defined in.
+    pub file: std::path::PathBuf,
+    /// The agent's default network.
+    pub default: bool,
+    /// A file that could not be read instead (then the rest is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a container or pod is on a CNI network, as `ps` and `inspect` show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    /// The CNI network.
+    pub network: String,
+    /// Interface inside (`eth0`).
+    pub interface: String,
+    /// Addresses (no prefix length), the container's interface first.
+    pub ips: Vec<String>,
+    /// Gateway of the first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// MAC address of the interface inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Published ports, `0.0.0.0:8080->80/tcp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+    /// DNS servers the plugins handed back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains the plugins handed back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+}
