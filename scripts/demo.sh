@@ -122,7 +122,7 @@ step "$BIN/berth" ps
 step "$BIN/berth" logs --tail 2 web_client
 step "$BIN/berth" stats web_httpd
 step curl -s "http://127.0.0.1:$POD_PORT/"
-WEB_IP=$("$BIN/berth" pod inspect web | python3 -c 'import json,sys; print(json.load(sys.stdin)["record"]["network"]["ips"][0])')
+WEB_IP=$("$BIN/berth" pod inspect web | python3 -c 'import json,sys; print(json.load(sys.stdin)["network"]["ips"][0])')
 echo "(a second pod reaches web by its IP, $WEB_IP, across the bridge)"
 printf 'name: peer\nrestartPolicy: Never\ncontainers:\n  - {name: get, image: %s, command: [wget, -q, -O, -, "http://%s:8080/"]}\n' "$REG/library/busybox" "$WEB_IP" > "$WORK/peer.yaml"
 step "$BIN/berth" pod run "$WORK/peer.yaml"
