@@ -88,15 +88,6 @@ pub enum Action {
     StopPod(String, std::time::Duration, Reply<()>),
     /// Remove a pod (`force`: running too).
     RemovePod(String, bool, Reply<()>),
-    /// A back-off ended: replace `previous` in slot `name` of `pod`.
-    RestartMember {
-        /// Pod id.
-        pod: String,
-        /// Slot.
-        name: String,
-        /// The ended instance.
-        previous: String,
-    },
     /// A pod's sandbox task finished (`pod/sandbox.rs`).
     SandboxReady {
         /// Pod id.
@@ -138,8 +129,9 @@ pub enum Action {
     AbandonPod(String),
     /// Hand a recovered running pod's ended containers to its restart policy.
     ResumePod(String),
-    /// A single container's restart back-off ended.
-    RestartContainer(String),
+    /// A restart back-off ended (`backoff.rs`): restart unless the operator stopped or
+    /// removed it meanwhile.
+    Restart(super::backoff::Restart),
     /// The result of one health check.
     HealthResult {
         /// Container.

@@ -10,6 +10,7 @@
 //! SIGTERM (or `kill -9`) stops the agent and leaves containers running.
 
 mod actions;
+mod backoff;
 pub mod check;
 mod create;
 mod create_networked;

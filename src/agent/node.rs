@@ -310,7 +310,11 @@ impl Node {
             .into_iter()
             .map(Action::AbandonPod)
             .chain(running.into_iter().map(Action::ResumePod))
-            .chain(restarts.into_iter().map(Action::RestartContainer))
+            .chain(
+                restarts
+                    .into_iter()
+                    .map(|id| Action::Restart(super::backoff::Restart::Container(id))),
+            )
             .chain(unanswered.into_iter().map(|id| {
                 let (reply, _) = tokio::sync::oneshot::channel();
                 Action::Remove(id, true, reply)
@@ -451,11 +455,7 @@ impl Node {
                 clean,
                 after,
             } => super::pod::teardown::on_released(self, &id, released, clean, after),
-            Action::RestartMember {
-                pod,
-                name,
-                previous,
-            } => super::pod::restart_member(self, &pod, &name, &previous),
+
             Action::SandboxReady { pod, made, error } => {
                 super::pod::sandbox::on_ready(self, &pod, made, error)
             }
@@ -477,7 +477,14 @@ impl Node {
             Action::CheckNetwork(key, r) => super::network::check_async(self, &key, r),
             Action::AbandonPod(id) => super::pod::abandon(self, &id),
             Action::ResumePod(id) => super::pod::resume(self, &id),
-            Action::RestartContainer(id) => super::relaunch::restart(self, &id),
+            Action::Restart(super::backoff::Restart::Container(id)) => {
+                super::relaunch::restart(self, &id)
+            }
+            Action::Restart(super::backoff::Restart::Member {
+                pod,
+                name,
+                previous,
+            }) => super::pod::restart_member(self, &pod, &name, &previous),
             Action::Emit(ev) => self.emit(ev),
             Action::GcDone => self.gc_running = false,
             Action::Metrics(r) => {

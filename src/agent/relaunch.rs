@@ -2,18 +2,17 @@
 //! container and for its `--restart` policies: same id, name, writable layer and logs; a
 //! new supervisor and init. The rootfs is mounted again over the layers its lease keeps.
 //!
-//! Restart back-off is Docker's: 100 ms doubling per restart, at most a minute, back to
-//! 100 ms once a run lasted 10 s.
-
-use std::time::Duration;
+//! Restart back-off is Docker's (`backoff.rs`): 100 ms doubling per restart, at most a
+//! minute, back to 100 ms once a run lasted 10 s.
 
 use berth_runtime::rootfs::{RootfsDirs, RootfsKind};
 use berth_runtime::state::{write_json, ContainerDir, ContainerRecord, ExitRecord};
 use tokio::sync::watch;
 
+use super::backoff::{schedule, Backoff, Restart};
 use super::error::ApiError;
 use super::events::Event;
-use super::node::{Action, Node};
+use super::node::Node;
 
 /// Schedules a restart if the container's policy wants one (single containers; pods have
 /// their own policy).
@@ -29,23 +28,15 @@ pub fn on_exit(node: &mut Node, id: &str, exit: &ExitRecord) {
     {
         return;
     }
-    if r.ran_for(exit) >= Duration::from_secs(10) {
+    let backoff = Backoff::DOCKER;
+    if backoff.resets(r.ran_for(exit)) {
         c.backoff_step = 0;
     }
-    let delay = Duration::from_millis(100)
-        .saturating_mul(1u32 << c.backoff_step.min(10))
-        .min(Duration::from_secs(60));
+    let delay = backoff.delay(c.backoff_step);
     c.backoff_step += 1;
     c.restart_pending = true;
-    let ev =
-        Event::new("container", "backoff", id, &c.record.name).with("delay", format!("{delay:?}"));
-    node.emit(ev);
-    let tx = node.tx.clone();
-    let id = id.to_string();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = tx.send(Action::RestartContainer(id)).await;
-    });
+    let ev = Event::new("container", "backoff", id, &c.record.name);
+    schedule(node, Restart::Container(id.to_string()), delay, ev);
 }
 
 /// A back-off ended: restart unless the operator stopped or removed it meanwhile.

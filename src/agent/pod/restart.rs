@@ -1,18 +1,14 @@
 //! A container of a pod ended: complete an init step, restart it by the pod's policy after a
-//! back-off (the kubelet's: base × 2^restarts, capped; reset after 10 minutes of running), or
-//! settle the pod's phase when nothing is left to run.
-
-use std::time::Duration;
+//! back-off (`backoff.rs`, the kubelet's numbers: base × 2^restarts, capped; reset after 10
+//! minutes of running), or settle the pod's phase when nothing is left to run.
 
 use berth_runtime::pod::RestartPolicy;
 use berth_runtime::state::ExitRecord;
 
 use super::PodPhase;
+use crate::agent::backoff::{self, Backoff, Restart};
 use crate::agent::events::Event;
-use crate::agent::node::{Action, Node};
-
-/// A run this long forgets earlier crashes.
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
+use crate::agent::node::Node;
 
 /// Called by the owner once a pod container's exit is recorded.
 pub fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord) {
@@ -23,6 +19,10 @@ pub fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord)
         return;
     };
     let ran_for = c.record.ran_for(exit);
+    let backoff = Backoff::kubelet(
+        node.settings.restart_backoff,
+        node.settings.restart_backoff_max,
+    );
     let Some(pod) = node.pods.get_mut(&member.pod_id) else {
         return;
     };
@@ -33,7 +33,7 @@ pub fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord)
         return;
     }
     slot.last_exit = Some(exit.clone());
-    if ran_for >= BACKOFF_RESET {
+    if backoff.resets(ran_for) {
         slot.restart_count = 0;
     }
     if member.init && exit.exit_code == 0 {
@@ -148,10 +148,11 @@ fn schedule(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
         .containers
         .get(name)
         .map_or(0, |s| s.restart_count);
-    let base = node.settings.restart_backoff;
-    let delay = base
-        .saturating_mul(1u32 << count.min(16))
-        .min(node.settings.restart_backoff_max);
+    let delay = Backoff::kubelet(
+        node.settings.restart_backoff,
+        node.settings.restart_backoff_max,
+    )
+    .delay(count);
     tracing::info!(pod = %pod.record.name, container = name, ?delay, "restarting after back-off");
     let ev = Event::new(
         "container",
@@ -159,21 +160,13 @@ fn schedule(node: &mut Node, pod_id: &str, name: &str, previous: &str) {
         previous,
         &format!("{}_{name}", pod.record.name),
     )
-    .with("pod", &pod.record.name)
-    .with("delay", format!("{delay:?}"));
-    node.emit(ev);
-    let tx = node.tx.clone();
-    let (pod_id, name, previous) = (pod_id.to_string(), name.to_string(), previous.to_string());
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = tx
-            .send(Action::RestartMember {
-                pod: pod_id,
-                name,
-                previous,
-            })
-            .await;
-    });
+    .with("pod", &pod.record.name);
+    let what = Restart::Member {
+        pod: pod_id.to_string(),
+        name: name.to_string(),
+        previous: previous.to_string(),
+    };
+    backoff::schedule(node, what, delay, ev);
 }
 
 /// Replaces the ended instance of a slot with a new one (unless the pod moved on): the old
