@@ -472,3 +472,40 @@ fn copy_fallback_rootfs() {
     );
     root.ok(&["rm", "-f", &id]);
 }
+
+#[test]
+fn logs_follow_streams_until_the_container_exits() {
+    let root = Root::new();
+    import(&root);
+    // The second line is written only once the follower is there (the flag file appears
+    // when `logs -f` has printed the first).
+    let flag = tempfile::tempdir().unwrap();
+    let id = run_detached(
+        &root,
+        &[
+            "-v",
+            &format!("{}:/flag", flag.path().display()),
+            "busybox",
+            "sh",
+            "-c",
+            "echo one; while [ ! -e /flag/go ]; do sleep 0.05; done; echo two",
+        ],
+    );
+    let mut follow = root
+        .cmd(&["logs", "-f", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "one\n");
+    std::fs::write(flag.path().join("go"), b"").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "two\n");
+    // It ended by itself, with the container.
+    assert!(follow.wait().unwrap().success());
+    assert_eq!(state(&root, &id)["status"], "stopped");
+    root.ok(&["rm", &id]);
+}

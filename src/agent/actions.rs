@@ -54,6 +54,12 @@ pub enum Action {
     },
     /// Look a container up (id, name or unique prefix).
     Resolve(String, Reply<Handle>),
+    /// Stream a container's logs (`logs.rs`): the chunks' receiver.
+    Logs(
+        String,
+        crate::api::LogsQuery,
+        Reply<mpsc::Receiver<Vec<u8>>>,
+    ),
     /// All containers.
     List(Reply<Vec<ContainerView>>),
     /// Send a signal to the init (or, with `all`, to every process of the cgroup).

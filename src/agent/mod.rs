@@ -24,6 +24,7 @@ mod health;
 mod images;
 mod kill;
 mod lifecycle;
+mod logs;
 mod metrics;
 pub mod network;
 pub mod node;

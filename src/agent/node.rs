@@ -194,6 +194,8 @@ pub struct Node {
     pub pulls: HashMap<String, super::images::PullWaiters>,
     /// Containers being created, by id.
     pub creating: HashMap<String, Creating>,
+    /// Streams to clients (`logs -f`): they end with the agent.
+    pub streams: tokio::task::JoinSet<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -230,6 +232,7 @@ impl Node {
             releasing: HashMap::new(),
             pulls: HashMap::new(),
             creating: HashMap::new(),
+            streams: tokio::task::JoinSet::new(),
         };
         let dir = node.settings.containers_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -404,6 +407,7 @@ impl Node {
             }),
             Action::Stop(id, grace, r) => super::kill::stop(self, &id, grace, r),
             Action::Attach { id, start, reply } => super::start::attach(self, &id, start, reply),
+            Action::Logs(key, q, r) => super::logs::stream(self, &key, q, r),
             Action::Resolve(id, r) => {
                 let _ = r.send(self.resolve(&id).map(|c| Handle {
                     id: c.record.id.clone(),
@@ -497,6 +501,8 @@ impl Node {
             }
             Action::Tick => {
                 self.ticks += 1;
+                // Reaps streams that ended.
+                while self.streams.try_join_next().is_some() {}
                 super::evict::check(self);
                 if self.ticks % 10 == 1 {
                     super::disk::check(self);

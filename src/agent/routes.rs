@@ -300,52 +300,7 @@ async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let mut h = resolve(&tx, id).await?;
-    let dir = h.dir.logs();
-    let (out, rx) = mpsc::channel::<Vec<u8>>(16);
-    tokio::spawn(async move {
-        let d = dir.clone();
-        let first = tokio::task::spawn_blocking(move || {
-            let all = berth_runtime::logs::read_all(&d, q.tail);
-            (all, berth_runtime::logs::LogFollower::at_end(&d))
-        })
-        .await;
-        let Ok((Ok(all), mut follower)) = first else {
-            return;
-        };
-        if !all.is_empty() && out.send(all).await.is_err() {
-            return;
-        }
-        if !q.follow {
-            return;
-        }
-        loop {
-            let exited = h.exit.borrow().is_some();
-            let (f, chunk) = match tokio::task::spawn_blocking(move || {
-                let c = follower.poll();
-                (follower, c)
-            })
-            .await
-            {
-                Ok(x) => x,
-                Err(_) => return,
-            };
-            follower = f;
-            if let Ok(chunk) = chunk {
-                if !chunk.is_empty() && out.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-            if exited {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = h.exit.changed() => {}
-                _ = out.closed() => return,
-            }
-        }
-    });
+    let rx = ask(&tx, |r| Action::Logs(id, q, r)).await?;
     let mut rx = rx;
     let stream = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|c| c.map(Ok::<_, Infallible>))
