@@ -86,6 +86,25 @@ fn join_dirs(dirs: &[PathBuf]) -> String {
         .join(":")
 }
 
+/// Spawns `cmd`, retrying for up to a second while the executable is "text file busy"
+/// (ETXTBSY): a plugin being installed, or a file another thread of this process has open
+/// for writing at the moment a concurrent fork copied its descriptors (the fork's child
+/// holds it until its own exec). Either passes within milliseconds.
+fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `plugin` for `call` with `config` on stdin. `Ok(None)` when the plugin printed
 /// nothing (DEL, CHECK); a CNI error object on stdout becomes [`CniError::Plugin`].
 pub fn run(plugin: &str, call: &Call<'_>, config: &[u8]) -> Result<Option<Value>, CniError> {
@@ -115,7 +134,7 @@ pub fn run(plugin: &str, call: &Call<'_>, config: &[u8]) -> Result<Option<Value>
         .stderr(Stdio::piped())
         .process_group(0);
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(CniError::io("running", &path))?;
+    let mut child = spawn_retrying_busy(&mut cmd).map_err(CniError::io("running", &path))?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // Pipes are served by threads: a plugin may fill stdout before reading all of stdin.
     if let Some(mut stdin) = child.stdin.take() {
