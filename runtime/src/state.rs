@@ -213,7 +213,10 @@ impl ContainerDir {
     }
     /// `create.pending`: present from the first record of a client's create until the agent
     /// answers it. A container found with it after an agent crash was never reported to
-    /// its client (who saw an error), so recovery removes it.
+    /// its client (who saw an error), so recovery removes it. It is cleared just before the
+    /// answer is sent, so an agent killed between the two keeps a container whose client
+    /// saw the connection drop: the safe side of the ambiguity of any create whose server
+    /// dies mid-reply (a client told an id always finds its container).
     pub fn create_pending(&self) -> PathBuf {
         self.0.join("create.pending")
     }

@@ -609,12 +609,20 @@ pub fn state(root: &Root, id: &str) -> serde_json::Value {
     serde_json::from_str(&root.ok(&["state", id])).unwrap()
 }
 
-pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    assert!(poll_until(f), "timed out waiting for {what}");
+}
+
+/// Polls `f` every 50 ms for up to 20 s; whether it became true.
+pub fn poll_until(mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 pub fn containers_dir_entries(root: &Root) -> usize {
