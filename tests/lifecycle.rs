@@ -188,7 +188,8 @@ fn stop_escalates_and_kills_the_whole_cgroup() {
             "pid {p} survived"
         );
     }
-    assert!(root.container_cgroups().is_empty());
+    let left = root.container_cgroups();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
     root.ok(&["rm", &id]);
 }
 

@@ -125,6 +125,11 @@ fn fifty_containers_in_ten_pods_survive_kill_9_of_the_agent() {
     let upgraded = root.path().join("upgrade/berth");
     std::fs::create_dir_all(upgraded.parent().unwrap()).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_berth"), &upgraded).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_berth-monitor"),
+        upgraded.with_file_name("berth-monitor"),
+    )
+    .unwrap();
     root.stop_agent(libc::SIGTERM);
     root.start_agent_from(&upgraded, &[]);
     assert_eq!(snapshot(&root), after);

@@ -7,7 +7,6 @@
 //! agent's own per-controller paths (the others must be its prefixes): every cgroup Berth
 //! creates is then below the agent's own cgroup in every hierarchy.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{AnyCgroupManager, CgroupManager};
@@ -136,35 +135,7 @@ pub fn usage(manager: &AnyCgroupManager, path: &Path) -> Result<Usage, CgroupErr
     })
 }
 
-/// OOM kills recorded by the kernel for the cgroup (v1 `memory.oom_control`, v2
-/// `memory.events`); 0 if unreadable.
-pub fn oom_kills(path: &Path) -> u64 {
-    oom_kills_in(Path::new(MOUNT), path, is_v2())
-}
-
-/// [`oom_kills`] below a given cgroupfs mount (tests use a fake tree).
-pub fn oom_kills_in(mount: &Path, path: &Path, v2: bool) -> u64 {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let (file, key) = if v2 {
-        (mount.join(rel).join("memory.events"), "oom_kill")
-    } else {
-        (
-            mount.join("memory").join(rel).join("memory.oom_control"),
-            "oom_kill",
-        )
-    };
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    parse_flat_keyed(&text).get(key).copied().unwrap_or(0)
-}
-
-fn parse_flat_keyed(text: &str) -> BTreeMap<&str, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k, v.trim().parse().ok()?))
-        })
-        .collect()
-}
+pub use berth_monitor::cgroup::{oom_kills, oom_kills_in};
 
 /// Processes in the cgroup.
 pub fn pids(manager: &AnyCgroupManager, path: &Path) -> Result<Vec<i32>, CgroupError> {
@@ -174,19 +145,6 @@ pub fn pids(manager: &AnyCgroupManager, path: &Path) -> Result<Vec<i32>, CgroupE
         .into_iter()
         .map(|p| p.as_raw())
         .collect())
-}
-
-/// `cgroup.procs` of the cgroup in one hierarchy that Berth always uses; `None` if the
-/// cgroup does not exist. A cheap look before building a manager (which parses
-/// `/proc/self/mountinfo` once per v1 controller).
-fn procs_file(path: &Path) -> Option<String> {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let dir = if is_v2() {
-        Path::new(MOUNT).join(rel)
-    } else {
-        Path::new(MOUNT).join("pids").join(rel)
-    };
-    std::fs::read_to_string(dir.join("cgroup.procs")).ok()
 }
 
 /// True if the cgroup exists in any hierarchy (a failed creation may have made only some).
@@ -200,34 +158,14 @@ pub fn exists(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGKILLs every process in the cgroup until it is empty: processes that fork while being
-/// killed are caught by the next pass (the cgroup is frozen meanwhile where possible).
+/// SIGKILLs every process in the cgroup until it is empty (`berth_monitor::cgroup::kill_all`:
+/// v2 `cgroup.kill`, else kill passes with the v1 freezer holding forks in between).
+///
+/// By hand, not through libcgroups: its freezer re-creates a cgroup directory that the
+/// container's monitor removed a moment before (both kill at a container's end), which
+/// left an empty cgroup behind.
 pub fn kill_all(path: &Path) -> Result<(), CgroupError> {
-    if procs_file(path).is_none_or(|p| p.trim().is_empty()) {
-        return Ok(());
-    }
-    let Ok(m) = manager(path) else {
-        return Ok(());
-    };
-    let _ = m.freeze(libcgroups::common::FreezerState::Frozen);
-    for _ in 0..100 {
-        let pids = match pids(&m, path) {
-            Ok(p) => p,
-            Err(_) => break,
-        };
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = m.freeze(libcgroups::common::FreezerState::Thawed);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let _ = m.freeze(libcgroups::common::FreezerState::Thawed);
+    berth_monitor::cgroup::kill_all(path);
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //! UTS namespaces, sets the host name, brings `lo` up and bind-mounts each namespace file
 //! onto `<pod>/ns/{net,ipc,uts}`; the mounts keep the namespaces alive with no process in
 //! them, and containers join them by path. With a shared PID namespace a PID namespace
-//! cannot outlive its PID 1, so a tiny init of Berth's own (forked here) is the pod's PID 1:
-//! it reaps orphans and ends on SIGTERM; `<pod>/ns/pid` names its namespace.
+//! cannot outlive its PID 1, so a tiny init of Berth's own (forked here, exec'ing
+//! `berth-monitor pod-init`) is the pod's PID 1: it reaps orphans and ends on SIGTERM;
+//! `<pod>/ns/pid` names its namespace.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,7 @@ pub fn create(
     dir: &Path,
     hostname: Option<&str>,
     ns: Namespaces,
+    monitor: Option<&Path>,
 ) -> Result<Option<i32>, SandboxError> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let mut flags = CloneFlags::empty();
@@ -83,10 +85,37 @@ pub fn create(
         return Ok(None);
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| io("unshare pid", dir, e))?;
+    // Prepared before the fork: the child only execs (or, without a monitor binary, runs
+    // the same loop in this binary's copy).
+    let exe = monitor.and_then(|m| {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(m.as_os_str().as_bytes()).ok()
+    });
+    // `--dir` names the pod in `ps` (and lets a test harness find what it started).
+    let dir_arg = {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap_or_default()
+    };
+    let argv = [
+        c"berth-monitor".as_ptr(),
+        c"pod-init".as_ptr(),
+        c"--dir".as_ptr(),
+        dir_arg.as_ptr(),
+        std::ptr::null(),
+    ];
     // SAFETY: the helper is single-threaded; the child only calls async-signal-safe
-    // functions (sigprocmask, setsid, waitpid, _exit) before it ends.
+    // functions (execv; else sigprocmask, setsid, waitpid, _exit) before it ends.
     match unsafe { nix::unistd::fork() }.map_err(|e| io("fork", dir, e))? {
-        nix::unistd::ForkResult::Child => pod_init(),
+        nix::unistd::ForkResult::Child => {
+            if let Some(exe) = &exe {
+                // SAFETY: `exe` and `argv` are NUL-terminated and outlive the call; execv
+                // returns only on failure.
+                unsafe {
+                    libc::execv(exe.as_ptr(), argv.as_ptr());
+                }
+            }
+            berth_monitor::pod_init::run()
+        }
         nix::unistd::ForkResult::Parent { child } => {
             bind_ns(
                 &PathBuf::from(format!("/proc/{child}/ns/pid")),
@@ -107,40 +136,6 @@ fn bind_ns(source: &Path, target: &Path) -> Result<(), SandboxError> {
         None::<&str>,
     )
     .map_err(|e| io("bind-mounting", target, e))
-}
-
-/// PID 1 of a pod: reaps every child until SIGTERM. Signals other than TERM are ignored by
-/// the kernel for a PID 1 without handlers, so TERM is waited for explicitly.
-fn pod_init() -> ! {
-    let _ = nix::unistd::setsid();
-    for fd in 0..3 {
-        if let Ok(null) = nix::fcntl::open(
-            "/dev/null",
-            nix::fcntl::OFlag::O_RDWR,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            let _ = nix::unistd::dup2(null, fd);
-            let _ = nix::unistd::close(null);
-        }
-    }
-    let mut set = nix::sys::signal::SigSet::empty();
-    set.add(nix::sys::signal::Signal::SIGTERM);
-    set.add(nix::sys::signal::Signal::SIGCHLD);
-    let _ = set.thread_block();
-    loop {
-        match set.wait() {
-            Ok(nix::sys::signal::Signal::SIGTERM) => std::process::exit(0),
-            _ => {
-                while let Ok(status) =
-                    nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
-                {
-                    if status == nix::sys::wait::WaitStatus::StillAlive {
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Mounts the tmpfs of a `medium: Memory` volume at `path` (made here), shared by every

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! container.json   ContainerRecord, written by the agent (version 1)
-//! exit.json        ExitRecord, written by the supervisor when the init exits (version 1)
+//! exit.json        ExitRecord, written by the monitor when the init exits (version 1)
 //! config.json      the OCI runtime spec (the bundle is this directory)
 //! rootfs/          overlay mount point (or the copied rootfs)
 //! fs/upper fs/work overlay upper and work dirs
@@ -26,7 +26,7 @@ use crate::rootfs::RootfsKind;
 use crate::task::TaskSpec;
 
 /// Version of [`ContainerRecord`] and [`ExitRecord`] files.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = berth_monitor::exit::EXIT_VERSION;
 
 /// Reading or writing a state file failed.
 #[derive(Debug, thiserror::Error)]
@@ -147,60 +147,7 @@ impl ContainerRecord {
     }
 }
 
-/// How a process ended, written by its supervisor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitRecord {
-    /// File version.
-    pub version: u32,
-    /// Exit code as a shell reports it: the status, or 128 + signal.
-    pub exit_code: i32,
-    /// Signal that killed it, if any.
-    pub signal: Option<i32>,
-    /// Killed by the kernel's OOM killer (the cgroup's oom_kill count went up).
-    pub oom_killed: bool,
-    /// `exited`, `signaled`, `oom-killed`, `start-failed`, `not-found`.
-    pub reason: String,
-    /// RFC 3339.
-    pub finished: String,
-    /// Set when the process could not be started.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-impl ExitRecord {
-    /// Exit of a process that never ran, with Docker's codes (127: command not found, 126:
-    /// cannot be executed, 125: anything else).
-    pub fn failed(code: i32, reason: &str, error: String) -> Self {
-        ExitRecord {
-            version: STATE_VERSION,
-            exit_code: code,
-            signal: None,
-            oom_killed: false,
-            reason: reason.to_string(),
-            finished: now(),
-            error: Some(error),
-        }
-    }
-}
-
-impl ExitRecord {
-    /// The API view.
-    pub fn view(&self) -> berth_api::ExitView {
-        berth_api::ExitView {
-            exit_code: self.exit_code,
-            signal: self.signal,
-            oom_killed: self.oom_killed,
-            reason: self.reason.clone(),
-            finished: self.finished.clone(),
-            error: self.error.clone(),
-        }
-    }
-}
-
-/// Current time, RFC 3339 with nanoseconds.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
+pub use berth_monitor::exit::{now, ExitRecord};
 
 /// Paths of one container's state dir.
 #[derive(Debug, Clone)]

@@ -41,6 +41,22 @@ fn items(root: &Path) -> Vec<Item> {
         .collect();
     let new_enough = version.as_slice() >= [4u32, 18].as_slice();
     out.push(item("kernel >= 4.18", new_enough, true, release));
+    let monitor = std::fs::read_link("/proc/self/exe")
+        .map(|exe| exe.with_file_name("berth-monitor"))
+        .unwrap_or_default();
+    out.push(item(
+        "berth-monitor",
+        monitor.is_file(),
+        true,
+        if monitor.is_file() {
+            monitor.display().to_string()
+        } else {
+            format!(
+                "missing at {}: install it beside berth (each container's supervisor)",
+                monitor.display()
+            )
+        },
+    ));
     out.push(item(
         "running as root",
         nix::unistd::geteuid().is_root(),

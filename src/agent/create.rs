@@ -496,7 +496,7 @@ fn write_etc(
     Ok([a, b, c])
 }
 
-/// Starts `berth shim init` and waits for its start-up line; a task then waits for the
+/// Starts `berth-monitor init` and waits for its start-up line; a task then waits for the
 /// supervisor's end and reports it to the owner through `tx`.
 pub async fn spawn_supervisor(
     s: &Settings,
@@ -506,9 +506,10 @@ pub async fn spawn_supervisor(
     cancelled: Option<&mut tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(i32, Option<berth_runtime::state::ProcessId>), ApiError> {
     let log = std::fs::File::create(dir.path().join("shim.log")).map_err(ApiError::internal)?;
-    let mut cmd = tokio::process::Command::new(&s.exe);
-    cmd.arg("shim")
-        .arg("init")
+    let mut cmd = tokio::process::Command::new(&s.monitor);
+    cmd.arg("init")
+        .arg("--berth")
+        .arg(&s.exe)
         .arg("--id")
         .arg(&record.id)
         .arg("--dir")

@@ -112,9 +112,10 @@ async fn prepare_and_start(
         .map_err(ApiError::internal)?;
 
     let s = settings;
-    let mut cmd = tokio::process::Command::new(&s.exe);
-    cmd.arg("shim")
-        .arg("exec")
+    let mut cmd = tokio::process::Command::new(&s.monitor);
+    cmd.arg("exec")
+        .arg("--berth")
+        .arg(&s.exe)
         .arg("--id")
         .arg(&c.id)
         .arg("--dir")

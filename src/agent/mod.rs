@@ -58,8 +58,10 @@ pub struct Settings {
     pub store: Store,
     /// Cgroup root (absolute, below the agent's own cgroup by default).
     pub cgroup_root: PathBuf,
-    /// The binary to run as supervisor (`/proc/self/exe` resolved at start).
+    /// This binary (`/proc/self/exe` resolved at start): the create helper and sandboxes.
     pub exe: PathBuf,
+    /// `berth-monitor`, installed beside it: each container's resident supervisor.
+    pub monitor: PathBuf,
     /// Container log rotation.
     pub rotation: Rotation,
     /// Always copy the rootfs instead of mounting overlayfs.
@@ -190,11 +192,19 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         None => berth_runtime::cgroups::default_root().context("finding the cgroup root")?,
     };
     let exe = std::fs::read_link("/proc/self/exe").context("resolving /proc/self/exe")?;
+    let monitor = exe.with_file_name("berth-monitor");
+    anyhow::ensure!(
+        monitor.is_file(),
+        "{} is missing: berth-monitor must be installed beside {}",
+        monitor.display(),
+        exe.display()
+    );
     let settings = Arc::new(Settings {
         root: opts.root.clone(),
         store,
         cgroup_root,
         exe,
+        monitor,
         rotation: opts.rotation,
         rootfs_copy: opts.rootfs_copy,
         config: opts.config,

@@ -225,9 +225,23 @@ impl Root {
             .filter(|pid| {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd);
-                cmd.contains("shim\0") && cmd.contains(&root)
+                (cmd.contains("shim\0") || cmd.contains("berth-monitor\0")) && cmd.contains(&root)
             })
             .collect()
+    }
+
+    /// Processes in this test's cgroup tree (containers a failed test left running).
+    fn cgroup_processes(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        for d in cgroup_dirs(&self.cgroup_root) {
+            for dir in subdirs(&d).into_iter().chain([d.clone()]) {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Mount points below the data root.
@@ -384,13 +398,24 @@ impl Drop for Root {
             }
         }
         self.stop_agent(libc::SIGTERM);
-        // Supervisors this test's agent started and nobody removed (a test that failed
-        // half-way, a create still in flight): killed by pid, found by their state dir.
+        // Monitors, helpers and pod inits this test's agent started and nobody removed (a
+        // test that failed half-way, a create still in flight): killed by pid, found by
+        // their state dir; then what still runs in this test's own cgroups.
         for pid in self.own_supervisors() {
             // SAFETY: kill(2) on a supervisor whose command line names this test's root.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
+        }
+        for pid in self.cgroup_processes() {
+            // SAFETY: kill(2) on a process in a cgroup this test created.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.cgroup_processes().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
         let leftover_mounts = self.mounts();
         for m in &leftover_mounts {

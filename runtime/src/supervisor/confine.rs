@@ -184,9 +184,10 @@ fn lookup(command: &str) -> String {
         .unwrap_or_else(|| command.to_string())
 }
 
-/// A pipe through which a container process whose `execvp` failed tells the supervisor
-/// why. Its write end is inherited by the process and closed by a successful `execve`
-/// (CLOEXEC); the supervisor drops its own copy once the process is launched.
+/// A pipe through which a container process whose `execvp` failed tells the monitor why
+/// (`CODE MESSAGE`). Its write end is inherited by the process and closed by a successful
+/// `execve` (CLOEXEC); the helper drops its own copy once the process is launched. The
+/// helper reads it for a failure during the launch, the monitor for one after START.
 #[derive(Debug)]
 pub struct ExecFailure {
     read: OwnedFd,
@@ -217,14 +218,11 @@ impl ExecFailure {
         self.write = None;
     }
 
-    /// How the process ended, with the reason its `execvp` failed if it did: then it never
-    /// ran, and the exit is a start failure with Docker's code (126, 127).
-    pub(crate) fn reason_for(&self, end: super::event_loop::End) -> super::event_loop::End {
-        match (&end, self.take()) {
-            (super::event_loop::End::Exited(_), Some((code, error))) => {
-                super::event_loop::End::Failed { code, error }
-            }
-            _ => end,
+    /// The pipe the monitor made: both ends handed to the create helper at fixed numbers.
+    pub fn from_fds(read: OwnedFd, write: OwnedFd) -> Self {
+        ExecFailure {
+            read,
+            write: Some(write),
         }
     }
 

@@ -1,27 +1,23 @@
-//! The libcontainer calls, made only in the single-threaded supervisor: create the init,
-//! start it, run an exec process inside it; receive a pty master from the console socket;
-//! bring up `lo` in a new network namespace (libcontainer leaves it down).
+//! The libcontainer calls, made only in the single-threaded create helper: create the init,
+//! start it, run an exec process inside it; bring up `lo` in a new network namespace
+//! (libcontainer leaves it down).
 
-use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use super::SupervisorError;
 
 /// Where the process's standard streams go.
 #[derive(Debug)]
 pub enum Stdio {
-    /// A terminal: libcontainer creates it and sends the master to this socket.
+    /// A terminal: libcontainer creates it and sends the master to the socket at `path`
+    /// (the monitor listens there).
     Tty {
-        /// Listener bound at `path` before the build.
-        listener: UnixListener,
-        /// Its path.
+        /// The console socket.
         path: PathBuf,
     },
     /// Pipes (the container's ends); stdin is `/dev/null` when `None`.
@@ -51,7 +47,7 @@ fn builder(
         .with_root_path(lc_root)
         .map_err(lc_err("setting the state root"))?;
     match stdio {
-        Stdio::Tty { path, .. } => {
+        Stdio::Tty { path } => {
             b = b.with_console_socket(Some(path.clone()));
         }
         Stdio::Pipes {
@@ -128,35 +124,6 @@ pub fn exec(
         None => lc_err("running the exec process")(e),
     })?;
     Ok(pid.as_raw())
-}
-
-/// Accepts libcontainer's connection on the console socket and takes the pty master.
-pub fn receive_pty(listener: &UnixListener) -> Result<OwnedFd, SupervisorError> {
-    let io = |e: std::io::Error| SupervisorError::Io {
-        what: "receiving the terminal".into(),
-        source: e,
-    };
-    listener.set_nonblocking(false).map_err(io)?;
-    let (conn, _) = listener.accept().map_err(io)?;
-    let mut buf = [0u8; 4096];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| io(e.into()))?;
-    for cmsg in msg.cmsgs().map_err(|e| io(e.into()))? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor in our table for us.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    Err(io(std::io::Error::other("no descriptor received")))
 }
 
 /// Sets `lo` up in the network namespace of `pid`, then returns to our own namespace. The

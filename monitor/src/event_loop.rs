@@ -1,4 +1,4 @@
-//! The supervisor's single-threaded poll loop: accepts attach clients, relays output to the
+//! The monitor's single-threaded poll loop: accepts attach clients, relays output to the
 //! log and to clients, input and terminal size to the process, forwards signals, reaps.
 
 use std::io::{ErrorKind, Read, Write};
@@ -6,16 +6,17 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-use libcontainer::container::Container;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{launch, protocol, SupervisorError};
-use crate::logs::{LogWriter, Stream};
-use crate::state::{now, ExitRecord, STATE_VERSION};
+use crate::exit::{now, ExitRecord, EXIT_VERSION};
+use crate::logs::LogWriter;
+use berth_api::logs::Stream;
+use crate::MonitorError;
+use berth_api::attach as protocol;
 
 /// Output after the process ended is drained for at most this long (a grandchild may hold
 /// the pipe open; the cgroup is killed afterwards anyway).
@@ -53,15 +54,15 @@ pub enum End {
 pub enum Managed<'a> {
     /// A created container; START starts it.
     Init {
-        /// libcontainer's handle.
-        container: &'a mut Container,
+        /// Lets the created init run the user's process (asks the create helper).
+        start: &'a mut dyn FnMut() -> Result<(), MonitorError>,
         /// Its init.
         pid: i32,
     },
     /// An exec process, launched on START.
     Exec {
         /// Runs the process; returns its pid.
-        launch: &'a mut dyn FnMut(&mut EventLoop) -> Result<i32, SupervisorError>,
+        launch: &'a mut dyn FnMut(&mut EventLoop) -> Result<i32, MonitorError>,
     },
 }
 
@@ -76,7 +77,6 @@ struct Client {
 pub struct EventLoop {
     listener: UnixListener,
     signals: SignalFd,
-    mask: SigSet,
     outputs: Vec<(OwnedFd, u8)>,
     stdin: Option<OwnedFd>,
     tty: Option<OwnedFd>,
@@ -105,7 +105,7 @@ impl EventLoop {
         stdin: Option<OwnedFd>,
         tty: Option<OwnedFd>,
         log: Option<LogWriter>,
-    ) -> Result<Self, SupervisorError> {
+    ) -> Result<Self, MonitorError> {
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGCHLD,
@@ -118,18 +118,18 @@ impl EventLoop {
         ] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| SupervisorError::Io {
+        mask.thread_block().map_err(|e| MonitorError::Io {
             what: "blocking signals".into(),
             source: e.into(),
         })?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(|e| SupervisorError::Io {
+            .map_err(|e| MonitorError::Io {
             what: "signalfd".into(),
             source: e.into(),
         })?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| SupervisorError::Io {
+            .map_err(|e| MonitorError::Io {
                 what: "listener".into(),
                 source: e,
             })?;
@@ -139,7 +139,6 @@ impl EventLoop {
         Ok(EventLoop {
             listener,
             signals,
-            mask,
             outputs,
             stdin,
             tty,
@@ -208,10 +207,10 @@ impl EventLoop {
                     continue;
                 }
                 match &mut managed {
-                    Managed::Init { container, pid } => match launch::start(container) {
+                    Managed::Init { start, pid } => match start() {
                         Ok(()) => {
                             started = true;
-                            super::release_setup_memory();
+                            crate::memory::release_setup_memory();
                             let msg = format!("{{\"pid\":{pid}}}");
                             self.broadcast(protocol::STARTED, msg.as_bytes());
                         }
@@ -225,10 +224,8 @@ impl EventLoop {
                         }
                     },
                     Managed::Exec { launch } => {
-                        let _ = self.mask.thread_unblock();
-                        let r = launch(self);
-                        let _ = self.mask.thread_block();
-                        match r {
+                        // The helper is spawned with an empty signal mask (std resets it).
+                        match launch(self) {
                             Ok(pid) => {
                                 started = true;
                                 target = Some(pid);
@@ -359,7 +356,7 @@ impl EventLoop {
                             Stream::Stdout
                         };
                         if let Err(e) = log.write(stream, data) {
-                            tracing::warn!(error = %e, "writing the container log");
+                            crate::log(format_args!("writing the container log: {e}"));
                         }
                     }
                     self.broadcast(kind, data);
@@ -490,7 +487,7 @@ pub fn exit_record(end: End, oom_killed: bool) -> ExitRecord {
         End::Failed { code, error } => (code, None, "start-failed", Some(error)),
     };
     ExitRecord {
-        version: STATE_VERSION,
+        version: EXIT_VERSION,
         exit_code,
         signal,
         oom_killed,
@@ -501,5 +498,26 @@ pub fn exit_record(end: End, oom_killed: bool) -> ExitRecord {
         },
         finished: now(),
         error,
+    }
+}
+
+/// How the process ended, with the reason its `execvp` failed if it reported one on the
+/// exec-failure pipe (`CODE MESSAGE`): then it never ran, and the exit is a start failure
+/// with Docker's code (126, 127).
+pub fn exec_failure(end: End, pipe: &OwnedFd) -> End {
+    if !matches!(end, End::Exited(_)) {
+        return end;
+    }
+    let mut buf = [0u8; 1024];
+    let Ok(n) = nix::unistd::read(pipe.as_raw_fd(), &mut buf) else {
+        return end;
+    };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    match text
+        .split_once(' ')
+        .and_then(|(code, message)| Some((code.parse().ok()?, message.to_string())))
+    {
+        Some((code, error)) => End::Failed { code, error },
+        None => end,
     }
 }
