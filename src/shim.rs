@@ -19,11 +19,15 @@ use std::process::ExitCode;
 
 use berth_monitor::args::Parsed;
 use berth_monitor::report::{take_stdout, Ready};
-use berth_runtime::supervisor::helper::{run_create, run_exec_create, CreateOptions, ExecCreateOptions};
+use berth_runtime::supervisor::helper::{
+    run_create, run_exec_create, CreateOptions, ExecCreateOptions,
+};
 use berth_runtime::supervisor::run_bundle;
 
 fn dispatch(args: &[OsString]) -> Result<i32, String> {
-    let (mode, rest) = args.split_first().ok_or("berth shim: create, exec-create, run or sandbox")?;
+    let (mode, rest) = args
+        .split_first()
+        .ok_or("berth shim: create, exec-create, run or sandbox")?;
     let p = Parsed::new(rest)?;
     match mode.to_string_lossy().as_ref() {
         "create" => Ok(run_create(CreateOptions {

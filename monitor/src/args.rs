@@ -67,4 +67,3 @@ impl Parsed {
         self.flags.iter().any(|f| f == key)
     }
 }
-

@@ -31,7 +31,10 @@ pub fn oom_kills_in(mount: &Path, path: &Path, v2: bool) -> u64 {
         mount.join("memory").join(rel).join("memory.oom_control")
     };
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    parse_flat_keyed(&text).get("oom_kill").copied().unwrap_or(0)
+    parse_flat_keyed(&text)
+        .get("oom_kill")
+        .copied()
+        .unwrap_or(0)
 }
 
 /// `key value` lines (cgroup "flat keyed" files).

@@ -14,9 +14,9 @@ use nix::unistd::Pid;
 
 use crate::exit::{now, ExitRecord, EXIT_VERSION};
 use crate::logs::LogWriter;
-use berth_api::logs::Stream;
 use crate::MonitorError;
 use berth_api::attach as protocol;
+use berth_api::logs::Stream;
 
 /// Output after the process ended is drained for at most this long (a grandchild may hold
 /// the pipe open; the cgroup is killed afterwards anyway).

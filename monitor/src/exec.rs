@@ -41,10 +41,9 @@ pub fn run(opts: ExecOptions, ready_out: std::fs::File) -> i32 {
         std::env::set_current_dir(&execs).map_err(io_err("entering the exec dir"))?;
         let listener = setup::bind(Path::new(&format!("{}.sock", opts.exec_id)))?;
         let (stdio, ours) = setup::stdio(opts.tty, opts.stdin, &console)?;
-        let (fail_r, fail_w) = nix::unistd::pipe2(
-            nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
-        )
-        .map_err(|e| io_err("making the exec-failure pipe")(e.into()))?;
+        let (fail_r, fail_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| io_err("making the exec-failure pipe")(e.into()))?;
         Ok::<_, MonitorError>((listener, stdio, ours, fail_r, fail_w))
     })();
     let (listener, stdio, (outputs, stdin_w), fail_r, fail_w) = match prepared {

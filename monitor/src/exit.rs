@@ -66,7 +66,6 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-
 /// Writes `record` to `path` atomically (temp, fsync, rename, fsync dir).
 pub fn write(path: &std::path::Path, record: &ExitRecord) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;

@@ -80,10 +80,9 @@ pub fn run(opts: InitOptions, ready_out: std::fs::File) -> i32 {
         let (stdio, ours) = setup::stdio(opts.tty, opts.stdin, "console.sock")?;
         let log = LogWriter::open(&opts.dir.join("logs"), opts.rotation)
             .map_err(io_err("opening the log"))?;
-        let (fail_r, fail_w) = nix::unistd::pipe2(
-            nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
-        )
-        .map_err(|e| io_err("making the exec-failure pipe")(e.into()))?;
+        let (fail_r, fail_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| io_err("making the exec-failure pipe")(e.into()))?;
         Ok::<_, MonitorError>((listener, stdio, ours, log, fail_r, fail_w))
     })();
     let (listener, stdio, (outputs, stdin_w), log, fail_r, fail_w) = match prepared {

@@ -114,4 +114,3 @@ impl LogWriter {
         Ok(())
     }
 }
-

@@ -100,4 +100,3 @@ fn release_stack() {
         }
     }
 }
-

@@ -143,7 +143,9 @@ async fn make(
         .arg("--hostname")
         .arg(&inputs.hostname);
     if inputs.share_pid {
-        cmd.arg("--share-pid").arg("--monitor").arg(&settings.monitor);
+        cmd.arg("--share-pid")
+            .arg("--monitor")
+            .arg(&settings.monitor);
     }
     if inputs.host_network {
         cmd.arg("--host-network");
