@@ -141,20 +141,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn oom_kills_read_from_either_hierarchy() {
-        let t = tempfile::tempdir().unwrap();
-        let v1 = t.path().join("memory/a/b");
+    fn oom_kills_from_a_fake_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = root.path().join("berth/c1");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(
+            v2.join("memory.events"),
+            "low 0\nhigh 3\nmax 9\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), true), 2);
+        let v1 = root.path().join("memory/berth/c1");
         std::fs::create_dir_all(&v1).unwrap();
         std::fs::write(
             v1.join("memory.oom_control"),
-            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
         )
         .unwrap();
-        assert_eq!(oom_kills_in(t.path(), Path::new("/a/b"), false), 2);
-        let v2 = t.path().join("c");
-        std::fs::create_dir_all(&v2).unwrap();
-        std::fs::write(v2.join("memory.events"), "low 0\noom 1\noom_kill 3\n").unwrap();
-        assert_eq!(oom_kills_in(t.path(), Path::new("c"), true), 3);
-        assert_eq!(oom_kills_in(t.path(), Path::new("none"), true), 0);
+        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), false), 1);
+        assert_eq!(
+            oom_kills_in(root.path(), Path::new("/berth/none"), false),
+            0
+        );
     }
 }

@@ -353,31 +353,6 @@ mod tests {
     }
 
     #[test]
-    fn oom_kills_from_a_fake_tree() {
-        let root = tempfile::tempdir().unwrap();
-        let v2 = root.path().join("berth/c1");
-        std::fs::create_dir_all(&v2).unwrap();
-        std::fs::write(
-            v2.join("memory.events"),
-            "low 0\nhigh 3\nmax 9\noom 2\noom_kill 2\n",
-        )
-        .unwrap();
-        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), true), 2);
-        let v1 = root.path().join("memory/berth/c1");
-        std::fs::create_dir_all(&v1).unwrap();
-        std::fs::write(
-            v1.join("memory.oom_control"),
-            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
-        )
-        .unwrap();
-        assert_eq!(oom_kills_in(root.path(), Path::new("/berth/c1"), false), 1);
-        assert_eq!(
-            oom_kills_in(root.path(), Path::new("/berth/none"), false),
-            0
-        );
-    }
-
-    #[test]
     fn v2_stats_from_a_fake_tree() {
         let root = tempfile::tempdir().unwrap();
         let cg = root.path().join("berth/c1");

@@ -184,8 +184,33 @@ fn delete(
         )));
     }
     let _ = store.remove_lease(&super::create::lease_name(&record.id));
-    std::fs::remove_dir_all(dir.path())
+    remove_state_dir(dir.path())
         .map_err(|e| ApiError::internal(format!("removing {}: {e}", dir.path().display())))
+}
+
+/// How long removal keeps retrying a state dir that is written to while it goes.
+const REMOVE_DIR_TRIES: u32 = 40;
+
+/// Deletes a container's state dir. An exec or health-check monitor whose process was just
+/// killed writes its exit record into `exec/` on its way out, so a file can appear after
+/// `remove_dir_all` listed a dir (ENOTEMPTY); each retry removes what appeared since.
+pub(crate) fn remove_state_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                    && tries < REMOVE_DIR_TRIES =>
+            {
+                tries += 1;
+                // Off the owner (a blocking task): the writers are exiting monitors.
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The removal work reported: forget the container (or keep it, on failure), answer

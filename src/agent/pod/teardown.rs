@@ -125,9 +125,8 @@ fn release(node: &mut Node, id: &str, clean: bool, after: After) {
                 tracing::error!(error = %e, "releasing the pod's namespaces");
                 return false;
             }
-            match std::fs::remove_dir_all(&dir) {
+            match crate::agent::remove::remove_state_dir(&dir) {
                 Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                 Err(e) => {
                     tracing::error!(dir = %dir.display(), error = %e, "removing the pod dir");
                     false
