@@ -66,11 +66,19 @@ fn main() -> ExitCode {
         cli::Command::Run(_) | cli::Command::Create(_) | cli::Command::Exec(_) => 125,
         _ => 1,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // The agent serves many clients on two workers; a CLI command is one client, and a
+    // single-threaded runtime starts faster (no worker threads: `berth ps` under load).
+    let runtime = if matches!(cli.command, cli::Command::Agent(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: error: starting the async runtime: {e}");

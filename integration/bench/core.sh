@@ -53,15 +53,37 @@ at_once() {
   wait "${pids[@]}"
 }
 
-# `berth ps` latencies in ms, one per line, into $1, until $2 calls are done.
+# `berth ps` latencies in ms into $1.ps, and of the same request made in-process over the
+# socket (`GET /v1/containers`, no process start) into $1.api, alternating: $2 calls each,
+# or, with a pid as $3, as many as fit while that process runs.
 ps_latencies() {
-  python3 - "$BERTH" "$2" > "$1" <<'PY'
-import subprocess, sys, time
-berth, n = sys.argv[1], int(sys.argv[2])
-for _ in range(n):
+  python3 - "$BERTH" "$BERTH_SOCKET" "$1" "$2" "${3:-0}" <<'PY'
+import os, socket, subprocess, sys, time
+berth, sock, out, n, during = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+def api():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(b"GET /v1/containers HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+    while s.recv(65536):
+        pass
+    s.close()
+ps, ap = open(out + ".ps", "a"), open(out + ".api", "a")
+done = 0
+while (during and alive(during)) or (not during and done < n):
     t = time.perf_counter()
     subprocess.run([berth, "ps"], stdout=subprocess.DEVNULL, check=True)
-    print(f"{(time.perf_counter() - t) * 1000:.2f}")
+    ps.write(f"{(time.perf_counter() - t) * 1000:.2f}\n")
+    t = time.perf_counter()
+    api()
+    ap.write(f"{(time.perf_counter() - t) * 1000:.2f}\n")
+    done += 1
+print(done)
 PY
 }
 
@@ -79,37 +101,49 @@ t0=$(now)
 at_once "${P[@]}" run --runtime runc "${PODRUN[@]}" $IMG sleep 100000
 t1=$(now); PODMAN_CONCURRENT=$(ms "$t0" "$t1"); clear_podman
 
-echo "== 2. berth ps latency ($M calls): idle, during $N concurrent creates, with a hung supervisor"
-ps_latencies "$WORK/ps-idle.txt" "$M"
-at_once "$BERTH" run -d busybox sleep 100000 &
-CREATES=$!
-ps_latencies "$WORK/ps-creates.txt" "$M"
-wait "$CREATES"
-clear_berth
+echo "== 2. berth ps latency: idle ($M calls), during rounds of $N concurrent creates (until $M calls), with a hung supervisor ($M calls)"
+ps_latencies "$WORK/ps-idle" "$M" >/dev/null
+# Only calls made while creates run count: rounds of N creates until M calls were made.
+ROUNDS=0
+while [ "$(cat "$WORK/ps-creates.ps" 2>/dev/null | wc -l)" -lt "$M" ]; do
+  at_once "$BERTH" run -d busybox sleep 100000 &
+  CREATES=$!
+  ps_latencies "$WORK/ps-creates" 0 "$CREATES" >/dev/null
+  wait "$CREATES"
+  clear_berth
+  ROUNDS=$((ROUNDS + 1))
+done
 "$BERTH" create --name stuck busybox sleep 1 >/dev/null 2>&1 &
 STALLED=$!
 until grep -qs '"name": "stuck"' "$WORK"/root/containers/*/container.json; do sleep 0.01; done
-ps_latencies "$WORK/ps-hung.txt" "$M"
+ps_latencies "$WORK/ps-hung" "$M" >/dev/null
 "$BERTH" rm -f stuck >/dev/null
 wait "$STALLED" 2>/dev/null || true
 STALLED=""
 
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
-python3 - "$WORK" "$N" "$M" "$BERTH_SERIAL" "$BERTH_CONCURRENT" "$PODMAN_SERIAL" "$PODMAN_CONCURRENT" > "$OUT/core-$STAMP.md" <<'PY'
+python3 - "$WORK" "$N" "$M" "$BERTH_SERIAL" "$BERTH_CONCURRENT" "$PODMAN_SERIAL" "$PODMAN_CONCURRENT" "$ROUNDS" > "$OUT/core-$STAMP.md" <<'PY'
 import sys
 work, n, m = sys.argv[1], sys.argv[2], sys.argv[3]
 bs, bc, ps_, pc = (float(x) for x in sys.argv[4:8])
+rounds = sys.argv[8]
 print(f"## Agent core: {n} detached runs, `berth ps` latency over {m} calls\n")
 print("| | one after another ms | all at once ms | speed-up at once |")
 print("|---|---|---|---|")
 print(f"| berth run -d | {bs:.0f} | {bc:.0f} | {bs/bc:.2f}x |")
 print(f"| podman run -d (runc) | {ps_:.0f} | {pc:.0f} | {ps_/pc:.2f}x |")
 print(f"| podman / berth | {ps_/bs:.1f}x | {pc/bc:.1f}x | |")
-print("\n| `berth ps` while | p50 ms | p99 ms | max ms |")
-print("|---|---|---|---|")
+print(f"\n`berth ps` is the CLI (a process started per call); the API is the same request made")
+print(f"in-process over the socket, alternating with it. \"creates run\": only calls made while")
+print(f"{n} concurrent `run -d` were in flight ({rounds} rounds).\n")
+print("| while | `berth ps` p50 ms | p99 ms | max ms | API p50 ms | p99 ms | max ms | calls |")
+print("|---|---|---|---|---|---|---|---|")
 for name, label in (("idle", "idle"), ("creates", f"{n} creates run"), ("hung", "a supervisor hangs at start")):
-    xs = sorted(float(l) for l in open(f"{work}/ps-{name}.txt"))
-    p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
-    print(f"| {label} | {p(0.5):.1f} | {p(0.99):.1f} | {xs[-1]:.1f} |")
+    row = []
+    for kind in ("ps", "api"):
+        xs = sorted(float(l) for l in open(f"{work}/ps-{name}.{kind}"))
+        p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
+        row += [f"{p(0.5):.1f}", f"{p(0.99):.1f}", f"{xs[-1]:.1f}"]
+    print(f"| {label} | {' | '.join(row)} | {len(xs)} |")
 PY
 cat "$OUT/core-$STAMP.md"

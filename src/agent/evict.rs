@@ -68,8 +68,12 @@ pub fn check(node: &mut Node) {
     };
     tracing::warn!(pod = %pod.record.name, %message, "evicting");
     let name = pod.record.name.clone();
-    if let Err(e) = super::pod::advance(node, &id, PodPhase::Failed, Some(message.clone())) {
-        tracing::error!(pod = %name, error = %e.message, "recording an eviction");
+    match super::pod::advance(node, &id, PodPhase::Failed, Some(message.clone())) {
+        // Nobody waits on the write; a failure is journaled and logged.
+        Ok(written) => written.reported(),
+        Err(e) => {
+            tracing::error!(pod = %name, error = %e.message, "recording an eviction");
+        }
     }
     for cid in members(node, &id) {
         let Some(c) = node.containers.get(&cid) else {

@@ -90,9 +90,10 @@ impl Node {
         // goes first.
         let ran = matches!(exit.reason.as_str(), "exited" | "signaled" | "oom-killed");
         if ran && c.record.started.is_none() {
-            if let Err(e) = super::lifecycle::started(self, id) {
-                // Journaled and logged already; the exit is recorded all the same.
-                tracing::debug!(id, error = %e.message, "start of an exited container");
+            match super::lifecycle::started(self, id) {
+                // Nobody waits on it; a failed write is journaled and logged.
+                Ok(written) => written.reported(),
+                Err(e) => tracing::debug!(id, error = %e.message, "start of an exited container"),
             }
         }
         let Some(c) = self.containers.get_mut(id) else {

@@ -11,55 +11,83 @@ use nix::unistd::Pid;
 
 use super::error::ApiError;
 use super::node::{Node, Reply};
+use super::persist::Written;
 
 /// How long `stop` waits for the exit after SIGKILL.
 const AFTER_KILL: Duration = Duration::from_secs(10);
 
-/// `POST /v1/containers/{id}/kill`.
+/// `POST /v1/containers/{id}/kill`: answered once the signal is sent and an operator's stop
+/// is on disk (or, with `all`, once the cgroup is empty).
 pub fn request(node: &mut Node, key: &str, signal: Signal, all: bool, reply: Reply<()>) {
     if !all {
-        let _ = reply.send(kill(node, key, signal));
+        match kill(node, key, signal) {
+            Ok(written) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(written.result().await);
+                });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
         return;
     }
-    let cgroup = match checked(node, key, signal) {
+    let (cgroup, written) = match checked(node, key, signal) {
         Ok(c) => c,
         Err(e) => {
             let _ = reply.send(Err(e));
             return;
         }
     };
-    tokio::task::spawn_blocking(move || {
-        let _ = reply.send(berth_runtime::cgroups::kill_all(&cgroup).map_err(ApiError::internal));
+    tokio::spawn(async move {
+        let killed =
+            tokio::task::spawn_blocking(move || berth_runtime::cgroups::kill_all(&cgroup)).await;
+        let killed = match killed {
+            Ok(k) => k.map_err(ApiError::internal),
+            Err(e) => Err(ApiError::internal(e)),
+        };
+        let _ = reply.send(killed.and(written.result().await));
     });
 }
 
 /// Holds the restart policy off for an operator's stop signal (as Docker's does) and checks
-/// the container runs; its cgroup.
-fn checked(node: &mut Node, key: &str, signal: Signal) -> Result<std::path::PathBuf, ApiError> {
+/// the container runs; its cgroup, and the write of the stop.
+fn checked(
+    node: &mut Node,
+    key: &str,
+    signal: Signal,
+) -> Result<(std::path::PathBuf, Written), ApiError> {
     let id = node.resolve_id(key)?;
-    if matches!(signal, Signal::SIGTERM | Signal::SIGKILL | Signal::SIGINT) {
-        super::lifecycle::stopped_by_operator(node, &id)?;
-    }
+    let written = if matches!(signal, Signal::SIGTERM | Signal::SIGKILL | Signal::SIGINT) {
+        super::lifecycle::stopped_by_operator(node, &id)?
+    } else {
+        super::lifecycle::unchanged(node, &id)?
+    };
     let c = node.resolve(&id)?;
     if c.status() == Status::Stopped {
+        written.reported();
         return Err(ApiError::conflict(format!(
             "container {key} is not running"
         )));
     }
-    Ok(c.record.cgroup_path.clone())
+    Ok((c.record.cgroup_path.clone(), written))
 }
 
-/// A signal to the init.
-pub fn kill(node: &mut Node, key: &str, signal: Signal) -> Result<(), ApiError> {
-    checked(node, key, signal)?;
+/// A signal to the init; the write of an operator's stop (see [`checked`]).
+pub fn kill(node: &mut Node, key: &str, signal: Signal) -> Result<Written, ApiError> {
+    let (_, written) = checked(node, key, signal)?;
     let c = node.resolve(key)?;
     // The recorded start time guards against signalling a recycled pid.
     match c.record.init {
         Some(p) if p.is_alive() => nix::sys::signal::kill(Pid::from_raw(p.pid), signal)
+            .map(|()| written)
             .map_err(|e| ApiError::internal(format!("kill {}: {e}", p.pid))),
-        _ => Err(ApiError::conflict(format!(
-            "container {key} is not running"
-        ))),
+        _ => {
+            written.reported();
+            Err(ApiError::conflict(format!(
+                "container {key} is not running"
+            )))
+        }
     }
 }
 
@@ -83,11 +111,17 @@ pub fn stop(node: &mut Node, key: &str, grace: Duration, reply: Reply<()>) {
     // Recorded before the signal, so its exit is not taken for one to restart after. A
     // failed write does not keep it running: it stops, and the caller hears of the write.
     let recorded = super::lifecycle::stopped_by_operator(node, &id);
-    // Not running (yet): nothing to signal.
-    if let Err(e) = kill(node, &id, Signal::SIGTERM) {
-        tracing::debug!(key, error = %e.message, "stop: SIGTERM");
+    // Not running (yet): nothing to signal. The stop is recorded above already.
+    match kill(node, &id, Signal::SIGTERM) {
+        Ok(written) => written.reported(),
+        Err(e) => tracing::debug!(key, error = %e.message, "stop: SIGTERM"),
     }
     tokio::spawn(async move {
+        // The answer waits for the stop to be on disk.
+        let recorded = match recorded {
+            Ok(written) => written.result().await,
+            Err(e) => Err(e),
+        };
         if exited_within(&mut exit, grace).await {
             let _ = reply.send(recorded);
             return;

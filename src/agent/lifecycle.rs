@@ -15,38 +15,45 @@
 //! the exit and the processes' liveness ([`super::node::Container::status`]); the moves that
 //! change the record are here.
 
-use berth_runtime::state::write_json;
-
 use super::error::ApiError;
 use super::events::Event;
 use super::node::Node;
+use super::persist::{Subject, Written};
 
-/// Writes container `id`'s record after a change described by `what`; a failure is
-/// logged, journaled as an `error` event, and returned.
-fn persist(node: &mut Node, id: &str, what: &str) -> Result<(), ApiError> {
-    let Some(c) = node.containers.get(id) else {
-        return Err(ApiError::no_such_container(id));
-    };
-    let Err(e) = write_json(&c.dir.record(), &c.record) else {
-        return Ok(());
-    };
-    let name = c.record.name.clone();
-    tracing::error!(id, error = %e, "{what}");
-    node.emit(Event::new("container", "error", id, &name).with("message", format!("{what}: {e}")));
-    Err(ApiError::internal(format!(
-        "container {name}: {what}: {e}; the agent goes on, but a restart would find the older record"
-    ))
-    .about(&name))
+/// What a write of container `id`'s record is about.
+fn subject(node: &Node, id: &str, what: &str) -> Result<Subject, ApiError> {
+    let c = node
+        .containers
+        .get(id)
+        .ok_or_else(|| ApiError::no_such_container(id))?;
+    Ok(Subject {
+        kind: "container",
+        id: id.to_string(),
+        name: c.record.name.clone(),
+        what: what.to_string(),
+    })
+}
+
+/// Queues container `id`'s record to be written after a change described by `what`
+/// (off the owner: [`super::persist`]); a failure is logged, journaled as an `error` event,
+/// and the result of the returned [`Written`].
+fn persist(node: &mut Node, id: &str, what: &str) -> Result<Written, ApiError> {
+    let subject = subject(node, id, what)?;
+    let c = node
+        .containers
+        .get(id)
+        .ok_or_else(|| ApiError::no_such_container(id))?;
+    Ok(node.writer.write(c.dir.record(), &c.record, subject))
 }
 
 /// The init was started: its start time is recorded and a `started` event journaled.
-/// Allowed once per run (a relaunch clears the time); a second call is a no-op.
-pub fn started(node: &mut Node, id: &str) -> Result<(), ApiError> {
+/// Allowed once per run (a relaunch clears the time); a second call writes nothing.
+pub fn started(node: &mut Node, id: &str) -> Result<Written, ApiError> {
     let Some(c) = node.containers.get_mut(id) else {
         return Err(ApiError::no_such_container(id));
     };
     if c.record.started.is_some() {
-        return Ok(());
+        return Ok(Written::nothing(subject(node, id, "recording the start")?));
     }
     c.record.started = Some(berth_runtime::state::now());
     let mut ev = Event::new("container", "started", id, &c.record.name);
@@ -59,19 +66,25 @@ pub fn started(node: &mut Node, id: &str) -> Result<(), ApiError> {
     saved
 }
 
+/// No change to record: a success at once, for callers that wait on a write either way.
+pub fn unchanged(node: &Node, id: &str) -> Result<Written, ApiError> {
+    Ok(Written::nothing(subject(node, id, "nothing")?))
+}
+
 /// An operator stops or kills it: its restart policy holds off (as Docker's does) until
 /// it is started again. Only containers with a restart policy record it.
-pub fn stopped_by_operator(node: &mut Node, id: &str) -> Result<(), ApiError> {
+pub fn stopped_by_operator(node: &mut Node, id: &str) -> Result<Written, ApiError> {
+    const WHAT: &str = "recording an operator's stop";
     let Some(c) = node.containers.get_mut(id) else {
         return Err(ApiError::no_such_container(id));
     };
     if c.record.task.restart == berth_runtime::task::RestartPolicy::No {
-        return Ok(());
+        return Ok(Written::nothing(subject(node, id, WHAT)?));
     }
     c.restart_pending = false;
     if c.record.stopped_by_operator {
-        return Ok(());
+        return Ok(Written::nothing(subject(node, id, WHAT)?));
     }
     c.record.stopped_by_operator = true;
-    persist(node, id, "recording an operator's stop")
+    persist(node, id, WHAT)
 }

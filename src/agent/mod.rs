@@ -29,6 +29,7 @@ mod metrics;
 pub mod network;
 pub mod node;
 pub mod notify;
+mod persist;
 pub mod pod;
 mod probe;
 mod relaunch;
@@ -274,7 +275,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let (tx, rx) = mpsc::channel(256);
     // Requests wait in the socket's backlog and the owner's inbox until recovery is done
     // and its follow-up actions applied; then the owner tells systemd it is ready.
-    let (node, recovery) = node::Node::recover(settings.clone(), tx.clone());
+    let writer = persist::StateWriter::start(tx.clone()).context("starting the state writer")?;
+    let (node, recovery) = node::Node::recover(settings.clone(), tx.clone(), writer.clone());
     let owner = tokio::spawn(node.run(recovery, rx));
     let ticker = {
         let tx = tx.clone();
@@ -330,6 +332,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .context("serving the API")?;
     ticker.abort();
     owner.abort();
+    // What the owner queued is on disk before the agent is gone.
+    writer.flush().await;
     if let Some(t) = metrics_task {
         t.abort();
     }

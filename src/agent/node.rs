@@ -196,6 +196,8 @@ pub struct Node {
     pub creating: HashMap<String, Creating>,
     /// Streams to clients (`logs -f`): they end with the agent.
     pub streams: tokio::task::JoinSet<()>,
+    /// Writes records off the owner.
+    pub writer: super::persist::StateWriter,
 }
 
 impl std::fmt::Debug for Node {
@@ -210,7 +212,11 @@ impl Node {
     /// Loads every container found on disk; corrupt records are reported and skipped.
     /// Returns the node and the actions recovery leaves to do (pods to resume or abandon,
     /// restarts due, unanswered creates to remove), which [`Node::run`] applies first.
-    pub fn recover(settings: Arc<Settings>, tx: mpsc::Sender<Action>) -> (Self, Vec<Action>) {
+    pub fn recover(
+        settings: Arc<Settings>,
+        tx: mpsc::Sender<Action>,
+        writer: super::persist::StateWriter,
+    ) -> (Self, Vec<Action>) {
         let events = super::events::Journal::open(&settings.root, settings.events_max_bytes);
         // Exits already reported; any other exit found on disk happened while the agent was
         // away and is reported (with its real time) once the owner runs.
@@ -233,6 +239,7 @@ impl Node {
             pulls: HashMap::new(),
             creating: HashMap::new(),
             streams: tokio::task::JoinSet::new(),
+            writer,
         };
         let dir = node.settings.containers_dir();
         let entries = match std::fs::read_dir(&dir) {

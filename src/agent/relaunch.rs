@@ -96,11 +96,13 @@ pub fn relaunch(
         record.stopped_by_operator = false;
     }
     let dir = c.dir.clone();
-    let (settings, tx) = (node.settings.clone(), node.tx.clone());
+    let (settings, tx, writer) = (node.settings.clone(), node.tx.clone(), node.writer.clone());
     let id = id.to_string();
     node.spawn(
         "relaunching a container",
         async move {
+            // Writes of the last run's record land before this run's.
+            writer.flush().await;
             let (r2, d2, store) = (record.clone(), dir.clone(), settings.store.clone());
             tokio::task::spawn_blocking(move || remount(&r2, &d2, &store))
                 .await

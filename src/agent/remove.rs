@@ -143,6 +143,7 @@ pub fn remove(
     let dir = c.dir.clone();
     let mut exit = c.exit.subscribe();
     let store = node.settings.store.clone();
+    let writer = node.writer.clone();
     let id = id.to_string();
     node.spawn(
         "removing a container",
@@ -156,6 +157,8 @@ pub fn remove(
                         .await;
                 super::kill::exited_within(&mut exit, KILL_WAIT).await;
             }
+            // Writes of the record queued before now land before its dir goes.
+            writer.flush().await;
             tokio::task::spawn_blocking(move || delete(&record, &dir, &store))
                 .await
                 .unwrap_or_else(|e| Err(ApiError::internal(e)))

@@ -147,8 +147,15 @@ pub fn start_created(
             if let Some(c) = node.containers.get_mut(&id) {
                 c.busy = None;
             }
-            let result = result.and_then(|r| super::lifecycle::started(node, &id).map(|()| r));
-            then(node, result);
+            // Answered once the start is on disk.
+            match result.and_then(|r| super::lifecycle::started(node, &id).map(|w| (r, w))) {
+                Ok((pid, written)) => node.spawn(
+                    "recording a start",
+                    async move { written.result().await.map(|()| pid) },
+                    then,
+                ),
+                Err(e) => then(node, Err(e)),
+            }
         },
     );
 }
@@ -189,11 +196,22 @@ pub fn attach(node: &mut Node, key: &str, start: bool, reply: super::node::Reply
             Ok(stream)
         },
         move |node, result: Result<UnixStream, ApiError>| {
-            let result = match result {
-                Ok(stream) if start => super::lifecycle::started(node, &id).map(|()| stream),
-                other => other,
-            };
-            let _ = reply.send(result);
+            match result {
+                Ok(stream) if start => match super::lifecycle::started(node, &id) {
+                    // The client hears back once the start is on disk.
+                    Ok(written) => {
+                        tokio::spawn(async move {
+                            let _ = reply.send(written.result().await.map(|()| stream));
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                other => {
+                    let _ = reply.send(other);
+                }
+            }
         },
     );
 }

@@ -33,25 +33,30 @@ pub use stop::{abandon, remove, stop};
 
 use super::error::ApiError;
 use super::node::{Node, Reply};
+use super::persist::{Subject, Written};
 use crate::api::{ContainerView, MemberView, PodView};
 
-/// Writes pod `id`'s record; a failure is logged and journaled as an `error` event (the
-/// state on disk is behind the state in memory: after a crash, recovery sees the older one).
-/// Returns whether it was written.
-pub fn save_or_report(node: &mut Node, id: &str, what: &str) -> bool {
-    let Some(pod) = node.pods.get(id) else {
-        return false;
+/// Queues pod `id`'s record to be written after a change described by `what` (off the
+/// owner: [`crate::agent::persist`]); a failure is logged, journaled as a `pod error` event,
+/// and the result of the returned [`Written`].
+pub fn persist(node: &Node, id: &str, what: &str) -> Result<Written, ApiError> {
+    let pod = node.pods.get(id).ok_or_else(|| ApiError::no_such_pod(id))?;
+    let subject = Subject {
+        kind: "pod",
+        id: id.to_string(),
+        name: pod.record.name.clone(),
+        what: what.to_string(),
     };
-    let Err(e) = pod.save() else {
-        return true;
-    };
-    let name = pod.record.name.clone();
-    tracing::error!(pod = %name, error = %e.message, "{what}");
-    node.emit(
-        super::events::Event::new("pod", "error", id, &name)
-            .with("message", format!("{what}: {}", e.message)),
-    );
-    false
+    Ok(node
+        .writer
+        .write(pod.dir.join("pod.json"), &pod.record, subject))
+}
+
+/// [`persist`] with nobody waiting: a failure is in the journal and the log.
+pub fn save_or_report(node: &Node, id: &str, what: &str) {
+    if let Ok(written) = persist(node, id, what) {
+        written.reported();
+    }
 }
 
 pub use berth_api::pod::PodPhase;
@@ -130,12 +135,6 @@ impl Pod {
     /// Where it is in its life.
     pub fn phase(&self) -> PodPhase {
         self.record.phase
-    }
-
-    /// Writes `pod.json`.
-    pub fn save(&self) -> Result<(), ApiError> {
-        berth_runtime::state::write_json(&self.dir.join("pod.json"), &self.record)
-            .map_err(ApiError::internal)
     }
 }
 

@@ -11,14 +11,15 @@
 //!
 //! Each move is checked against this graph (as youki's `ContainerStatus::can_*`), written
 //! to `pod.json`, and announced as a `pod` event named after the new phase (`started`,
-//! `succeeded`, `failed` with its message, `stopped`). A refused move or a failed write is an
-//! error for the caller; a failed write is also an `error` event and in the log, and the
-//! phase in memory stays the new one (the next write catches the disk up).
+//! `succeeded`, `failed` with its message, `stopped`). A refused move is an error for the
+//! caller; a failed write is an error for a caller that waits on it, an `error` event and in
+//! the log, and the phase in memory stays the new one (the next write catches the disk up).
 
-use super::{save_or_report, PodPhase};
+use super::{persist, PodPhase};
 use crate::agent::error::ApiError;
 use crate::agent::events::Event;
 use crate::agent::node::Node;
+use crate::agent::persist::Written;
 
 /// Whether a pod in phase `from` may move to `to`.
 pub fn can_move(from: PodPhase, to: PodPhase) -> bool {
@@ -40,13 +41,15 @@ fn action(to: PodPhase) -> &'static str {
     }
 }
 
-/// Moves pod `id` to `to` (`message` says why a pod failed): checked, written, announced.
+/// Moves pod `id` to `to` (`message` says why a pod failed): checked, queued to be
+/// written, announced. The returned [`Written`] is the write's outcome for a caller that
+/// answers a client; a failure is journaled and logged either way.
 pub fn advance(
     node: &mut Node,
     id: &str,
     to: PodPhase,
     message: Option<String>,
-) -> Result<(), ApiError> {
+) -> Result<Written, ApiError> {
     let Some(pod) = node.pods.get_mut(id) else {
         return Err(ApiError::no_such_pod(id));
     };
@@ -63,20 +66,13 @@ pub fn advance(
         pod.record.message.clone_from(&message);
     }
     let name = pod.record.name.clone();
-    let saved = save_or_report(node, id, &format!("recording the pod's move to {to}"));
+    let written = persist(node, id, &format!("recording the pod's move to {to}"))?;
     let mut event = Event::new("pod", action(to), id, &name);
     if let Some(m) = message {
         event = event.with("message", m);
     }
     node.emit(event);
-    if saved {
-        Ok(())
-    } else {
-        Err(ApiError::internal(format!(
-            "pod {name} is {to}, but its record could not be written; see the agent's log"
-        ))
-        .about(&name))
-    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -133,8 +133,12 @@ fn settle(node: &mut Node, pod_id: &str) {
     } else {
         PodPhase::Succeeded
     };
-    if let Err(e) = super::phase::advance(node, pod_id, phase, None) {
-        tracing::error!(pod = %pod_id, error = %e.message, "settling the pod's phase");
+    match super::phase::advance(node, pod_id, phase, None) {
+        // Nobody waits on the write; a failure is journaled and logged.
+        Ok(written) => written.reported(),
+        Err(e) => {
+            tracing::error!(pod = %pod_id, error = %e.message, "settling the pod's phase");
+        }
     }
 }
 

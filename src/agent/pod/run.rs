@@ -100,15 +100,13 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         pending: None,
         busy: None,
     };
-    // Recorded before anything exists on the host: a crash from here on is cleaned up.
-    if let Err(e) = pod.save() {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e);
-    }
     node.pods.insert(id.clone(), pod);
+    // Recorded before anything exists on the host (the sandbox task waits for the write):
+    // a crash from here on is cleaned up; a failed write fails the pod.
+    let recorded = super::persist(node, &id, "recording a new pod")?;
     // Cgroup, volumes, namespaces and the CNI ADD are made off the owner task (plugins
     // may take up to their timeout); the owner goes on with `SandboxReady`.
-    super::sandbox::start(node, &id, &plan);
+    super::sandbox::start(node, &id, &plan, recorded);
     Ok(id)
 }
 
@@ -215,26 +213,42 @@ pub fn create_member(
         if let Some(slot) = pod.record.containers.get_mut(&name) {
             slot.id = Some(cid.clone());
         }
-        // Stopped meanwhile: kept in its slot (`pod rm` removes it), not started.
-        let live = matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running);
-        if let Err(e) = pod.save() {
-            then(node, Err(e));
-            return;
-        }
-        if !live {
-            then(
-                node,
-                Err(ApiError::conflict(format!("pod {pod_id} was stopped"))),
-            );
-            return;
-        }
-        if !start {
-            then(node, Ok(cid));
-            return;
-        }
-        crate::agent::start::start_created(node, &cid.clone(), move |node, started| {
-            then(node, started.map(|_| cid))
-        });
+        // The slot names its container on disk before the container starts.
+        let written = match super::persist(node, &pod_id, "recording a new member") {
+            Ok(w) => w,
+            Err(e) => {
+                then(node, Err(e));
+                return;
+            }
+        };
+        node.spawn(
+            "recording a pod member",
+            written.result(),
+            move |node, written| {
+                if let Err(e) = written {
+                    then(node, Err(e));
+                    return;
+                }
+                // Stopped meanwhile: kept in its slot (`pod rm` removes it), not started.
+                let live = node.pods.get(&pod_id).is_some_and(|p| {
+                    matches!(p.record.phase, PodPhase::Starting | PodPhase::Running)
+                });
+                if !live {
+                    then(
+                        node,
+                        Err(ApiError::conflict(format!("pod {pod_id} was stopped"))),
+                    );
+                    return;
+                }
+                if !start {
+                    then(node, Ok(cid));
+                    return;
+                }
+                crate::agent::start::start_created(node, &cid.clone(), move |node, started| {
+                    then(node, started.map(|_| cid))
+                });
+            },
+        );
     });
 }
 
@@ -345,8 +359,27 @@ fn running(node: &mut Node, id: &str) {
     };
     let pending = pod.pending.take();
     let moved = super::phase::advance(node, id, PodPhase::Running, None);
-    if let (Some(reply), Some(pod)) = (pending, node.pods.get(id)) {
-        let _ = reply.send(moved.map(|()| super::info(node, pod)));
+    let Some(reply) = pending else {
+        if let Ok(written) = moved {
+            written.reported();
+        }
+        return;
+    };
+    match (moved, node.pods.get(id)) {
+        // The caller hears back once the pod's running is on disk.
+        (Ok(written), Some(pod)) => {
+            let view = super::info(node, pod);
+            tokio::spawn(async move {
+                let _ = reply.send(written.result().await.map(|()| view));
+            });
+        }
+        (Ok(written), None) => {
+            written.reported();
+            let _ = reply.send(Err(ApiError::no_such_pod(id)));
+        }
+        (Err(e), _) => {
+            let _ = reply.send(Err(e));
+        }
     }
 }
 
@@ -359,8 +392,12 @@ pub fn fail(node: &mut Node, id: &str, message: String) {
         .map(|p| p.record.name.clone())
         .unwrap_or_default();
     tracing::warn!(pod = %name, %message, "pod failed to start; rolling back");
-    if let Err(e) = super::phase::advance(node, id, PodPhase::Failed, Some(message.clone())) {
-        tracing::error!(pod = %name, error = %e.message, "recording a failed start");
+    match super::phase::advance(node, id, PodPhase::Failed, Some(message.clone())) {
+        // Nobody waits on the write; a failure is journaled and logged.
+        Ok(written) => written.reported(),
+        Err(e) => {
+            tracing::error!(pod = %name, error = %e.message, "recording a failed start");
+        }
     }
     super::teardown::start(node, id, super::teardown::After::Fail { message, reply });
 }

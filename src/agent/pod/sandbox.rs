@@ -17,6 +17,7 @@ use crate::agent::error::ApiError;
 use crate::agent::events::Event;
 use crate::agent::network::AttachRequest;
 use crate::agent::node::{Action, Node};
+use crate::agent::persist::Written;
 use crate::agent::Settings;
 
 /// What the sandbox task made (also when it failed part-way, so teardown finds it all).
@@ -43,8 +44,9 @@ struct Inputs {
 }
 
 /// Starts making the sandbox of pod `id`.
-pub fn start(node: &mut Node, id: &str, plan: &PodPlan) {
+pub fn start(node: &mut Node, id: &str, plan: &PodPlan, recorded: Written) {
     let Some(pod) = node.pods.get_mut(id) else {
+        recorded.reported();
         return;
     };
     pod.busy = Some("still being set up (namespaces, network)");
@@ -93,7 +95,11 @@ pub fn start(node: &mut Node, id: &str, plan: &PodPlan) {
     let (settings, tx, pod_id) = (node.settings.clone(), node.tx.clone(), id.to_string());
     tokio::spawn(async move {
         let mut made = SandboxMade::default();
-        let error = make(settings, inputs, &mut made).await.err();
+        // Nothing is made on the host before the pod's record is on disk.
+        let error = match recorded.result().await {
+            Ok(()) => make(settings, inputs, &mut made).await.err(),
+            Err(e) => Some(e),
+        };
         let _ = tx
             .send(Action::SandboxReady {
                 pod: pod_id,
@@ -180,14 +186,26 @@ pub fn on_ready(node: &mut Node, id: &str, made: SandboxMade, error: Option<ApiE
     pod.busy = None;
     pod.record.pod_init = made.pod_init;
     pod.record.network = made.network;
-    let saved = pod.save();
     let name = pod.record.name.clone();
     let qos = pod.record.qos;
-    match error.or(saved.err()) {
-        Some(e) => super::run::fail(node, id, e.message),
-        None => {
-            node.emit(Event::new("pod", "created", id, &name).with("qos", qos));
-            super::run::advance(node, id);
+    // What was made is recorded (for recovery to undo) before the pod goes on.
+    let written = match super::persist(node, id, "recording the pod's sandbox") {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::debug!(pod = %name, error = %e.message, "gone meanwhile");
+            return;
         }
-    }
+    };
+    let id = id.to_string();
+    node.spawn(
+        "recording a pod's sandbox",
+        written.result(),
+        move |node, saved| match error.or(saved.err()) {
+            Some(e) => super::run::fail(node, &id, e.message),
+            None => {
+                node.emit(Event::new("pod", "created", &id, &name).with("qos", qos));
+                super::run::advance(node, &id);
+            }
+        },
+    );
 }

@@ -28,7 +28,11 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
     for cid in members(node, &id) {
         if let Some(c) = node.containers.get(&cid) {
             if c.status() != Status::Stopped {
-                let _ = crate::agent::kill::kill(node, &cid, Signal::SIGTERM);
+                // A member that ended meanwhile has nothing to signal; its write is
+                // journaled if it fails.
+                if let Ok(written) = crate::agent::kill::kill(node, &cid, Signal::SIGTERM) {
+                    written.reported();
+                }
             }
         }
         if let Some(c) = node.containers.get(&cid) {
@@ -38,14 +42,24 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
     let Some(phase) = node.pods.get(&id).map(|p| p.record.phase) else {
         return;
     };
-    if matches!(phase, PodPhase::Starting | PodPhase::Running) {
-        if let Err(e) = super::phase::advance(node, &id, PodPhase::Stopped, None) {
-            let _ = reply.send(Err(e));
-            return;
+    let recorded = if matches!(phase, PodPhase::Starting | PodPhase::Running) {
+        match super::phase::advance(node, &id, PodPhase::Stopped, None) {
+            Ok(written) => Some(written),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         }
-    }
+    } else {
+        None
+    };
     let tx = node.tx.clone();
     tokio::spawn(async move {
+        // The caller hears of a stop that could not be written (it stops all the same).
+        let recorded = match recorded {
+            Some(written) => written.result().await,
+            None => Ok(()),
+        };
         for (cid, mut exit) in waits {
             let exited = tokio::time::timeout(timeout, async {
                 exit.wait_for(|e| e.is_some()).await.is_ok()
@@ -68,7 +82,7 @@ pub fn stop(node: &mut Node, key: &str, timeout: Duration, reply: Reply<()>) {
                 .await;
             }
         }
-        let _ = reply.send(Ok(()));
+        let _ = reply.send(recorded);
     });
 }
 
@@ -123,8 +137,12 @@ pub fn abandon(node: &mut Node, id: &str) {
         .unwrap_or_default();
     tracing::warn!(pod = %name, "removing a pod the agent was starting when it stopped");
     let why = "agent stopped while starting the pod".to_string();
-    if let Err(e) = super::phase::advance(node, id, PodPhase::Failed, Some(why)) {
-        tracing::error!(pod = %name, error = %e.message, "recording an abandoned start");
+    match super::phase::advance(node, id, PodPhase::Failed, Some(why)) {
+        // Nobody waits on the write; a failure is journaled and logged.
+        Ok(written) => written.reported(),
+        Err(e) => {
+            tracing::error!(pod = %name, error = %e.message, "recording an abandoned start");
+        }
     }
     super::teardown::start(node, id, After::Abandon);
 }

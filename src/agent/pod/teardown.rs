@@ -41,9 +41,13 @@ pub fn start(node: &mut Node, id: &str, after: After) {
         pod.busy = Some("being removed");
         // Nothing restarts while it goes (restarts happen only while starting or running).
         if matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
-            if let Err(e) = super::phase::advance(node, id, PodPhase::Stopped, None) {
-                // The removal goes on: it deletes the record this write was for.
-                tracing::error!(pod = %id, error = %e.message, "stopping a pod to remove it");
+            match super::phase::advance(node, id, PodPhase::Stopped, None) {
+                // Nobody waits on the write; a failure is journaled and logged.
+                Ok(written) => written.reported(),
+                Err(e) => {
+                    // The removal goes on: it deletes the record this write was for.
+                    tracing::error!(pod = %id, error = %e.message, "stopping a pod to remove it");
+                }
             }
         }
     }
@@ -104,7 +108,10 @@ fn release(node: &mut Node, id: &str, clean: bool, after: After) {
     let cgroup = pod.record.cgroup_path.clone();
     let dir = pod.dir.clone();
     let (settings, tx, pod_id) = (node.settings.clone(), node.tx.clone(), id.to_string());
+    let writer = node.writer.clone();
     tokio::spawn(async move {
+        // Writes of the record queued before now land before its dir goes.
+        writer.flush().await;
         let id = pod_id.clone();
         let released = tokio::task::spawn_blocking(move || {
             // Before the namespace goes (plugins clean up inside it); a DEL that fails is
