@@ -6,6 +6,9 @@
 /// Cgroup paths below the agent's own cgroup, usage statistics, OOM counts, kill and
 /// removal — through youki's libcgroups, on cgroup v1 and v2.
 pub mod cgroups;
+/// The usage estimator behind oversubscription: per task reservations (Borg) and the
+/// node's slack (Koordinator), from one-second samples.
+pub mod estimate;
 /// Health checks: probe kinds, timing, the healthy/unhealthy state machine (wire types of
 /// `berth_api`).
 pub use berth_api::health;
@@ -20,6 +23,9 @@ pub use berth_api::network;
 pub mod pod;
 /// The overlayfs rootfs over layer snapshots (copy fallback), mount and unmount.
 pub mod rootfs;
+/// The once-a-second usage sample: per cgroup CPU time and working set, node-wide CPU,
+/// memory available and PSI (read by hand: a few small files per container).
+pub mod sample;
 /// A pod's sandbox: network, IPC and UTS namespaces held open by bind mounts, the pod init.
 pub mod sandbox;
 /// The OCI runtime spec from the image config and the task, on Docker's defaults.
