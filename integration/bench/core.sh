@@ -54,18 +54,14 @@ at_once() {
 }
 
 # `berth ps` latencies in ms into $1.ps, and of the same request made in-process over the
-# socket (`GET /v1/containers`, no process start) into $1.api, alternating: $2 calls each,
-# or, with a pid as $3, as many as fit while that process runs.
+# socket (`GET /v1/containers`, no process start) into $1.api, alternating: $2 calls each.
+# With a count as $3: only calls made while that many `run -d` are in flight count; the
+# script starts them itself (so the first call overlaps the burst) in rounds, removing the
+# containers between rounds, until $2 calls were made. Prints the number of rounds.
 ps_latencies() {
   python3 - "$BERTH" "$BERTH_SOCKET" "$1" "$2" "${3:-0}" <<'PY'
-import os, socket, subprocess, sys, time
-berth, sock, out, n, during = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
-    except (OSError, IndexError):
-        return False
+import socket, subprocess, sys, time
+berth, sock, out, n, burst = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 def api():
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock)
@@ -74,16 +70,29 @@ def api():
         pass
     s.close()
 ps, ap = open(out + ".ps", "a"), open(out + ".api", "a")
-done = 0
-while (during and alive(during)) or (not during and done < n):
+def call():
     t = time.perf_counter()
     subprocess.run([berth, "ps"], stdout=subprocess.DEVNULL, check=True)
     ps.write(f"{(time.perf_counter() - t) * 1000:.2f}\n")
     t = time.perf_counter()
     api()
     ap.write(f"{(time.perf_counter() - t) * 1000:.2f}\n")
-    done += 1
-print(done)
+done = rounds = 0
+while done < n:
+    if not burst:
+        call(); done += 1
+        continue
+    runs = [subprocess.Popen([berth, "run", "-d", "busybox", "sleep", "100000"],
+                             stdout=subprocess.DEVNULL) for _ in range(burst)]
+    while any(r.poll() is None for r in runs):
+        call(); done += 1
+    if any(r.returncode for r in runs):
+        sys.exit("core.sh: a concurrent run -d failed")
+    rounds += 1
+    ids = subprocess.run([berth, "ps", "-q", "--no-trunc"], capture_output=True, text=True, check=True).stdout.split()
+    for i in ids:
+        subprocess.run([berth, "rm", "-f", i], stdout=subprocess.DEVNULL, check=True)
+print(rounds)
 PY
 }
 
@@ -103,16 +112,7 @@ t1=$(now); PODMAN_CONCURRENT=$(ms "$t0" "$t1"); clear_podman
 
 echo "== 2. berth ps latency: idle ($M calls), during rounds of $N concurrent creates (until $M calls), with a hung supervisor ($M calls)"
 ps_latencies "$WORK/ps-idle" "$M" >/dev/null
-# Only calls made while creates run count: rounds of N creates until M calls were made.
-ROUNDS=0
-while [ "$(cat "$WORK/ps-creates.ps" 2>/dev/null | wc -l)" -lt "$M" ]; do
-  at_once "$BERTH" run -d busybox sleep 100000 &
-  CREATES=$!
-  ps_latencies "$WORK/ps-creates" 0 "$CREATES" >/dev/null
-  wait "$CREATES"
-  clear_berth
-  ROUNDS=$((ROUNDS + 1))
-done
+ROUNDS=$(ps_latencies "$WORK/ps-creates" "$M" "$N")
 "$BERTH" create --name stuck busybox sleep 1 >/dev/null 2>&1 &
 STALLED=$!
 until grep -qs '"name": "stuck"' "$WORK"/root/containers/*/container.json; do sleep 0.01; done

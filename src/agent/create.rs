@@ -98,7 +98,7 @@ fn draft(
     };
     let name = match &task.name {
         Some(n) => {
-            let taken = node.containers.values().any(|c| &c.record.name == n)
+            let taken = node.containers.values().any(|c| &c.record().name == n)
                 || node.creating.values().any(|c| &c.name == n);
             if taken {
                 return Err(ApiError::name_in_use("container", n).with_exit_code(125));
@@ -119,7 +119,7 @@ fn draft(
         let net = node
             .pods
             .get(&member.pod_id)
-            .and_then(|p| p.record.network.clone());
+            .and_then(|p| p.record().network.clone());
         (net, None)
     } else if let Some(status) = attached {
         (
@@ -347,24 +347,10 @@ fn finish(
     if let Some(m) = &record.task.pod {
         ev = ev.with("pod", &m.pod_name);
     }
-    let health = record
-        .task
-        .health
-        .as_ref()
-        .map(|_| berth_runtime::health::HealthState::default());
+    let dir = ContainerDir(node.container_dir(id));
     node.containers.insert(
         id.to_string(),
-        Container {
-            dir: ContainerDir(node.container_dir(id)),
-            record,
-            exit: watch::channel(None).0,
-            health,
-            restart_pending: false,
-            backoff_step: 0,
-            busy: None,
-            removing: None,
-            releasing: None,
-        },
+        Container::new(record, dir, watch::channel(None).0),
     );
     tracing::info!(id, name = %created.name, pid = created.pid, "container created");
     node.emit(ev);

@@ -78,7 +78,7 @@ fn precheck(node: &Node, task: &TaskSpec) -> Result<(), ApiError> {
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
     if let Some(n) = &task.name {
-        if node.containers.values().any(|c| &c.record.name == n) {
+        if node.containers.values().any(|c| &c.record().name == n) {
             return Err(ApiError::name_in_use("container", n).with_exit_code(125));
         }
     }
@@ -141,7 +141,7 @@ fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created, ApiEr
         .and_then(|c| node.containers.get(&c.id))
     {
         if let Err(e) = std::fs::remove_file(c.dir.create_pending()) {
-            tracing::error!(id = %c.record.id, error = %e, "clearing the pending-create mark");
+            tracing::error!(id = %c.record().id, error = %e, "clearing the pending-create mark");
         }
     }
     let Err(Ok(orphan)) = reply.send(created) else {

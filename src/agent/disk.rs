@@ -35,7 +35,7 @@ pub fn check(node: &mut Node) {
     let in_use: HashSet<String> = node
         .containers
         .values()
-        .map(|c| c.record.image_id.clone())
+        .map(|c| c.record().image_id.clone())
         .collect();
     node.gc_running = true;
     let store = node.settings.store.clone();

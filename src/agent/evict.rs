@@ -47,11 +47,12 @@ pub fn check(node: &mut Node) {
     let victim = node
         .pods
         .values()
-        .filter(|p| p.phase() == PodPhase::Running && p.record.qos != QosClass::Guaranteed)
+        .filter(|p| p.phase() == PodPhase::Running && p.record().qos != QosClass::Guaranteed)
         .map(|p| {
-            let over = memory_usage(&p.record.cgroup_path).saturating_sub(p.record.requests_memory);
-            let rank = u8::from(p.record.qos == QosClass::BestEffort);
-            ((rank, over), p.record.id.clone())
+            let over =
+                memory_usage(&p.record().cgroup_path).saturating_sub(p.record().requests_memory);
+            let rank = u8::from(p.record().qos == QosClass::BestEffort);
+            ((rank, over), p.record().id.clone())
         })
         .max_by_key(|(key, _)| *key)
         .map(|(_, id)| id);
@@ -66,8 +67,8 @@ pub fn check(node: &mut Node) {
     let Some(pod) = node.pods.get_mut(&id) else {
         return;
     };
-    tracing::warn!(pod = %pod.record.name, %message, "evicting");
-    let name = pod.record.name.clone();
+    tracing::warn!(pod = %pod.record().name, %message, "evicting");
+    let name = pod.record().name.clone();
     match super::pod::advance(node, &id, PodPhase::Failed, Some(message.clone())) {
         // Nobody waits on the write; a failure is journaled and logged.
         Ok(written) => written.reported(),
@@ -82,10 +83,10 @@ pub fn check(node: &mut Node) {
         if c.known_exit().is_some() {
             continue;
         }
-        let ev = Event::new("container", "evicted", &cid, &c.record.name)
+        let ev = Event::new("container", "evicted", &cid, &c.record().name)
             .with("pod", &name)
             .with("reason", "memory-pressure");
-        let cgroup = c.record.cgroup_path.clone();
+        let cgroup = c.record().cgroup_path.clone();
         node.emit(ev);
         // Off the owner: the kill waits for the cgroup to empty.
         tokio::task::spawn_blocking(move || {

@@ -23,9 +23,9 @@ pub fn exec(node: &mut Node, key: &str, req: ExecRequest, reply: Reply<String>) 
             );
         }
         Ok(Target {
-            id: c.record.id.clone(),
+            id: c.record().id.clone(),
             dir: c.dir.clone(),
-            pid: c.record.init.map(|p| p.pid).unwrap_or(0),
+            pid: c.record().init.map(|p| p.pid).unwrap_or(0),
         })
     });
     let target = match checked {

@@ -16,7 +16,7 @@ impl Node {
         if c.exit.borrow().is_some() {
             return;
         }
-        let shim_alive = c.record.shim.is_some_and(|p| p.is_alive());
+        let shim_alive = c.record().shim.is_some_and(|p| p.is_alive());
         let tx = self.tx.clone();
         let id = id.to_string();
         if !shim_alive {
@@ -29,7 +29,7 @@ impl Node {
     /// Watches a supervisor the agent adopted (not its child) through a pidfd, so its end
     /// is noticed at once rather than at the next tick.
     pub(super) fn watch_adopted(&self, id: &str) {
-        let Some(shim) = self.containers.get(id).and_then(|c| c.record.shim) else {
+        let Some(shim) = self.containers.get(id).and_then(|c| c.record().shim) else {
             return;
         };
         let Some(fd) = pidfd(shim) else {
@@ -59,7 +59,7 @@ impl Node {
             return;
         }
         // A report from a stale check: the supervisor still works and will record the exit.
-        if c.record.shim.is_some_and(|p| p.is_alive()) {
+        if c.record().shim.is_some_and(|p| p.is_alive()) {
             return;
         }
         let exit = match read_json::<ExitRecord>(&c.dir.exit()) {
@@ -68,7 +68,7 @@ impl Node {
                 if let Err(e) = other {
                     tracing::error!(error = %e, "unreadable exit record");
                 }
-                if c.record.init.is_some_and(|p| p.is_alive()) {
+                if c.record().init.is_some_and(|p| p.is_alive()) {
                     // The supervisor was killed but the container runs on, unsupervised;
                     // `rm -f` still kills and cleans it through its cgroup.
                     tracing::warn!(id, "supervisor died; the container runs unsupervised");
@@ -78,7 +78,7 @@ impl Node {
                     version: STATE_VERSION,
                     exit_code: 255,
                     signal: None,
-                    oom_killed: berth_runtime::cgroups::oom_kills(&c.record.cgroup_path) > 0,
+                    oom_killed: berth_runtime::cgroups::oom_kills(&c.record().cgroup_path) > 0,
                     reason: "supervisor-lost".into(),
                     finished: berth_runtime::state::now(),
                     error: Some("the supervisor died before recording the exit".into()),
@@ -89,7 +89,7 @@ impl Node {
         // It ran, but ended before the attach that started it was recorded: its start
         // goes first.
         let ran = matches!(exit.reason.as_str(), "exited" | "signaled" | "oom-killed");
-        if ran && c.record.started.is_none() {
+        if ran && c.record().started.is_none() {
             match super::lifecycle::started(self, id) {
                 // Nobody waits on it; a failed write is journaled and logged.
                 Ok(written) => written.reported(),
@@ -99,7 +99,7 @@ impl Node {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        let record = c.record.clone();
+        let record = c.record().clone();
         let dir = c.dir.clone();
         c.exit.send_replace(Some(exit.clone()));
         c.releasing = Some(Vec::new());
@@ -154,7 +154,7 @@ impl Node {
         let Some(c) = self.containers.get(id) else {
             return;
         };
-        if c.record.task.auto_remove {
+        if c.record().task.auto_remove {
             let id = id.to_string();
             super::remove::remove(self, &id.clone(), true, move |_, result| {
                 if let Err(e) = result {

@@ -241,11 +241,11 @@ pub fn record(node: &mut Node, id: &str, ok: bool, output: String) {
     if c.known_exit().is_some() {
         return;
     }
-    let Some(check) = c.record.task.health.clone() else {
+    let Some(check) = c.record().task.health.clone() else {
         return;
     };
     let in_start_period = c
-        .record
+        .record()
         .started
         .as_deref()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
@@ -257,8 +257,8 @@ pub fn record(node: &mut Node, id: &str, ok: bool, output: String) {
     let Some(status) = state.record(ok, in_start_period, check.retries, output.clone()) else {
         return;
     };
-    let name = c.record.name.clone();
-    let pod = c.record.task.pod.as_ref().map(|m| m.pod_name.clone());
+    let name = c.record().name.clone();
+    let pod = c.record().task.pod.as_ref().map(|m| m.pod_name.clone());
     tracing::info!(id, %status, %output, "health changed");
     let mut ev = Event::new("container", "health_status", id, &name)
         .with("health", status)

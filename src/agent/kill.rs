@@ -70,7 +70,7 @@ fn checked(
             "container {key} is not running"
         )));
     }
-    Ok((c.record.cgroup_path.clone(), written))
+    Ok((c.record().cgroup_path.clone(), written))
 }
 
 /// A signal to the init; the write of an operator's stop (see [`checked`]).
@@ -78,7 +78,7 @@ pub fn kill(node: &mut Node, key: &str, signal: Signal) -> Result<Written, ApiEr
     let (_, written) = checked(node, key, signal)?;
     let c = node.resolve(key)?;
     // The recorded start time guards against signalling a recycled pid.
-    match c.record.init {
+    match c.record().init {
         Some(p) if p.is_alive() => nix::sys::signal::kill(Pid::from_raw(p.pid), signal)
             .map(|()| written)
             .map_err(|e| ApiError::internal(format!("kill {}: {e}", p.pid))),
@@ -106,8 +106,8 @@ pub fn stop(node: &mut Node, key: &str, grace: Duration, reply: Reply<()>) {
         return;
     }
     let mut exit = c.exit.subscribe();
-    let cgroup = c.record.cgroup_path.clone();
-    let id = c.record.id.clone();
+    let cgroup = c.record().cgroup_path.clone();
+    let id = c.record().id.clone();
     // Recorded before the signal, so its exit is not taken for one to restart after. A
     // failed write does not keep it running: it stops, and the caller hears of the write.
     let recorded = super::lifecycle::stopped_by_operator(node, &id);

@@ -12,13 +12,178 @@
 //! ```
 //!
 //! The status a client sees (`created`, `running`, `stopped`) is derived from the record,
-//! the exit and the processes' liveness ([`super::node::Container::status`]); the moves that
+//! the exit and the processes' liveness ([`Container::status`]); the moves that
 //! change the record are here.
+
+use berth_runtime::health::HealthState;
+use berth_runtime::state::{read_json, ContainerDir, ContainerRecord, ExitRecord, Status};
+use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::events::Event;
-use super::node::Node;
+use super::node::{AfterRemove, Node, Then};
 use super::persist::{Subject, Written};
+use crate::api::ContainerView;
+
+/// One container as the owner tracks it.
+#[derive(Debug)]
+pub struct Container {
+    /// On-disk record: changed only here, by the moves below.
+    record: ContainerRecord,
+    /// Its dir.
+    pub dir: ContainerDir,
+    /// Exit, once known.
+    pub exit: watch::Sender<Option<ExitRecord>>,
+    /// Health check state (in memory: checks start over with the agent).
+    pub health: Option<berth_runtime::health::HealthState>,
+    /// Its restart policy will start it again after a back-off.
+    pub restart_pending: bool,
+    /// Restarts in a row without a 10 s run (the back-off's exponent).
+    pub backoff_step: u32,
+    /// Work on it is in flight (being started, relaunched): what, for refusals.
+    pub busy: Option<&'static str>,
+    /// Being removed: who waits for it.
+    pub removing: Option<Vec<AfterRemove>>,
+    /// Its exit's release (unmount, cgroup removal) is in flight: work that must not race
+    /// it (a removal) waits here until it is done.
+    pub releasing: Option<Vec<Then>>,
+}
+
+impl Container {
+    /// A container known from `record`, in `dir`, whose exit (if any) is `exit`.
+    pub fn new(
+        record: ContainerRecord,
+        dir: ContainerDir,
+        exit: watch::Sender<Option<ExitRecord>>,
+    ) -> Self {
+        Container {
+            health: record.task.health.as_ref().map(|_| HealthState::default()),
+            record,
+            dir,
+            exit,
+            restart_pending: false,
+            backoff_step: 0,
+            busy: None,
+            removing: None,
+            releasing: None,
+        }
+    }
+
+    /// Its on-disk record, read-only: every change is one of this module's moves.
+    pub fn record(&self) -> &ContainerRecord {
+        &self.record
+    }
+
+    /// After an agent restart: whether a restart is due, as Docker's daemon decides it
+    /// (a restart that was due, its back-off interrupted; an `always` container an operator
+    /// stopped starts again, an `unless-stopped` one stays stopped). Marks it pending.
+    pub fn restart_due_on_recovery(&mut self, exit: &ExitRecord) -> bool {
+        use berth_runtime::task::RestartPolicy;
+        let r = &mut self.record;
+        if r.task.restart == RestartPolicy::Always && r.stopped_by_operator {
+            r.stopped_by_operator = false;
+        }
+        let due = r
+            .task
+            .restart
+            .restarts(exit.exit_code, r.restart_count, r.stopped_by_operator);
+        self.restart_pending |= due;
+        due
+    }
+
+    /// The record of its next run (relaunch): no processes, not started; a policy restart
+    /// counts, an operator's start clears the operator's stop.
+    pub fn next_run(&self, by_policy: bool) -> ContainerRecord {
+        let mut record = self.record.clone();
+        record.init = None;
+        record.shim = None;
+        record.started = None;
+        if by_policy {
+            record.restart_count += 1;
+        } else {
+            record.stopped_by_operator = false;
+        }
+        record
+    }
+
+    /// The next run's supervisor is up with `record`: it replaces the last run's (an
+    /// operator's stop made meanwhile still holds), with a fresh exit and health state.
+    pub fn relaunched(&mut self, record: ContainerRecord, by_policy: bool) {
+        let stopped = self.record.stopped_by_operator && by_policy;
+        self.record = record;
+        self.record.stopped_by_operator |= stopped;
+        // Waiters of the last run keep its exit; new ones wait for this run.
+        self.exit = watch::channel(None).0;
+        self.health = self.record.task.health.as_ref().map(|_| Default::default());
+        // A pending policy restart is moot once it runs (e.g. an operator's `start`).
+        self.restart_pending = false;
+    }
+
+    /// The exit, once known: recorded by the owner, or already in `exit.json` (the
+    /// supervisor writes it before telling attached clients, and before the owner hears).
+    pub fn known_exit(&self) -> Option<ExitRecord> {
+        if let Some(e) = self.exit.borrow().clone() {
+            return Some(e);
+        }
+        if self.record.init.is_some_and(|p| p.is_alive()) {
+            return None;
+        }
+        read_json(&self.dir.exit()).ok().flatten()
+    }
+
+    /// Status from the record, the exit and the processes' liveness.
+    pub fn status(&self) -> Status {
+        self.status_with(self.known_exit().is_some())
+    }
+
+    fn status_with(&self, exited: bool) -> Status {
+        if exited {
+            return Status::Stopped;
+        }
+        let init_alive = self.record.init.is_some_and(|p| p.is_alive());
+        // The init is gone but its supervisor is still recording the exit: not "stopped"
+        // until the exit is known, so a reader always finds its code.
+        let shim_alive = self.record.shim.is_some_and(|p| p.is_alive());
+        if !init_alive && !shim_alive {
+            return Status::Stopped;
+        }
+        if self.record.started.is_some() {
+            Status::Running
+        } else {
+            Status::Created
+        }
+    }
+
+    /// The API view.
+    pub fn info(&self) -> ContainerView {
+        let exit = self.known_exit();
+        let status = self.status_with(exit.is_some());
+        let r = &self.record;
+        ContainerView {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            status,
+            pid: match status {
+                Status::Stopped => None,
+                _ => r.init.map(|p| p.pid),
+            },
+            image: r.image.clone(),
+            image_id: r.image_id.clone(),
+            created: r.created.clone(),
+            started: r.started.clone(),
+            spec: r.task.clone(),
+            bundle: self.dir.path().display().to_string(),
+            cgroup_path: r.cgroup_path.display().to_string(),
+            exposed_ports: r.exposed_ports.clone(),
+            restart_count: r.restart_count,
+            restarting: self.restart_pending,
+            stopped_by_operator: r.stopped_by_operator,
+            network: r.network.as_ref().map(|n| n.view()),
+            exit: exit.map(|e| e.view()),
+            health: self.health.clone(),
+        }
+    }
+}
 
 /// What a write of container `id`'s record is about.
 fn subject(node: &Node, id: &str, what: &str) -> Result<Subject, ApiError> {

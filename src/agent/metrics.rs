@@ -114,20 +114,20 @@ pub fn snapshot(node: &Node) -> Snapshot {
         *s.by_status
             .entry(format!("{status:?}").to_lowercase())
             .or_default() += 1;
-        let member = c.record.task.pod.as_ref();
+        let member = c.record().task.pod.as_ref();
         let restarts = member
             .and_then(|m| node.pods.get(&m.pod_id))
-            .and_then(|p| p.record.containers.get(&member?.container))
+            .and_then(|p| p.record().containers.get(&member?.container))
             .map_or(0, |slot| slot.restart_count);
         let pod = member.map(|m| m.pod_name.as_str()).unwrap_or_default();
         s.containers.push(ContainerRow {
             labels: format!(
                 "id=\"{}\",name=\"{}\",pod=\"{}\"",
-                esc(&c.record.id),
-                esc(&c.record.name),
+                esc(&c.record().id),
+                esc(&c.record().name),
                 esc(pod)
             ),
-            cgroup: c.record.cgroup_path.clone(),
+            cgroup: c.record().cgroup_path.clone(),
             running: status == berth_runtime::state::Status::Running,
             restarts,
             health: c.health.as_ref().map(|h| h.status.to_string()),
@@ -135,10 +135,19 @@ pub fn snapshot(node: &Node) -> Snapshot {
     }
     for p in node.pods.values() {
         s.pods.push(PodRow {
-            labels: format!("pod=\"{}\",qos=\"{}\"", esc(&p.record.name), p.record.qos),
+            labels: format!(
+                "pod=\"{}\",qos=\"{}\"",
+                esc(&p.record().name),
+                p.record().qos
+            ),
             phase: p.phase().to_string(),
-            cgroup: p.record.cgroup_path.clone(),
-            restarts: p.record.containers.values().map(|m| m.restart_count).sum(),
+            cgroup: p.record().cgroup_path.clone(),
+            restarts: p
+                .record()
+                .containers
+                .values()
+                .map(|m| m.restart_count)
+                .sum(),
         });
     }
     s

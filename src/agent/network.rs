@@ -192,11 +192,11 @@ pub fn check(settings: &Settings, id: &str) -> Result<Vec<String>, ApiError> {
 pub fn check_async(node: &Node, key: &str, reply: super::node::Reply<Vec<String>>) {
     let id = match node.resolve(key) {
         Ok(c) => Ok(c
-            .record
+            .record()
             .task
             .pod
             .as_ref()
-            .map_or(c.record.id.clone(), |m| m.pod_id.clone())),
+            .map_or(c.record().id.clone(), |m| m.pod_id.clone())),
         Err(_) => super::pod::resolve(node, key),
     };
     let settings = node.settings.clone();
@@ -256,13 +256,13 @@ pub fn check_ports_free(node: &Node, ports: &[PublishedPort]) -> Result<(), ApiE
     let mut taken: HashSet<(u16, String)> = node
         .containers
         .values()
-        .filter_map(|c| c.record.network.as_ref())
+        .filter_map(|c| c.record().network.as_ref())
         .flat_map(|s| s.ports.iter())
         .chain(node.pending_ports.values().flatten())
         .map(|p| (p.host_port, p.protocol.clone()))
         .collect();
     for pod in node.pods.values() {
-        for c in &pod.record.spec.containers {
+        for c in &pod.record().spec.containers {
             for p in c.ports.iter().filter(|p| p.host_port.is_some()) {
                 let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
                 taken.insert((p.host_port.unwrap_or_default(), proto));

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_runtime::state::{read_json, ContainerDir, ContainerRecord, ExitRecord, Status};
+use berth_runtime::state::{read_json, ContainerDir, ContainerRecord, ExitRecord};
 use tokio::sync::{mpsc, watch};
 
 use super::error::ApiError;
@@ -18,6 +18,7 @@ use super::Settings;
 use crate::api::ContainerView;
 
 pub use super::actions::{Action, Reply};
+pub use super::lifecycle::Container;
 
 /// The rest of a piece of work, applied on the owner once the part off it is done.
 pub struct Then(pub Box<dyn FnOnce(&mut Node) + Send>);
@@ -75,97 +76,6 @@ pub struct Handle {
     pub info: ContainerView,
     /// Becomes `Some` when it has exited.
     pub exit: watch::Receiver<Option<ExitRecord>>,
-}
-
-/// One container as the owner tracks it.
-#[derive(Debug)]
-pub struct Container {
-    /// On-disk record.
-    pub record: ContainerRecord,
-    /// Its dir.
-    pub dir: ContainerDir,
-    /// Exit, once known.
-    pub exit: watch::Sender<Option<ExitRecord>>,
-    /// Health check state (in memory: checks start over with the agent).
-    pub health: Option<berth_runtime::health::HealthState>,
-    /// Its restart policy will start it again after a back-off.
-    pub restart_pending: bool,
-    /// Restarts in a row without a 10 s run (the back-off's exponent).
-    pub backoff_step: u32,
-    /// Work on it is in flight (being started, relaunched): what, for refusals.
-    pub busy: Option<&'static str>,
-    /// Being removed: who waits for it.
-    pub removing: Option<Vec<AfterRemove>>,
-    /// Its exit's release (unmount, cgroup removal) is in flight: work that must not race
-    /// it (a removal) waits here until it is done.
-    pub releasing: Option<Vec<Then>>,
-}
-
-impl Container {
-    /// The exit, once known: recorded by the owner, or already in `exit.json` (the
-    /// supervisor writes it before telling attached clients, and before the owner hears).
-    pub fn known_exit(&self) -> Option<ExitRecord> {
-        if let Some(e) = self.exit.borrow().clone() {
-            return Some(e);
-        }
-        if self.record.init.is_some_and(|p| p.is_alive()) {
-            return None;
-        }
-        read_json(&self.dir.exit()).ok().flatten()
-    }
-
-    /// Status from the record, the exit and the processes' liveness.
-    pub fn status(&self) -> Status {
-        self.status_with(self.known_exit().is_some())
-    }
-
-    fn status_with(&self, exited: bool) -> Status {
-        if exited {
-            return Status::Stopped;
-        }
-        let init_alive = self.record.init.is_some_and(|p| p.is_alive());
-        // The init is gone but its supervisor is still recording the exit: not "stopped"
-        // until the exit is known, so a reader always finds its code.
-        let shim_alive = self.record.shim.is_some_and(|p| p.is_alive());
-        if !init_alive && !shim_alive {
-            return Status::Stopped;
-        }
-        if self.record.started.is_some() {
-            Status::Running
-        } else {
-            Status::Created
-        }
-    }
-
-    /// The API view.
-    pub fn info(&self) -> ContainerView {
-        let exit = self.known_exit();
-        let status = self.status_with(exit.is_some());
-        let r = &self.record;
-        ContainerView {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            status,
-            pid: match status {
-                Status::Stopped => None,
-                _ => r.init.map(|p| p.pid),
-            },
-            image: r.image.clone(),
-            image_id: r.image_id.clone(),
-            created: r.created.clone(),
-            started: r.started.clone(),
-            spec: r.task.clone(),
-            bundle: self.dir.path().display().to_string(),
-            cgroup_path: r.cgroup_path.display().to_string(),
-            exposed_ports: r.exposed_ports.clone(),
-            restart_count: r.restart_count,
-            restarting: self.restart_pending,
-            stopped_by_operator: r.stopped_by_operator,
-            network: r.network.as_ref().map(|n| n.view()),
-            exit: exit.map(|e| e.view()),
-            health: self.health.clone(),
-        }
-    }
 }
 
 /// The owner's state.
@@ -289,24 +199,8 @@ impl Node {
             }
             let exit = exit.filter(|_| reported.contains(&id));
             let (exit, _) = watch::channel(exit);
-            node.containers.insert(
-                id.clone(),
-                Container {
-                    health: record
-                        .task
-                        .health
-                        .as_ref()
-                        .map(|_| berth_runtime::health::HealthState::default()),
-                    record,
-                    dir: cdir,
-                    exit,
-                    restart_pending: false,
-                    backoff_step: 0,
-                    busy: None,
-                    removing: None,
-                    releasing: None,
-                },
-            );
+            node.containers
+                .insert(id.clone(), Container::new(record, cdir, exit));
             node.check_supervisor(&id);
             node.watch_adopted(&id);
             node.watch_health(&id);
@@ -417,7 +311,7 @@ impl Node {
             Action::Logs(key, q, r) => super::logs::stream(self, &key, q, r),
             Action::Resolve(id, r) => {
                 let _ = r.send(self.resolve(&id).map(|c| Handle {
-                    id: c.record.id.clone(),
+                    id: c.record().id.clone(),
                     dir: c.dir.clone(),
                     info: c.info(),
                     exit: c.exit.subscribe(),
@@ -547,7 +441,7 @@ impl Node {
             key,
             self.containers
                 .iter()
-                .map(|(id, c)| (id.as_str(), c.record.name.as_str())),
+                .map(|(id, c)| (id.as_str(), c.record().name.as_str())),
         )
     }
 
@@ -555,24 +449,15 @@ impl Node {
     /// a restart that was due (its back-off interrupted), and `always` containers an
     /// operator stopped (`unless-stopped` ones stay stopped).
     fn restarts_due(&mut self) -> Vec<String> {
-        use berth_runtime::task::RestartPolicy;
         let mut due = Vec::new();
         for (id, c) in self.containers.iter_mut() {
             let Some(exit) = c.exit.borrow().clone() else {
                 continue;
             };
-            if c.record.task.pod.is_some() || c.record.task.auto_remove {
+            if c.record().task.pod.is_some() || c.record().task.auto_remove {
                 continue;
             }
-            let r = &mut c.record;
-            if r.task.restart == RestartPolicy::Always && r.stopped_by_operator {
-                r.stopped_by_operator = false;
-            }
-            if r.task
-                .restart
-                .restarts(exit.exit_code, r.restart_count, r.stopped_by_operator)
-            {
-                c.restart_pending = true;
+            if c.restart_due_on_recovery(&exit) {
                 due.push(id.clone());
             }
         }
@@ -584,9 +469,11 @@ impl Node {
         let Some(c) = self.containers.get(id) else {
             return;
         };
-        let (Some(check), Some(init), Some(_)) =
-            (&c.record.task.health, c.record.init, &c.record.started)
-        else {
+        let (Some(check), Some(init), Some(_)) = (
+            &c.record().task.health,
+            c.record().init,
+            &c.record().started,
+        ) else {
             return;
         };
         if c.known_exit().is_some() {

@@ -7,7 +7,6 @@
 
 use berth_runtime::rootfs::{RootfsDirs, RootfsKind};
 use berth_runtime::state::{write_json, ContainerDir, ContainerRecord, ExitRecord};
-use tokio::sync::watch;
 
 use super::backoff::{schedule, Backoff, Restart};
 use super::error::ApiError;
@@ -20,7 +19,7 @@ pub fn on_exit(node: &mut Node, id: &str, exit: &ExitRecord) {
     let Some(c) = node.containers.get_mut(id) else {
         return;
     };
-    let r = &c.record;
+    let r = &c.record();
     if !r
         .task
         .restart
@@ -35,7 +34,7 @@ pub fn on_exit(node: &mut Node, id: &str, exit: &ExitRecord) {
     let delay = backoff.delay(c.backoff_step);
     c.backoff_step += 1;
     c.restart_pending = true;
-    let ev = Event::new("container", "backoff", id, &c.record.name);
+    let ev = Event::new("container", "backoff", id, &c.record().name);
     schedule(node, Restart::Container(id.to_string()), delay, ev);
 }
 
@@ -45,7 +44,7 @@ pub fn restart(node: &mut Node, id: &str) {
         return;
     };
     if !std::mem::take(&mut c.restart_pending)
-        || c.record.stopped_by_operator
+        || c.record().stopped_by_operator
         || c.busy.is_some()
         || c.removing.is_some()
     {
@@ -55,8 +54,8 @@ pub fn restart(node: &mut Node, id: &str) {
     relaunch(node, &id.clone(), true, move |node, result| match result {
         Ok(pid) => {
             if let Some(c) = node.containers.get(&id) {
-                let ev = Event::new("container", "restarted", &id, &c.record.name)
-                    .with("restartCount", c.record.restart_count)
+                let ev = Event::new("container", "restarted", &id, &c.record().name)
+                    .with("restartCount", c.record().restart_count)
                     .with("pid", pid);
                 node.emit(ev);
             }
@@ -86,15 +85,7 @@ pub fn relaunch(
         return;
     }
     c.busy = Some("being restarted");
-    let mut record = c.record.clone();
-    record.init = None;
-    record.shim = None;
-    record.started = None;
-    if by_policy {
-        record.restart_count += 1;
-    } else {
-        record.stopped_by_operator = false;
-    }
+    let record = c.next_run(by_policy);
     let dir = c.dir.clone();
     let (settings, tx, writer) = (node.settings.clone(), node.tx.clone(), node.writer.clone());
     let id = id.to_string();
@@ -124,15 +115,7 @@ pub fn relaunch(
                     return;
                 }
             };
-            // An operator's stop while it was being relaunched still holds.
-            let stopped = c.record.stopped_by_operator && by_policy;
-            c.record = record;
-            c.record.stopped_by_operator |= stopped;
-            // Waiters of the last run keep its exit; new ones wait for this run.
-            c.exit = watch::channel(None).0;
-            c.health = c.record.task.health.as_ref().map(|_| Default::default());
-            // A pending policy restart is moot once it runs (e.g. an operator's `start`).
-            c.restart_pending = false;
+            c.relaunched(record, by_policy);
             super::start::start_created(node, &id, then);
         },
     );

@@ -33,7 +33,7 @@ pub fn release(record: &ContainerRecord, dir: &ContainerDir) {
 /// answer comes once the container, and its own network, are gone.
 pub fn request(node: &mut Node, key: String, force: bool, reply: Reply<()>) {
     let pod = node.resolve(&key).ok().and_then(|c| {
-        let m = c.record.task.pod.as_ref()?;
+        let m = c.record().task.pod.as_ref()?;
         node.pods
             .contains_key(&m.pod_id)
             .then(|| m.pod_name.clone())
@@ -139,7 +139,7 @@ pub fn remove(
     let first = AfterRemove::new(then);
     c.removing = Some(vec![first]);
     c.restart_pending = false;
-    let record = c.record.clone();
+    let record = c.record().clone();
     let dir = c.dir.clone();
     let mut exit = c.exit.subscribe();
     let store = node.settings.store.clone();
@@ -234,15 +234,16 @@ fn finish(node: &mut Node, id: &str, result: Result<(), ApiError>) {
                     "the container was removed".into(),
                 )));
             }
-            let detached = (c.record.task.pod.is_none() && c.record.task.network.cni().is_some())
-                .then(|| Detached {
-                    name: c.record.name.clone(),
-                    ports: c.record.task.publish.clone(),
-                });
+            let detached = (c.record().task.pod.is_none()
+                && c.record().task.network.cni().is_some())
+            .then(|| Detached {
+                name: c.record().name.clone(),
+                ports: c.record().task.publish.clone(),
+            });
             release_network(node, id, detached);
             tracing::info!(id, "container removed");
-            let mut ev = super::events::Event::new("container", "removed", id, &c.record.name);
-            if let Some(m) = &c.record.task.pod {
+            let mut ev = super::events::Event::new("container", "removed", id, &c.record().name);
+            if let Some(m) = &c.record().task.pod {
                 ev = ev.with("pod", &m.pod_name);
             }
             node.emit(ev);

@@ -168,13 +168,13 @@ pub fn attach(node: &mut Node, key: &str, start: bool, reply: super::node::Reply
         if c.known_exit().is_some() {
             return Err(ApiError::conflict(format!(
                 "container {} has exited",
-                c.record.id
+                c.record().id
             )));
         }
         if start {
             refuse_while_busy(c, key)?;
         }
-        Ok((c.record.id.clone(), c.dir.socket()))
+        Ok((c.record().id.clone(), c.dir.socket()))
     });
     let (id, socket) = match checked {
         Ok(x) => x,

@@ -120,8 +120,8 @@ pub struct PodRecord {
 /// A pod as the owner tracks it.
 #[derive(Debug)]
 pub struct Pod {
-    /// On-disk record.
-    pub record: PodRecord,
+    /// On-disk record: changed only by the pod module's moves (`phase.rs` and its kin).
+    record: PodRecord,
     /// `<root>/pods/<id>`.
     pub dir: PathBuf,
     /// The `pod run` caller, answered once started or failed.
@@ -132,6 +132,11 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// Its on-disk record, read-only outside the pod module.
+    pub fn record(&self) -> &PodRecord {
+        &self.record
+    }
+
     /// Where it is in its life.
     pub fn phase(&self) -> PodPhase {
         self.record.phase
@@ -194,13 +199,13 @@ pub fn members(node: &Node, pod_id: &str) -> Vec<String> {
     node.containers
         .values()
         .filter(|c| {
-            c.record
+            c.record()
                 .task
                 .pod
                 .as_ref()
                 .is_some_and(|m| m.pod_id == pod_id)
         })
-        .map(|c| c.record.id.clone())
+        .map(|c| c.record().id.clone())
         .collect()
 }
 

@@ -15,10 +15,10 @@ pub fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord)
     let Some(c) = node.containers.get(container_id) else {
         return;
     };
-    let Some(member) = c.record.task.pod.clone() else {
+    let Some(member) = c.record().task.pod.clone() else {
         return;
     };
-    let ran_for = c.record.ran_for(exit);
+    let ran_for = c.record().ran_for(exit);
     let backoff = Backoff::kubelet(
         node.settings.restart_backoff,
         node.settings.restart_backoff_max,
@@ -92,7 +92,7 @@ pub fn resume(node: &mut Node, pod_id: &str) {
             let c = node.containers.get(slot.id.as_ref()?)?;
             // Only exits the owner already knows; others arrive as supervisor exits.
             let exit = c.exit.borrow().clone()?;
-            Some((c.record.id.clone(), exit))
+            Some((c.record().id.clone(), exit))
         })
         .collect();
     for (cid, exit) in ended {
