@@ -5,4 +5,5 @@
 pub use berth_api::container::*;
 pub use berth_api::error::*;
 pub use berth_api::image::*;
+pub use berth_api::node;
 pub use berth_api::pod::{MemberView, PodView};

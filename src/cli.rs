@@ -102,6 +102,9 @@ pub enum Command {
     Pod(crate::cli_pods::PodCommand),
     /// Lifecycle events (journal, then live), or a container's usage with `--stats`.
     Events(crate::cli_pods::EventsArgs),
+    /// The node's resources: capacity, reserve, allocatable, allocation and use per QoS
+    /// tier, the revocable estimate, pressure and reclaim state.
+    Node(crate::cli_pods::NodeArgs),
     /// CNI networks: list them, check an attachment.
     #[command(subcommand)]
     Network(crate::cli_pods::NetworkCommand),

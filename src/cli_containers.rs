@@ -49,6 +49,20 @@ pub struct AgentArgs {
     /// Size of one events journal file (two are kept; default 1m).
     #[arg(long)]
     pub events_max_size: Option<String>,
+    /// How long the usage estimator watches before it offers revocable resources, and each
+    /// new task holds its whole request meanwhile (default 5m; 0 for tests and demos).
+    #[arg(long)]
+    pub revocable_warmup: Option<String>,
+    /// CPU the node offers (e.g. 2 or 1500m; default: the machine's). With a declared
+    /// capacity only Berth's own tasks and the system reserve count against it.
+    #[arg(long)]
+    pub capacity_cpu: Option<String>,
+    /// Memory the node offers (e.g. 8g; default: the machine's).
+    #[arg(long)]
+    pub capacity_memory: Option<String>,
+    /// CPUs kept out of every container (e.g. 0 or 0-1), as the kubelet's reserved CPUs.
+    #[arg(long)]
+    pub reserved_cpus: Option<String>,
     /// Dir of CNI network configurations (default /etc/cni/net.d).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
@@ -128,6 +142,13 @@ pub struct RunArgs {
     /// Most tasks (processes and threads); -1 for no limit.
     #[arg(long, allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// CPUs it may run on (`0-2,4`).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Run on the node's measured slack: admitted against the revocable estimate, lowest
+    /// CPU weight, throttled, frozen or revoked when promised work needs the resources.
+    #[arg(long)]
+    pub revocable: bool,
     /// Add a capability (`NET_ADMIN`, `ALL`).
     #[arg(long)]
     pub cap_add: Vec<String>,

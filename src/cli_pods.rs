@@ -75,6 +75,13 @@ pub struct PodRmArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The API's JSON (`GET /v1/node`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only this container (with `--stats`: required).
     pub id: Option<String>,

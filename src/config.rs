@@ -32,6 +32,25 @@
 //! max_connections = 1024                 # open API connections; more are answered 503
 //! api_idle_timeout = "10s"               # to send request headers; idle keep-alive
 //! max_pod_containers = 64                # init + app containers of one pod
+//! capacity_cpu = "2"                     # what the node offers; default: the machine's
+//! capacity_memory = "8g"                 # (declared: only Berth's tasks count against it)
+//! reserved_cpus = "0"                    # CPUs kept out of every container
+//!
+//! [revocable]                            # the usage estimator and graded reclaim
+//! warmup = "5m"                          # no slack before; each task holds its request
+//! window = 300                           # samples (one a second) a task's percentile uses
+//! percentile = 95                        # of a task's usage, for its reservation
+//! margin_percent = 10                    # added to it
+//! decay_half_life = "5m"                 # a reservation falls toward it this slowly
+//! cpu_threshold_percent = 60             # slack = capacity × this − reservations − system
+//! memory_threshold_percent = 65
+//! cpu_suppress_percent = 65              # revocable CPU capped to capacity × this − use
+//! memory_pressure_percent = 70           # memory reclaim starts above capacity × this
+//! memory_psi_full = 10                   # ... or node memory PSI full avg10 above (0: off)
+//! hysteresis_percent = 5                 # calm = below a threshold by this
+//! step_after = "2s"                      # pressure held this long → the next step
+//! recover_after = "5s"                   # calm held this long → one step undone
+//! min_cpu = "10m"                        # the least CPU a throttled tier keeps
 //! ```
 //! A missing file means defaults; an unreadable or malformed one is an error.
 
@@ -100,6 +119,48 @@ pub struct Config {
     pub api_idle_timeout: Option<String>,
     #[serde(default)]
     pub max_pod_containers: Option<usize>,
+    #[serde(default)]
+    pub capacity_cpu: Option<String>,
+    #[serde(default)]
+    pub capacity_memory: Option<String>,
+    #[serde(default)]
+    pub reserved_cpus: Option<String>,
+    #[serde(default)]
+    pub revocable: RevocableConfig,
+}
+
+/// `[revocable]`: the estimator's and the reclaim controller's constants (module doc).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocableConfig {
+    #[serde(default)]
+    pub warmup: Option<String>,
+    #[serde(default)]
+    pub window: Option<usize>,
+    #[serde(default)]
+    pub percentile: Option<f64>,
+    #[serde(default)]
+    pub margin_percent: Option<f64>,
+    #[serde(default)]
+    pub decay_half_life: Option<String>,
+    #[serde(default)]
+    pub cpu_threshold_percent: Option<f64>,
+    #[serde(default)]
+    pub memory_threshold_percent: Option<f64>,
+    #[serde(default)]
+    pub cpu_suppress_percent: Option<f64>,
+    #[serde(default)]
+    pub memory_pressure_percent: Option<f64>,
+    #[serde(default)]
+    pub memory_psi_full: Option<f64>,
+    #[serde(default)]
+    pub hysteresis_percent: Option<f64>,
+    #[serde(default)]
+    pub step_after: Option<String>,
+    #[serde(default)]
+    pub recover_after: Option<String>,
+    #[serde(default)]
+    pub min_cpu: Option<String>,
 }
 
 impl Config {

@@ -142,6 +142,7 @@ pub async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result
     if max_connections == 0 || max_pod_containers == 0 {
         anyhow::bail!("max_connections and max_pod_containers must be at least 1");
     }
+    let node = crate::node_options::resolve(args, &config)?;
     let socket = match (&config.socket, cli.defaulted.0) {
         (Some(s), true) => s.clone(),
         _ => cli.socket.clone(),
@@ -186,6 +187,7 @@ pub async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result
             idle_timeout,
         },
         max_pod_containers,
+        node,
         config,
     };
     crate::agent::run(opts).await

@@ -11,6 +11,7 @@ mod commands;
 mod config;
 mod daemon;
 mod format;
+mod node_options;
 mod progress;
 mod shim;
 

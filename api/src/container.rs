@@ -67,6 +67,13 @@ pub struct ContainerView {
     /// Health check state, when it has a check.
     #[serde(default)]
     pub health: Option<HealthState>,
+    /// Its QoS tier: `guaranteed`, `burstable`, `besteffort` or `revocable`.
+    #[serde(default)]
+    pub qos: Option<crate::pod::QosClass>,
+    /// A revocable task's reclaim state while a step is in force: `throttle`,
+    /// `memory-high` or `frozen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim: Option<String>,
 }
 
 impl ContainerView {
@@ -87,7 +94,7 @@ pub struct ExitView {
     /// Killed by the kernel's OOM killer.
     #[serde(default)]
     pub oom_killed: bool,
-    /// `exited`, `signaled`, `oom-killed`, `start-failed`, `not-found`.
+    /// `exited`, `signaled`, `oom-killed`, `revoked`, `start-failed`, `not-found`.
     pub reason: String,
     /// RFC 3339.
     pub finished: String,

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     NameInUse,
     /// The object is not in a state that allows the request (409).
     Conflict,
+    /// Admission refused: the request does not fit what the node has left (allocatable
+    /// for guaranteed and burstable work, the revocable estimate for revocable work) (409).
+    InsufficientResources,
     /// The command does not exist in the container (Docker's exit code 127).
     CommandNotFound,
     /// The command exists but cannot be executed (Docker's exit code 126).

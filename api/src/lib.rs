@@ -27,6 +27,9 @@ pub mod logs;
 /// Network modes (`none`, `host`, CNI networks), published ports, and the views of
 /// networks and attachments.
 pub mod network;
+/// The node's resource model (`GET /v1/node`): capacity, reserve, allocatable, per-tier
+/// allocation and use, the revocable estimate, pressure, reclaim state.
+pub mod node;
 /// Pod specs (JSON/YAML, kubelet field names) checked field by field, QoS classes, the pod
 /// view.
 pub mod pod;
@@ -39,4 +42,5 @@ pub use container::{ContainerView, ExitView, Status};
 pub use error::{ErrorBody, ErrorCode};
 pub use event::Event;
 pub use image::ImageView;
+pub use node::NodeView;
 pub use pod::PodView;

@@ -245,6 +245,9 @@ pub struct Resources {
     /// Maximum number of tasks (`--pids-limit`).
     #[serde(default)]
     pub pids_limit: Option<i64>,
+    /// CPUs it may run on (`--cpuset-cpus 0-2,4`), in the kernel's list syntax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
 }
 
 /// Everything needed to create one container, beside the image.
@@ -327,6 +330,11 @@ pub struct TaskSpec {
     /// Pod membership; set by the agent for containers of a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<crate::pod::PodMember>,
+    /// `--revocable`: runs on the node's measured slack in the revocable tier (lowest CPU
+    /// weight), admitted against the revocable estimate, throttled, frozen or revoked when
+    /// the promised work needs its resources back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revocable: bool,
 }
 
 /// Parses `12`, `12b`, `64k`, `512m`, `2g`, `1t` (binary units, Docker's grammar, any case)
@@ -374,6 +382,48 @@ pub fn parse_cpus(s: &str) -> Result<f64, TaskError> {
         return Err(bad("--cpus", s, "minimum is 0.01"));
     }
     Ok(v)
+}
+
+/// Parses a CPU list in the kernel's syntax (`0-2,4`, as `cpuset.cpus` and Docker's
+/// `--cpuset-cpus`) into the set of CPU numbers; `field` names the flag or key.
+pub fn parse_cpuset(
+    field: &'static str,
+    s: &str,
+) -> Result<std::collections::BTreeSet<u32>, TaskError> {
+    let invalid = || bad(field, s, "expected CPU numbers and ranges like 0-2,4");
+    let mut set = std::collections::BTreeSet::new();
+    for part in s.trim().split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: u32 = a.trim().parse().map_err(|_| invalid())?;
+        let b: u32 = b.trim().parse().map_err(|_| invalid())?;
+        if a > b || b >= 4096 {
+            return Err(invalid());
+        }
+        set.extend(a..=b);
+    }
+    Ok(set)
+}
+
+/// The kernel's list syntax of a set of CPUs (`0-2,4`).
+pub fn format_cpuset(set: &std::collections::BTreeSet<u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = set.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
 }
 
 /// Canonical `CAP_*` name of a capability as Docker accepts it (`net_admin`, `CAP_NET_ADMIN`,
@@ -529,6 +579,9 @@ impl TaskSpec {
                     "must be below --memory",
                 ));
             }
+        }
+        if let Some(c) = &r.cpuset_cpus {
+            parse_cpuset("--cpuset-cpus", c)?;
         }
         if let Some(p) = r.pids_limit {
             if p == 0 || p < -1 {

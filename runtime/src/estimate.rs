@@ -19,8 +19,8 @@
 //! Per node (each resource):
 //!
 //! ```text
-//! slack = max(0, allocatable × threshold − Σ reservations of non-revocable tasks − system usage)
-//! system usage = max(0, node usage − Σ usage of every task)
+//! slack = max(0, capacity × threshold − Σ reservations of non-revocable tasks − system usage)
+//! system usage = max(system reserved, node usage − Σ usage of every task)
 //! ```
 //!
 //! and no slack at all until the estimator itself has run for the warm-up.
@@ -43,9 +43,9 @@ pub struct EstimatorConfig {
     pub margin_percent: f64,
     /// How fast a reservation falls toward its target: half the gap goes in this time.
     pub decay_half_life: Duration,
-    /// The share of allocatable CPU the node fills, revocable work included (percent).
+    /// The share of the node's CPU capacity it fills, revocable work included (percent).
     pub cpu_threshold_percent: f64,
-    /// The share of allocatable memory the node fills, revocable work included (percent).
+    /// The share of the node's memory capacity it fills, revocable work included (percent).
     pub memory_threshold_percent: f64,
 }
 
@@ -221,8 +221,8 @@ struct Task {
 /// One resource's figures of the node (millicores or bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
-    /// Capacity minus the system reserve.
-    pub allocatable: f64,
+    /// The node's capacity (the machine's, or what the operator declared).
+    pub capacity: f64,
     /// Σ reservations of non-revocable tasks.
     pub reserved: f64,
     /// Measured use of the whole node.
@@ -249,10 +249,14 @@ pub struct Estimator {
 /// The node-wide sample beside the tasks'.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NodeUsage {
-    /// Allocatable CPU (millicores).
-    pub cpu_allocatable: f64,
-    /// Allocatable memory (bytes).
-    pub memory_allocatable: f64,
+    /// CPU capacity (millicores).
+    pub cpu_capacity: f64,
+    /// CPU kept for the system (millicores): the least system usage counted.
+    pub cpu_reserved: f64,
+    /// Memory capacity (bytes).
+    pub memory_capacity: f64,
+    /// Memory kept for the system (bytes): the least system usage counted.
+    pub memory_reserved: f64,
     /// CPU in use on the whole node (millicores).
     pub cpu_used: f64,
     /// Memory in use on the whole node (bytes: total minus available).
@@ -322,21 +326,22 @@ impl Estimator {
                 .map(f)
                 .sum()
         };
-        let figures = |allocatable: f64,
+        let figures = |capacity: f64,
+                       system_reserved: f64,
                        used: f64,
                        threshold: f64,
                        reservation: &dyn Fn(&Task) -> f64,
                        use_of: &dyn Fn(&Task) -> f64| {
             let reserved = sum(reservation, Some(false));
             let tasks_used = sum(use_of, None);
-            let system = (used - tasks_used).max(0.0);
+            let system = (used - tasks_used).max(system_reserved).max(0.0);
             let slack = if node_warm {
-                (allocatable * threshold / 100.0 - reserved - system).max(0.0)
+                (capacity * threshold / 100.0 - reserved - system).max(0.0)
             } else {
                 0.0
             };
             Figures {
-                allocatable,
+                capacity,
                 reserved,
                 used,
                 system,
@@ -345,14 +350,16 @@ impl Estimator {
             }
         };
         self.cpu = figures(
-            node.cpu_allocatable,
+            node.cpu_capacity,
+            node.cpu_reserved,
             node.cpu_used,
             cfg.cpu_threshold_percent,
             &|t| t.cpu.value,
             &|t| t.usage.cpu,
         );
         self.memory = figures(
-            node.memory_allocatable,
+            node.memory_capacity,
+            node.memory_reserved,
             node.memory_used,
             cfg.memory_threshold_percent,
             &|t| t.memory.value,
@@ -398,8 +405,10 @@ mod tests {
     }
 
     const NODE: NodeUsage = NodeUsage {
-        cpu_allocatable: 2000.0,
-        memory_allocatable: 1000.0,
+        cpu_capacity: 2000.0,
+        cpu_reserved: 0.0,
+        memory_capacity: 1000.0,
+        memory_reserved: 0.0,
         cpu_used: 0.0,
         memory_used: 0.0,
     };

@@ -21,6 +21,9 @@ pub mod logs;
 pub use berth_api::network;
 /// Pod specs (`berth_api::pod`) and the plan a spec turns into.
 pub mod pod;
+/// Graded reclaim of the revocable tier: throttle, memory-high, freeze, revoke — a pure
+/// state machine fed the same samples as the estimator, undone with hysteresis.
+pub mod reclaim;
 /// The overlayfs rootfs over layer snapshots (copy fallback), mount and unmount.
 pub mod rootfs;
 /// The once-a-second usage sample: per cgroup CPU time and working set, node-wide CPU,
@@ -34,5 +37,8 @@ pub mod spec;
 pub mod state;
 /// The per-container supervisor: libcontainer create/start/exec, I/O relay, exit record.
 pub mod supervisor;
+/// The knobs of a parent cgroup reclaim turns (CPU cap, memory push-back, freeze) and
+/// the CPU set an agent keeps, written by hand on v1 and v2.
+pub mod tier;
 /// The task spec (Docker's options) with parsers and validation (`berth_api::task`).
 pub use berth_api::task;

@@ -130,6 +130,10 @@ pub struct ContainerRecord {
     /// The operator stopped or killed it: its restart policy holds off.
     #[serde(default)]
     pub stopped_by_operator: bool,
+    /// Revocable work the agent took back (killed) under pressure: its exit reads
+    /// `revoked`, and its restart policy does not bring it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
     /// The CNI attachment of a container on a network of its own (pods keep theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStatus>,

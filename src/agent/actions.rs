@@ -127,6 +127,8 @@ pub enum Action {
         /// The `create` caller.
         reply: Reply<Created>,
     },
+    /// The node's resource model (`GET /v1/node`).
+    Node(Reply<crate::api::node::NodeView>),
     /// The CNI networks of the config dir.
     ListNetworks(Reply<Vec<super::network::NetworkInfo>>),
     /// CNI CHECK of a pod's or container's network (name, id or prefix of either).

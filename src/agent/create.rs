@@ -110,7 +110,7 @@ fn draft(
     let cgroup_path = match &task.pod {
         Some(member) => member.cgroup_parent.join(&id),
         None => settings
-            .qos_cgroup(berth_runtime::pod::QosClass::of_task(&task.resources))
+            .qos_cgroup(berth_runtime::pod::QosClass::of_spec(&task))
             .join(&id),
     };
     // A pod's members share its network; a lone container on a CNI network was attached
@@ -209,6 +209,7 @@ async fn make(
             .unwrap_or_default(),
         restart_count: 0,
         stopped_by_operator: false,
+        revoked: false,
         network,
     };
 

@@ -16,6 +16,10 @@ use crate::api::Created;
 /// `POST /v1/containers`: containers without a network of their own are created at once.
 pub fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
     task.network = network::resolve(&node.settings, &task.network);
+    if let Err(e) = admit(node, &task) {
+        let _ = reply.send(Err(e.with_exit_code(125)));
+        return;
+    }
     let Some(net) = task
         .network
         .cni()
@@ -154,4 +158,24 @@ fn answer(node: &mut Node, reply: Reply<Created>, created: Result<Created, ApiEr
             tracing::error!(id, error = %e.message, "removing an orphaned create");
         }
     });
+}
+
+/// Admission of a lone container, before anything is made: its CPU set must be within
+/// the CPUs containers may use, and revocable work must fit the revocable estimate.
+fn admit(node: &Node, task: &TaskSpec) -> Result<(), ApiError> {
+    if let Some(cpus) = &task.resources.cpuset_cpus {
+        let set = berth_runtime::task::parse_cpuset("--cpuset-cpus", cpus)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        super::check_cpuset(&node.settings, "--cpuset-cpus", &set)?;
+    }
+    if task.revocable && task.pod.is_none() {
+        let r = super::usage::task_resources(task);
+        super::usage::admit_revocable(
+            node,
+            "the container",
+            r.cpu_request.unwrap_or(0.0),
+            r.memory_request.unwrap_or(0.0),
+        )?;
+    }
+    Ok(())
 }

@@ -34,7 +34,9 @@ impl ApiError {
             | ErrorCode::NoSuchContainer
             | ErrorCode::NoSuchPod
             | ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::NameInUse | ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::NameInUse | ErrorCode::Conflict | ErrorCode::InsufficientResources => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
@@ -55,6 +57,10 @@ impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
+    }
+    /// 409 with code `insufficient_resources`: admission refused.
+    pub fn insufficient(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InsufficientResources, message)
     }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {

@@ -37,6 +37,11 @@ pub fn check(node: &mut Node) {
     if threshold == 0 {
         return;
     }
+    // The last resort: while revocable work runs, graded reclaim (throttle, memory-high,
+    // freeze, revoke) takes resources back first; eviction acts only once that is spent.
+    if node.usage.revocable_tasks() > 0 && !node.usage.reclaim_exhausted() {
+        return;
+    }
     let Some(available) = memory_available() else {
         return;
     };
@@ -64,16 +69,24 @@ pub fn check(node: &mut Node) {
         available >> 20,
         threshold >> 20
     );
+    take_back(node, &id, "evicted", "memory-pressure", message);
+}
+
+/// Takes pod `id` back from its containers: it is marked failed with `message` (its restart
+/// policy ends), every running member is killed (off the owner), and `action` (`evicted`,
+/// `revoked`) is journaled for each member and the pod with `reason`.
+pub fn take_back(node: &mut Node, id: &str, action: &str, reason: &str, message: String) {
+    let id = id.to_string();
     let Some(pod) = node.pods.get_mut(&id) else {
         return;
     };
-    tracing::warn!(pod = %pod.record().name, %message, "evicting");
+    tracing::warn!(pod = %pod.record().name, %message, action, "taking a pod back");
     let name = pod.record().name.clone();
     match super::pod::advance(node, &id, PodPhase::Failed, Some(message.clone())) {
         // Nobody waits on the write; a failure is journaled and logged.
         Ok(written) => written.reported(),
         Err(e) => {
-            tracing::error!(pod = %name, error = %e.message, "recording an eviction");
+            tracing::error!(pod = %name, error = %e.message, "recording a pod taken back");
         }
     }
     for cid in members(node, &id) {
@@ -83,21 +96,21 @@ pub fn check(node: &mut Node) {
         if c.known_exit().is_some() {
             continue;
         }
-        let ev = Event::new("container", "evicted", &cid, &c.record().name)
+        let ev = Event::new("container", action, &cid, &c.record().name)
             .with("pod", &name)
-            .with("reason", "memory-pressure");
+            .with("reason", reason);
         let cgroup = c.record().cgroup_path.clone();
         node.emit(ev);
         // Off the owner: the kill waits for the cgroup to empty.
         tokio::task::spawn_blocking(move || {
             if let Err(e) = berth_runtime::cgroups::kill_all(&cgroup) {
-                tracing::error!(error = %e, "evicting a container");
+                tracing::error!(error = %e, "killing a container taken back");
             }
         });
     }
     node.emit(
-        Event::new("pod", "evicted", &id, &name)
-            .with("reason", "memory-pressure")
+        Event::new("pod", action, &id, &name)
+            .with("reason", reason)
             .with("message", message),
     );
 }

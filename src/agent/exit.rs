@@ -104,9 +104,15 @@ impl Node {
         c.exit.send_replace(Some(exit.clone()));
         c.releasing = Some(Vec::new());
         let pod = record.task.pod.as_ref().map(|m| m.pod_name.clone());
+        // Killed by reclaim: the exit reads `revoked`, as the view says.
+        let reason = if record.revoked && exit.signal.is_some() {
+            "revoked"
+        } else {
+            exit.reason.as_str()
+        };
         let mut ev = super::events::Event::new("container", "exited", id, &record.name)
             .with("exitCode", exit.exit_code)
-            .with("reason", &exit.reason);
+            .with("reason", reason);
         // When it happened, also for an exit found after an agent restart.
         ev.time = exit.finished.clone();
         if let Some(sig) = exit.signal {

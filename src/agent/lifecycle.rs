@@ -154,8 +154,9 @@ impl Container {
         }
     }
 
-    /// The API view.
-    pub fn info(&self) -> ContainerView {
+    /// The API view; `reclaim` is the revocable tier's reclaim state (`none`, `throttle`,
+    /// `memory-high`, `freeze`), shown on a running revocable container.
+    pub fn info(&self, reclaim: &str) -> ContainerView {
         let exit = self.known_exit();
         let status = self.status_with(exit.is_some());
         let r = &self.record;
@@ -179,10 +180,49 @@ impl Container {
             restarting: self.restart_pending,
             stopped_by_operator: r.stopped_by_operator,
             network: r.network.as_ref().map(|n| n.view()),
-            exit: exit.map(|e| e.view()),
+            exit: exit.map(|e| {
+                let mut view = e.view();
+                if r.revoked && view.signal.is_some() {
+                    view.reason = "revoked".to_string();
+                }
+                view
+            }),
             health: self.health.clone(),
+            qos: qos_of(r),
+            reclaim: (r.task.revocable && status == Status::Running && reclaim != "none").then(
+                || {
+                    if reclaim == "freeze" {
+                        "frozen"
+                    } else {
+                        reclaim
+                    }
+                    .to_string()
+                },
+            ),
         }
     }
+}
+
+/// A container's QoS tier: revocable if it asked; a pod member's is its pod's (the tier in
+/// its cgroup path, `<root>/<tier>/<pod>/<ctr>`); a lone container's from its limits.
+fn qos_of(r: &ContainerRecord) -> Option<berth_api::pod::QosClass> {
+    use berth_api::pod::QosClass;
+    if r.task.revocable {
+        return Some(QosClass::Revocable);
+    }
+    if r.task.pod.is_none() {
+        return Some(QosClass::of_task(&r.task.resources));
+    }
+    let tiers = [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+        QosClass::Revocable,
+    ];
+    r.cgroup_path.components().rev().find_map(|c| {
+        let name = c.as_os_str().to_str()?;
+        tiers.into_iter().find(|q| q.dir() == name)
+    })
 }
 
 /// What a write of container `id`'s record is about.
@@ -251,5 +291,22 @@ pub fn stopped_by_operator(node: &mut Node, id: &str) -> Result<Written, ApiErro
         return Ok(Written::nothing(subject(node, id, WHAT)?));
     }
     c.record.stopped_by_operator = true;
+    persist(node, id, WHAT)
+}
+
+/// Revocable work the agent takes back: recorded before the kill, so its exit reads
+/// `revoked` (also after a restart) and its restart policy holds off as after an
+/// operator's stop.
+pub fn revoked(node: &mut Node, id: &str) -> Result<Written, ApiError> {
+    const WHAT: &str = "recording a revoke";
+    let Some(c) = node.containers.get_mut(id) else {
+        return Err(ApiError::no_such_container(id));
+    };
+    if c.record.revoked {
+        return Ok(Written::nothing(subject(node, id, WHAT)?));
+    }
+    c.record.revoked = true;
+    c.record.stopped_by_operator = true;
+    c.restart_pending = false;
     persist(node, id, WHAT)
 }

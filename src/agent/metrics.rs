@@ -83,6 +83,8 @@ pub struct Snapshot {
     pub pods: Vec<PodRow>,
     /// Containers by status.
     pub by_status: BTreeMap<String, u64>,
+    /// The node's resource model.
+    pub node: crate::api::node::NodeView,
 }
 
 /// One container of a scrape.
@@ -108,7 +110,10 @@ pub struct PodRow {
 
 /// The owner's side of a scrape.
 pub fn snapshot(node: &Node) -> Snapshot {
-    let mut s = Snapshot::default();
+    let mut s = Snapshot {
+        node: super::usage::view(node),
+        ..Snapshot::default()
+    };
     for c in node.containers.values() {
         let status = c.status();
         *s.by_status
@@ -318,6 +323,7 @@ pub fn render(s: &Snapshot, root: &Path, latency: &Latencies, cni: &Latencies) -
         .unwrap_or(0)
         * 4096;
     let _ = writeln!(out, "berth_agent_resident_memory_bytes {rss}");
+    super::metrics_node::render(&mut out, &s.node);
     histogram(
         &mut out,
         "berth_api_request_duration_seconds",

@@ -26,12 +26,14 @@ mod kill;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod metrics_node;
 pub mod network;
 pub mod node;
 pub mod notify;
 mod persist;
 pub mod pod;
 mod probe;
+mod reclaim;
 mod relaunch;
 mod remove;
 mod request;
@@ -39,6 +41,7 @@ mod routes;
 mod routes_pods;
 pub mod server;
 mod start;
+pub(crate) mod usage;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -91,6 +94,19 @@ pub struct Settings {
     pub cni_latency: metrics::Latencies,
     /// Containers (init and app) a pod may have.
     pub max_pod_containers: usize,
+    /// What the node offers (declared or the machine's): millicpus and bytes.
+    pub capacity: (u64, u64),
+    /// The capacity was declared: only Berth's tasks and the system reserve count against
+    /// it (the rest of the machine is someone else's).
+    pub capacity_declared: bool,
+    /// CPUs containers may run on (online minus `reserved_cpus`).
+    pub cpuset: std::collections::BTreeSet<u32>,
+    /// CPUs kept out of every container.
+    pub reserved_cpus: std::collections::BTreeSet<u32>,
+    /// The estimator's constants.
+    pub estimator: berth_runtime::estimate::EstimatorConfig,
+    /// The reclaim controller's constants.
+    pub reclaim: berth_runtime::reclaim::ReclaimConfig,
 }
 
 impl Settings {
@@ -116,6 +132,7 @@ impl Settings {
             QosClass::Guaranteed,
             QosClass::Burstable,
             QosClass::BestEffort,
+            QosClass::Revocable,
         ]
         .into_iter()
         .map(|q| self.qos_cgroup(q))
@@ -125,22 +142,52 @@ impl Settings {
 
     /// Node capacity minus the system reserve: millicpus and bytes.
     pub fn allocatable(&self) -> (u64, u64) {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000;
-        let mem = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024;
         (
-            cpus.saturating_sub(self.reserved_millicpu),
-            mem.saturating_sub(self.reserved_memory),
+            self.capacity.0.saturating_sub(self.reserved_millicpu),
+            self.capacity.1.saturating_sub(self.reserved_memory),
         )
     }
+
+    /// The revocable tier's cgroup.
+    pub fn revocable_cgroup(&self) -> PathBuf {
+        self.qos_cgroup(berth_runtime::pod::QosClass::Revocable)
+    }
+}
+
+/// Refuses a CPU set (`field` names the flag or spec field) with a CPU the machine lacks
+/// or the agent keeps out of containers (`reserved_cpus`).
+pub(crate) fn check_cpuset(
+    settings: &Settings,
+    field: &str,
+    set: &std::collections::BTreeSet<u32>,
+) -> Result<(), error::ApiError> {
+    if let Some(c) = set.iter().find(|c| !settings.cpuset.contains(c)) {
+        let why = if settings.reserved_cpus.contains(c) {
+            "is reserved for the system (reserved_cpus)"
+        } else {
+            "does not exist on this machine"
+        };
+        return Err(error::ApiError::bad_request(format!(
+            "{field}: CPU {c} {why}; containers may use {}",
+            berth_runtime::task::format_cpuset(&settings.cpuset)
+        )));
+    }
+    Ok(())
+}
+
+/// The machine's capacity: millicpus of the CPUs containers may use, and `MemTotal`.
+fn machine_capacity(cpus: usize) -> (u64, u64) {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    (cpus as u64 * 1000, mem)
 }
 
 /// Options of `berth agent`.
@@ -182,6 +229,8 @@ pub struct AgentOptions {
     pub api_limits: server::Limits,
     /// Containers (init and app) a pod may have.
     pub max_pod_containers: usize,
+    /// Capacity, reserved CPUs, the estimator's and reclaim's constants.
+    pub node: crate::node_options::NodeOptions,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -200,6 +249,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         monitor.display(),
         exe.display()
     );
+    let online = berth_runtime::tier::online_cpus();
+    let cpuset: std::collections::BTreeSet<u32> = online
+        .difference(&opts.node.reserved_cpus)
+        .copied()
+        .collect();
+    let machine = machine_capacity(cpuset.len());
     let settings = Arc::new(Settings {
         root: opts.root.clone(),
         store,
@@ -226,12 +281,36 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         },
         cni_latency: metrics::Latencies::default(),
         max_pod_containers: opts.max_pod_containers,
+        capacity: (
+            opts.node.capacity_millicpu.unwrap_or(machine.0),
+            opts.node.capacity_memory.unwrap_or(machine.1),
+        ),
+        capacity_declared: opts.node.capacity_millicpu.is_some()
+            || opts.node.capacity_memory.is_some(),
+        cpuset: cpuset.clone(),
+        reserved_cpus: opts.node.reserved_cpus.clone(),
+        estimator: opts.node.estimator,
+        reclaim: opts.node.reclaim,
     });
-    // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it.
+    // Reserved CPUs are kept out of the whole cgroup root (every tier below inherits it).
+    if !settings.reserved_cpus.is_empty() {
+        berth_runtime::tier::Tier::new(&settings.cgroup_root)
+            .restrict_cpus(&berth_runtime::task::format_cpuset(&settings.cpuset))
+            .with_context(|| {
+                format!(
+                    "keeping CPUs {} out of {}",
+                    berth_runtime::task::format_cpuset(&settings.reserved_cpus),
+                    settings.cgroup_root.display()
+                )
+            })?;
+    }
+    // QoS parents: best-effort and revocable work get the lowest CPU weight, as the
+    // kubelet sets it for best-effort.
     for (qos, shares) in [
         (berth_runtime::pod::QosClass::Guaranteed, None),
         (berth_runtime::pod::QosClass::Burstable, None),
         (berth_runtime::pod::QosClass::BestEffort, Some(2)),
+        (berth_runtime::pod::QosClass::Revocable, Some(2)),
     ] {
         let limits = berth_runtime::cgroups::ParentLimits {
             cpu_shares: shares,
@@ -239,6 +318,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         };
         berth_runtime::cgroups::ensure_parent(&settings.qos_cgroup(qos), &limits)
             .with_context(|| format!("creating the {qos} cgroup"))?;
+    }
+    // Reclaim state is not carried over a restart: a tier a killed agent left throttled or
+    // frozen is released here, and the controller starts again from the samples (so no
+    // task stays frozen with nobody to thaw it).
+    if let Err(e) = berth_runtime::tier::Tier::new(&settings.revocable_cgroup()).release() {
+        tracing::warn!(error = %e, "releasing the revocable tier left by the last agent");
     }
     for dir in [settings.containers_dir(), settings.pods_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -108,6 +108,8 @@ pub struct Node {
     pub streams: tokio::task::JoinSet<()>,
     /// Writes records off the owner.
     pub writer: super::persist::StateWriter,
+    /// Measured usage, the estimator and reclaim.
+    pub usage: super::usage::Usage,
 }
 
 impl std::fmt::Debug for Node {
@@ -137,6 +139,7 @@ impl Node {
             .map(|e| e.id)
             .collect();
         let mut node = Node {
+            usage: super::usage::Usage::new(&settings),
             settings,
             containers: HashMap::new(),
             pods: HashMap::new(),
@@ -313,13 +316,14 @@ impl Node {
                 let _ = r.send(self.resolve(&id).map(|c| Handle {
                     id: c.record().id.clone(),
                     dir: c.dir.clone(),
-                    info: c.info(),
+                    info: c.info(self.usage.reclaim_state()),
                     exit: c.exit.subscribe(),
                 }));
             }
             Action::List(r) => {
+                let reclaim = self.usage.reclaim_state();
                 let mut all: Vec<ContainerView> =
-                    self.containers.values().map(Container::info).collect();
+                    self.containers.values().map(|c| c.info(reclaim)).collect();
                 all.sort_by(|a, b| a.created.cmp(&b.created));
                 let _ = r.send(Ok(all));
             }
@@ -370,6 +374,9 @@ impl Node {
                 result,
                 reply,
             } => super::create_networked::on_ready(self, id, *task, result, reply),
+            Action::Node(r) => {
+                let _ = r.send(Ok(super::usage::view(self)));
+            }
             Action::ListNetworks(r) => {
                 let settings = self.settings.clone();
                 tokio::spawn(async move {
@@ -404,6 +411,7 @@ impl Node {
                 self.ticks += 1;
                 // Reaps streams that ended.
                 while self.streams.try_join_next().is_some() {}
+                super::usage::tick(self);
                 super::evict::check(self);
                 if self.ticks % 10 == 1 {
                     super::disk::check(self);

@@ -28,6 +28,7 @@ pub type Tx = mpsc::Sender<Action>;
 pub fn router(tx: Tx) -> Router {
     Router::new()
         .route("/v1/version", get(version))
+        .route("/v1/node", get(node_view))
         .route("/v1/images", get(list_images))
         .route("/v1/images/pull", post(pull))
         .route("/v1/images/import", post(import))
@@ -163,6 +164,10 @@ async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let created = ask(&tx, |r| Action::Create(Box::new(task), r)).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn node_view(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(ask(&tx, Action::Node).await?))
 }
 
 async fn list(State(tx): State<Tx>) -> Result<impl IntoResponse, ApiError> {

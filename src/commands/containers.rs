@@ -56,6 +56,13 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<()> {
         if let (Some(h), Status::Running) = (&c.health, c.status) {
             status = format!("{status} ({})", h.status);
         }
+        if c.spec.revocable {
+            status = match c.reclaim.as_deref() {
+                Some("frozen") => "frozen (revocable)".to_string(),
+                Some(step) => format!("{status} (revocable, {step})"),
+                None => format!("{status} (revocable)"),
+            };
+        }
         rows.push(vec![
             short(&c.id),
             c.name.clone(),
@@ -88,13 +95,21 @@ pub async fn state(client: &Client, id: &str) -> Result<()> {
         "ociVersion": "1.0.2",
         "id": c.id,
         "name": c.name,
-        "status": status_text(c.status),
+        // A frozen revocable task reads `frozen` (runc says `paused` for its own freeze).
+        "status": if c.reclaim.as_deref() == Some("frozen") { "frozen" } else { status_text(c.status) },
         "pid": c.pid.unwrap_or(0),
         "bundle": c.bundle,
         "rootfs": format!("{}/rootfs", c.bundle),
         "created": c.created,
         "annotations": annotations,
     });
+    if let Some(q) = c.qos {
+        out["qos"] = q.to_string().into();
+    }
+    if c.spec.revocable {
+        out["revocable"] = true.into();
+        out["reclaim"] = c.reclaim.clone().unwrap_or_else(|| "none".into()).into();
+    }
     if let Some(e) = &c.exit {
         out["exitCode"] = e.exit_code.into();
         out["reason"] = e.reason.clone().into();

@@ -6,6 +6,7 @@ mod containers;
 mod images;
 mod import;
 mod inspect;
+mod node;
 mod pods;
 mod prune;
 mod pull;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stats(a) => containers::stats(&client, a).await?,
         Command::Pod(c) => pods::pod(&client, c).await?,
         Command::Network(c) => pods::network(&client, c).await?,
+        Command::Node(a) => node::show(&client, &a).await?,
         Command::Events(a) => pods::events(&client, a).await?,
         Command::Wait(a) => return containers::wait(&client, &a.id).await,
         Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {

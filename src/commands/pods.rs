@@ -187,7 +187,11 @@ fn pod_rows(pods: &[PodView]) -> Vec<Vec<String>> {
             p.id[..12].to_string(),
             p.name.clone(),
             p.phase.to_string(),
-            p.qos.to_string(),
+            // A revocable pod's reclaim state while a step is in force.
+            match p.containers.iter().find_map(|c| c.reclaim.as_deref()) {
+                Some(step) => format!("{} ({step})", p.qos),
+                None => p.qos.to_string(),
+            },
             format!("{running}/{}", apps.len()),
             restarts.to_string(),
             ip_of(p.network.as_ref()),

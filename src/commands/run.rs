@@ -61,6 +61,7 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
             .transpose()?,
         memory_high: None,
         pids_limit: args.pids_limit,
+        cpuset_cpus: args.cpuset_cpus.clone(),
     };
     let spec = TaskSpec {
         image: args.image.clone(),
@@ -115,6 +116,7 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
         no_healthcheck: args.no_healthcheck,
         restart: task::RestartPolicy::from_str(&args.restart)?,
         pod: None,
+        revocable: args.revocable,
     };
     spec.validate()?;
     Ok(spec)

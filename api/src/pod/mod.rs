@@ -96,6 +96,13 @@ pub struct PodSpec {
     /// the agent's default network.
     #[serde(default)]
     pub network: Option<String>,
+    /// Berth: the pod runs on the node's measured slack, in the revocable tier (QoS class
+    /// `revocable`), admitted against the revocable estimate and reclaimed first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revocable: bool,
+    /// Berth: CPUs every container of the pod may run on (`0-2,4`), as `--cpuset-cpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
     /// Pod volumes.
     #[serde(default)]
     pub volumes: Vec<PodVolume>,
@@ -349,6 +356,9 @@ pub enum QosClass {
     Burstable,
     /// None at all: runs on slack, lowest CPU weight.
     BestEffort,
+    /// Asked for it (`--revocable`, `revocable: true`): admitted against the node's
+    /// measured slack, lowest CPU weight, reclaimed first (throttled, frozen, revoked).
+    Revocable,
 }
 
 impl QosClass {
@@ -358,6 +368,16 @@ impl QosClass {
             Self::Guaranteed => "guaranteed",
             Self::Burstable => "burstable",
             Self::BestEffort => "besteffort",
+            Self::Revocable => "revocable",
+        }
+    }
+
+    /// Class of a single container: revocable if it asked, else from its limits.
+    pub fn of_spec(task: &crate::task::TaskSpec) -> Self {
+        if task.revocable {
+            Self::Revocable
+        } else {
+            Self::of_task(&task.resources)
         }
     }
 

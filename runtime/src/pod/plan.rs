@@ -286,8 +286,10 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
                     cpu_shares: Some(s.cpu_request.map_or(2, |m| (m * 1024 / 1000).max(2))),
                     memory: s.mem_limit,
                     memory_reservation: s.mem_request.filter(|_| s.mem_limit.is_some()),
+                    cpuset_cpus: spec.cpuset_cpus.clone(),
                     ..Resources::default()
                 };
+                task.revocable = spec.revocable;
                 for (j, m) in c.volume_mounts.iter().enumerate() {
                     let mfield = format!("{field}.volumeMounts[{j}]");
                     let Some(v) = spec.volumes.iter().find(|v| v.name == m.name) else {
@@ -329,6 +331,9 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
             }
             Ok(out)
         };
+    if let Some(c) = &spec.cpuset_cpus {
+        crate::task::parse_cpuset("cpusetCpus", c).map_err(|e| bad("cpusetCpus", e.reason))?;
+    }
     let init = build(&spec.init_containers, "initContainers")?;
     let containers = build(&spec.containers, "containers")?;
 
@@ -344,7 +349,9 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
             && s.cpu_request.is_none()
             && s.mem_request.is_none()
     });
-    let qos = if all_guaranteed {
+    let qos = if spec.revocable {
+        QosClass::Revocable
+    } else if all_guaranteed {
         QosClass::Guaranteed
     } else if none {
         QosClass::BestEffort

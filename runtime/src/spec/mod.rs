@@ -425,7 +425,7 @@ fn namespaces(
         .collect()
 }
 
-/// `--cpus`, `--cpu-shares`, memory and pids limits plus the device rules. libcontainer maps
+/// `--cpus`, `--cpu-shares`, `--cpuset-cpus`, memory and pids limits plus the device rules. libcontainer maps
 /// shares to v2 weight and reservation to `memory.low`; `memory.high` is v2 only.
 fn resources(task: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let r = &task.resources;
@@ -440,7 +440,10 @@ fn resources(task: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, SpecE
     if let Some(s) = r.cpu_shares {
         cpu = cpu.shares(s);
     }
-    if r.cpus.is_some() || r.cpu_shares.is_some() {
+    if let Some(set) = &r.cpuset_cpus {
+        cpu = cpu.cpus(set.clone());
+    }
+    if r.cpus.is_some() || r.cpu_shares.is_some() || r.cpuset_cpus.is_some() {
         b = b.cpu(cpu.build().map_err(SpecError::build)?);
     }
     if r.memory.is_some() || r.memory_reservation.is_some() {

@@ -148,7 +148,7 @@ pub fn info(node: &Node, pod: &Pod) -> PodView {
     let mut containers: Vec<ContainerView> = members(node, &pod.record.id)
         .iter()
         .filter_map(|id| node.containers.get(id))
-        .map(|c| c.info())
+        .map(|c| c.info(node.usage.reclaim_state()))
         .collect();
     containers.sort_by(|a, b| a.created.cmp(&b.created));
     let r = &pod.record;

@@ -59,7 +59,7 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
                 .map_err(|e| e.in_field(&format!("{kind}[{i}].image")))?;
         }
     }
-    check_fits(node, &plan)?;
+    check_fits(node, &spec, &plan)?;
     crate::agent::network::check_ports_free(node, &plan.ports)?;
 
     let cgroup_path = node.settings.qos_cgroup(plan.qos).join(&id);
@@ -112,13 +112,31 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
 
 /// Refuses guaranteed and burstable pods whose requests do not fit what is left of the
 /// node's allocatable resources (capacity minus the system reserve).
-fn check_fits(node: &Node, plan: &PodPlan) -> Result<(), ApiError> {
-    if plan.qos == QosClass::BestEffort {
-        return Ok(());
+fn check_fits(node: &Node, spec: &PodSpec, plan: &PodPlan) -> Result<(), ApiError> {
+    if let Some(cpus) = &spec.cpuset_cpus {
+        let set = berth_runtime::task::parse_cpuset("cpusetCpus", cpus)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        crate::agent::check_cpuset(&node.settings, "invalid pod spec: cpusetCpus", &set)?;
+    }
+    match plan.qos {
+        QosClass::BestEffort => return Ok(()),
+        // Revocable work is admitted against the measured slack, not allocatable.
+        QosClass::Revocable => {
+            return crate::agent::usage::admit_revocable(
+                node,
+                "the pod",
+                plan.requests.0 as f64,
+                plan.requests.1 as f64,
+            )
+        }
+        QosClass::Guaranteed | QosClass::Burstable => {}
     }
     let (cpu_alloc, mem_alloc) = node.settings.allocatable();
     let (mut cpu_used, mut mem_used) = (0u64, 0u64);
     for p in node.pods.values() {
+        if p.record.qos == QosClass::Revocable {
+            continue;
+        }
         if matches!(p.record.phase, PodPhase::Starting | PodPhase::Running) {
             cpu_used += p.record.requests_millicpu;
             mem_used += p.record.requests_memory;
@@ -126,7 +144,7 @@ fn check_fits(node: &Node, plan: &PodPlan) -> Result<(), ApiError> {
     }
     let (cpu, mem) = plan.requests;
     if cpu_used + cpu > cpu_alloc {
-        return Err(ApiError::conflict(format!(
+        return Err(ApiError::insufficient(format!(
             "insufficient cpu: the pod requests {}m, {}m of {}m allocatable are free",
             cpu,
             cpu_alloc.saturating_sub(cpu_used),
@@ -134,7 +152,7 @@ fn check_fits(node: &Node, plan: &PodPlan) -> Result<(), ApiError> {
         )));
     }
     if mem_used + mem > mem_alloc {
-        return Err(ApiError::conflict(format!(
+        return Err(ApiError::insufficient(format!(
             "insufficient memory: the pod requests {} bytes, {} of {} allocatable are free",
             mem,
             mem_alloc.saturating_sub(mem_used),

@@ -1,0 +1,134 @@
+//! The node's resource model (`GET /v1/node`, `berth node`): what the machine has, what is
+//! kept for the system, what each QoS tier was promised, what is measured in use, what
+//! revocable work may have (the estimate), the pressure and the reclaim state.
+//!
+//! CPU figures are millicores, memory figures bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// One resource's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceView {
+    /// The machine's (or what the operator declared with `capacity_*`).
+    pub capacity: f64,
+    /// Kept for the system (`system_reserved_*`).
+    pub system_reserved: f64,
+    /// Capacity minus the system reserve: what guaranteed and burstable work is admitted
+    /// against.
+    pub allocatable: f64,
+    /// Requests of running work per QoS tier.
+    pub allocated: TierFigures,
+    /// Measured use of the whole node, smoothed (exponential, ~10 s).
+    pub used: f64,
+    /// Measured use per tier, last sample.
+    pub used_by_tier: TierFigures,
+    /// Use outside every task (the system, the agent), at least the system reserve.
+    pub system: f64,
+    /// Σ reservations (the estimator's) of guaranteed, burstable and best-effort tasks.
+    pub reserved: f64,
+    /// What revocable work may have: capacity × threshold − reservations − system, never
+    /// below zero (zero while the estimator warms up).
+    pub revocable: f64,
+    /// The revocable estimate minus the requests of revocable work already admitted.
+    pub revocable_free: f64,
+}
+
+/// A figure per QoS tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierFigures {
+    /// Guaranteed work.
+    pub guaranteed: f64,
+    /// Burstable work.
+    pub burstable: f64,
+    /// Best-effort work.
+    pub besteffort: f64,
+    /// Revocable work.
+    pub revocable: f64,
+}
+
+/// Pressure stall information of one resource: the share of the last 10 s (percent) some
+/// or all tasks waited on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PressureView {
+    /// Some tasks stalled (`some avg10`).
+    pub some_avg10: f64,
+    /// All tasks stalled (`full avg10`; 0 for CPU on kernels that do not report it).
+    pub full_avg10: f64,
+}
+
+/// The node's pressure, where the kernel has PSI: node-wide (`/proc/pressure/*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodePressure {
+    /// CPU.
+    pub cpu: PressureView,
+    /// Memory.
+    pub memory: PressureView,
+    /// IO.
+    pub io: PressureView,
+}
+
+/// The reclaim controller's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReclaimView {
+    /// `none`, `throttle`, `memory-high` or `freeze`: the highest step in force.
+    pub state: String,
+    /// The revocable tier's CPU cap (millicores), when throttled.
+    #[serde(default)]
+    pub cpu_cap: Option<f64>,
+    /// Its memory push-back (bytes), at `memory-high` and above.
+    #[serde(default)]
+    pub memory_high: Option<f64>,
+    /// It is frozen.
+    #[serde(default)]
+    pub frozen: bool,
+    /// Steps taken since the agent started, per step.
+    pub steps: std::collections::BTreeMap<String, u64>,
+    /// Revocable tasks revoked since the agent started.
+    pub revoked: u64,
+}
+
+/// `GET /v1/node`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// `v1` or `v2`.
+    pub cgroup_version: String,
+    /// CPUs containers may run on (the kernel's list syntax; reserved CPUs left out).
+    pub cpuset: String,
+    /// CPUs kept out of every container (`reserved_cpus`), if any.
+    #[serde(default)]
+    pub reserved_cpus: Option<String>,
+    /// CPU, millicores.
+    pub cpu: ResourceView,
+    /// Memory, bytes.
+    pub memory: ResourceView,
+    /// PSI, where the kernel has it.
+    #[serde(default)]
+    pub pressure: Option<NodePressure>,
+    /// The estimator has run for its warm-up (before that, no revocable estimate).
+    pub warmed_up: bool,
+    /// Seconds of warm-up left.
+    pub warmup_left_secs: f64,
+    /// Samples taken since the agent started.
+    pub samples: u64,
+    /// Reclaim.
+    pub reclaim: ReclaimView,
+    /// Running tasks per tier.
+    pub tasks: TierCounts,
+}
+
+/// A count per QoS tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierCounts {
+    /// Guaranteed.
+    pub guaranteed: u64,
+    /// Burstable.
+    pub burstable: u64,
+    /// Best-effort.
+    pub besteffort: u64,
+    /// Revocable.
+    pub revocable: u64,
+}
