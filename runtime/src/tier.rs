@@ -3,10 +3,16 @@
 //!
 //! | knob | cgroup v1 | cgroup v2 |
 //! |---|---|---|
-//! | CPU cap | `cpu/<path>/cpu.cfs_quota_us` (period 100 ms; -1: none) | `cpu.max` (`max`: none) |
+//! | CPU cap | each task's `cpu.cfs_quota_us`: its share of the cap (see below) | `cpu.max` (`max`: none) |
 //! | memory push-back | `memory/<path>/memory.soft_limit_in_bytes` (-1: none) | `memory.high` (`max`) |
 //! | freeze | `freezer/<path>/freezer.state` `FROZEN`/`THAWED` | `cgroup.freeze` `1`/`0` |
 //! | CPU set | `cpuset/<path>/cpuset.cpus` (each level filled from its parent) | `cpuset.cpus` |
+//!
+//! On v1 the kernel refuses a parent quota below a child's (`EINVAL`), and a child with a
+//! larger quota could then not even be created under a capped parent; so there the cap is
+//! split evenly over the tier's tasks, each held to the smaller of its share and its own
+//! limit, and given back its own limit when the cap goes. v2 caps the parent alone (a
+//! child's `cpu.max` above its parent's is allowed; the smaller one holds).
 //!
 //! Written by hand, not through libcgroups: its managers configure the cgroup of a process
 //! from a whole OCI resources block; here one file changes at a time, on a cgroup that holds
@@ -86,24 +92,43 @@ impl Tier {
             })
     }
 
-    /// Caps the CPU of everything below at `millicores` (`None`: no cap).
-    pub fn set_cpu_cap(&self, millicores: Option<u64>) -> Result<(), TierError> {
-        let quota = millicores.map(|m| (m * PERIOD_US / 1000).max(MIN_QUOTA_US));
+    /// Caps the CPU of everything below at `millicores` (`None`: no cap). On v1 the cap is
+    /// split over `tasks` (their cgroups with their own limits in millicores) instead, and
+    /// `None` gives each its own limit back; a task whose cgroup is gone is skipped.
+    pub fn set_cpu_cap(
+        &self,
+        millicores: Option<u64>,
+        tasks: &[CappedTask],
+    ) -> Result<(), TierError> {
+        let quota = |m: u64| (m * PERIOD_US / 1000).max(MIN_QUOTA_US);
         if self.v2 {
-            let value = match quota {
-                Some(q) => format!("{q} {PERIOD_US}"),
+            let value = match millicores {
+                Some(m) => format!("{} {PERIOD_US}", quota(m)),
                 None => format!("max {PERIOD_US}"),
             };
             return self.write("cpu", "cpu.max", &value);
         }
-        if quota.is_some() {
-            self.write("cpu", "cpu.cfs_period_us", &PERIOD_US.to_string())?;
+        let share = millicores.map(|m| m / (tasks.len().max(1) as u64));
+        for t in tasks {
+            let own = Tier::in_mount(&self.mount, &t.cgroup, false);
+            let wanted = match (share, t.limit) {
+                (Some(s), Some(l)) => Some(s.min(l)),
+                (Some(s), None) => Some(s),
+                (None, limit) => limit,
+            };
+            let value = wanted.map_or("-1".to_string(), |m| quota(m).to_string());
+            let result = own
+                .write("cpu", "cpu.cfs_period_us", &PERIOD_US.to_string())
+                .and_then(|()| own.write("cpu", "cpu.cfs_quota_us", &value));
+            match result {
+                Err(TierError::File { path, .. }) if !path.exists() => {}
+                other => other?,
+            }
         }
-        let value = quota.map_or("-1".to_string(), |q| q.to_string());
-        self.write("cpu", "cpu.cfs_quota_us", &value)
+        Ok(())
     }
 
-    /// The CPU cap in millicores, if any.
+    /// The CPU cap in millicores of this cgroup's own quota, if any.
     pub fn cpu_cap(&self) -> Result<Option<u64>, TierError> {
         let (quota, period) = if self.v2 {
             let text = self.read("cpu", "cpu.max")?;
@@ -159,7 +184,7 @@ impl Tier {
         let mut first = None;
         for result in [
             self.set_frozen(false),
-            self.set_cpu_cap(None),
+            self.set_cpu_cap(None, &[]),
             self.set_memory_high(None),
         ] {
             if let Err(TierError::File { path, reason }) = result {
@@ -217,6 +242,15 @@ impl Tier {
     }
 }
 
+/// A task of a capped tier, on v1: its cgroup and its own CPU limit (millicores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedTask {
+    /// Its cgroup (absolute from each hierarchy's root).
+    pub cgroup: PathBuf,
+    /// Its own limit (`--cpus`), if any.
+    pub limit: Option<u64>,
+}
+
 /// CPUs the host has online (`/sys/devices/system/cpu/online`), as a set.
 pub fn online_cpus() -> std::collections::BTreeSet<u32> {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
@@ -263,11 +297,42 @@ mod tests {
         for v2 in [false, true] {
             let (dir, tier) = fake(v2);
             assert_eq!(tier.cpu_cap().unwrap(), None);
-            tier.set_cpu_cap(Some(300)).unwrap();
-            assert_eq!(tier.cpu_cap().unwrap(), Some(300), "v2={v2}");
-            // Below the kernel's minimum quota: the minimum.
-            tier.set_cpu_cap(Some(0)).unwrap();
-            assert_eq!(tier.cpu_cap().unwrap(), Some(10));
+            if v2 {
+                tier.set_cpu_cap(Some(300), &[]).unwrap();
+                assert_eq!(tier.cpu_cap().unwrap(), Some(300));
+                // Below the kernel's minimum quota: the minimum.
+                tier.set_cpu_cap(Some(0), &[]).unwrap();
+                assert_eq!(tier.cpu_cap().unwrap(), Some(10));
+            } else {
+                // v1: split over the tasks, each at most its own limit; then given back.
+                let task = |name: &str, limit| {
+                    let rel = format!("a/revocable/{name}");
+                    std::fs::create_dir_all(dir.path().join("cpu").join(&rel)).unwrap();
+                    CappedTask {
+                        cgroup: PathBuf::from("/").join(rel),
+                        limit,
+                    }
+                };
+                let tasks = [task("t1", Some(100)), task("t2", None)];
+                let gone = CappedTask {
+                    cgroup: PathBuf::from("/a/revocable/gone"),
+                    limit: None,
+                };
+                let all = [tasks[0].clone(), tasks[1].clone(), gone];
+                tier.set_cpu_cap(Some(400), &all).unwrap();
+                let cap = |t: &CappedTask| {
+                    Tier::in_mount(dir.path(), &t.cgroup, false)
+                        .cpu_cap()
+                        .unwrap()
+                };
+                assert_eq!(cap(&tasks[0]), Some(100));
+                assert_eq!(cap(&tasks[1]), Some(133));
+                tier.set_cpu_cap(None, &all).unwrap();
+                assert_eq!(cap(&tasks[0]), Some(100));
+                assert_eq!(cap(&tasks[1]), None);
+                // The tier itself is never capped on v1.
+                assert_eq!(tier.cpu_cap().unwrap(), None);
+            }
             tier.set_frozen(true).unwrap();
             assert!(tier.frozen().unwrap());
             tier.set_memory_high(Some(64 << 20)).unwrap();

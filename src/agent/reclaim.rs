@@ -9,7 +9,7 @@
 //! reason. Guaranteed, burstable and best-effort work is never touched here.
 
 use berth_runtime::reclaim::{Knobs, Outcome};
-use berth_runtime::tier::Tier;
+use berth_runtime::tier::{CappedTask, Tier};
 
 use super::error::ApiError;
 use super::events::Event;
@@ -54,11 +54,36 @@ fn differs(a: &Knobs, b: &Knobs) -> bool {
     cap(a) != cap(b) || high(a) != high(b) || a.frozen != b.frozen
 }
 
-/// Writes the controller's knobs to the revocable tier, one write in flight at a time
-/// (the next round catches up).
+/// The revocable tasks a CPU cap is split over on v1: running revocable containers with
+/// their own limits.
+fn capped_tasks(node: &Node) -> Vec<CappedTask> {
+    let mut tasks: Vec<CappedTask> = node
+        .containers
+        .values()
+        .filter(|c| c.record().task.revocable && c.exit.borrow().is_none())
+        .map(|c| CappedTask {
+            cgroup: c.record().cgroup_path.clone(),
+            limit: c.record().task.resources.cpus.map(|n| (n * 1000.0) as u64),
+        })
+        .collect();
+    tasks.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+    tasks
+}
+
+/// Writes the controller's knobs to the revocable tier when they (or, while a CPU cap is
+/// split over them, the tier's tasks) changed; one write in flight at a time, the next
+/// round catches up. The first round after a start always writes: a cap a killed agent
+/// left on the tasks is given back.
 fn write_knobs(node: &mut Node) {
     let wanted = node.usage.reclaim().knobs();
-    if node.usage.writing || !differs(&wanted, &node.usage.written) {
+    let tasks = capped_tasks(node);
+    let changed = match &node.usage.written {
+        None => true,
+        Some((knobs, written_tasks)) => {
+            differs(&wanted, knobs) || (wanted.cpu_cap.is_some() && *written_tasks != tasks)
+        }
+    };
+    if node.usage.writing || !changed {
         return;
     }
     node.usage.writing = true;
@@ -66,16 +91,17 @@ fn write_knobs(node: &mut Node) {
     node.spawn_blocking(
         "turning the revocable tier's knobs",
         move || {
-            let result = tier
-                .set_cpu_cap(wanted.cpu_cap.map(|c| c.round() as u64))
+            let cap = wanted.cpu_cap.map(|c| c.round() as u64);
+            tier.set_cpu_cap(cap, &tasks)
                 .and_then(|()| tier.set_memory_high(wanted.memory_high.map(|m| m as u64)))
-                .and_then(|()| tier.set_frozen(wanted.frozen));
-            result.map_err(ApiError::internal)
+                .and_then(|()| tier.set_frozen(wanted.frozen))
+                .map(|()| tasks)
+                .map_err(ApiError::internal)
         },
-        move |node, result: Result<(), ApiError>| {
+        move |node, result: Result<Vec<CappedTask>, ApiError>| {
             node.usage.writing = false;
             match result {
-                Ok(()) => node.usage.written = wanted,
+                Ok(tasks) => node.usage.written = Some((wanted, tasks)),
                 Err(e) => {
                     tracing::error!(error = %e.message, "turning the revocable tier's knobs");
                     node.emit(

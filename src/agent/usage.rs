@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use berth_runtime::estimate::{Estimator, NodeUsage, TaskResources, TaskUsage};
 use berth_runtime::pod::QosClass;
-use berth_runtime::reclaim::{Knobs, Reclaim, Round};
+use berth_runtime::reclaim::{Reclaim, Round};
 use berth_runtime::sample::{CgroupSample, NodeSample, Pressure};
 
 use super::error::ApiError;
@@ -51,8 +51,12 @@ pub struct Usage {
     pub(super) steps: BTreeMap<String, u64>,
     /// Tasks revoked since start.
     pub(super) revoked: u64,
-    /// The knobs last written to the revocable tier.
-    pub(super) written: Knobs,
+    /// The knobs last written to the revocable tier, with the tasks a CPU cap was split
+    /// over (v1); `None` until the first write.
+    pub(super) written: Option<(
+        berth_runtime::reclaim::Knobs,
+        Vec<berth_runtime::tier::CappedTask>,
+    )>,
     /// A knob write is in flight.
     pub(super) writing: bool,
 }
@@ -74,7 +78,7 @@ impl Usage {
             samples: 0,
             steps: BTreeMap::new(),
             revoked: 0,
-            written: Knobs::default(),
+            written: None,
             writing: false,
         }
     }

@@ -266,7 +266,7 @@ impl Root {
                 if !p.is_dir() {
                     continue;
                 }
-                let qos = ["guaranteed", "burstable", "besteffort"]
+                let qos = ["guaranteed", "burstable", "besteffort", "revocable"]
                     .iter()
                     .any(|q| e.file_name() == *q);
                 if qos {
