@@ -12,8 +12,9 @@ set -euo pipefail
 # umoci: OCI layout tooling; curl: readiness probes; time: peak RSS in benchmarks;
 # python3: small JSON/port helpers in the demo and benchmark; mount: overlayfs in tests;
 # containernetworking-plugins + iptables + iproute2: pod networking (CNI bridge, portmap);
-# util-linux: nsenter in the network tests.
-PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux)
+# util-linux: nsenter in the network tests; qemu-system-x86: the cgroup v2 VM lane (Debian's
+# kernel under qemu, integration/vm/).
+PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux qemu-system-x86)
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(podman runc crun hyperfine e2fsprogs)
 fi

@@ -52,6 +52,14 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var("BERTH_LOG").ok().or(config.log_level.clone()));
     init_tracing(level.as_deref());
+    if !matches!(cli.command, cli::Command::Agent(_)) {
+        // A client command whose reader went away (`berth ps | head -1`) ends quietly as
+        // other Unix tools do, not with a panic on a broken pipe (Rust ignores SIGPIPE).
+        // SAFETY: restores the default disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if matches!(cli.command, cli::Command::Agent(_)) {
         agent::notify::take_socket_from_env();
         // Two malloc arenas instead of eight per core: the agent's threads (workers and
