@@ -2,6 +2,7 @@
 # Installs what Berth's build, tests, demo and benchmarks need on a Debian machine (root).
 #   scripts/setup.sh           build + test + demo dependencies
 #   scripts/setup.sh --bench   also the benchmarks' anchors (podman, runc, crun, hyperfine)
+#                              and the oversubscription benchmark's nginx-light, stress-ng, oha
 # Idempotent: packages already present are skipped, apt-get runs only when needed.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root" >&2; exit 1; }
@@ -16,7 +17,7 @@ set -euo pipefail
 # kernel under qemu, integration/vm/).
 PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux qemu-system-x86)
 if [ "${1:-}" = "--bench" ]; then
-  PACKAGES+=(podman runc crun hyperfine e2fsprogs)
+  PACKAGES+=(podman runc crun hyperfine e2fsprogs nginx-light stress-ng)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -35,4 +36,10 @@ if ! command -v cargo >/dev/null; then
     echo "setup: no Rust toolchain found; Berth needs Rust >= 1.85 (rustup)" >&2
   fi
   exit 1
+fi
+
+# oha: the open-loop HTTP load generator (latency correction) of integration/bench/oversub.sh.
+if [ "${1:-}" = "--bench" ] && ! command -v oha >/dev/null && [ ! -x "$HOME/.cargo/bin/oha" ]; then
+  echo "setup: cargo install oha"
+  cargo install --locked --quiet oha
 fi

@@ -215,6 +215,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_reads() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/config.toml"));
+        let c = Config::load(path).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.revocable.warmup.as_deref(), Some("5m"));
+        assert_eq!(c.revocable.memory_pressure_percent, Some(70.0));
+    }
+
+    #[test]
     fn toml_and_json() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let t = dir.path().join("config.toml");

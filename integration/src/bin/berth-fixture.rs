@@ -4,6 +4,9 @@
 //! ```text
 //! berth-fixture all OUT_DIR
 //!     every test fixture (see fixtures::write_all)
+//! berth-fixture dir OUT_LAYOUT SRC_DIR CMD...
+//!     an OCI layout of busybox plus one layer holding SRC_DIR's contents, with Cmd CMD
+//!     (the benchmarks' nginx and stress-ng images, from the host's Debian packages)
 //! berth-fixture fat OUT_LAYOUT MAX_BYTES MAX_FILES LAYERS SRC_DIR...
 //!     an OCI layout whose one image holds the first files of SRC_DIRs (sorted walk) up to
 //!     MAX_BYTES or MAX_FILES (files over MAX_BYTES/200 skipped), cut into LAYERS gzip layers of about equal size
@@ -24,8 +27,22 @@ fn main() -> Result<()> {
             let layers: usize = args[4].parse().context("LAYERS")?;
             fat(Path::new(&args[1]), max_bytes, max_files, layers.max(1), &args[5..])
         }
-        _ => bail!("usage: berth-fixture all OUT_DIR | berth-fixture fat OUT_LAYOUT MAX_BYTES MAX_FILES LAYERS SRC_DIR..."),
+        Some("dir") if args.len() >= 4 => dir_image(Path::new(&args[1]), Path::new(&args[2]), &args[3..]),
+        _ => bail!("usage: berth-fixture all OUT_DIR | berth-fixture dir OUT_LAYOUT SRC_DIR CMD... | berth-fixture fat OUT_LAYOUT MAX_BYTES MAX_FILES LAYERS SRC_DIR..."),
     }
+}
+
+/// busybox plus `src`'s contents as a second layer, with `cmd` as its Cmd.
+fn dir_image(out: &Path, src: &Path, cmd: &[String]) -> Result<()> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", src)
+        .with_context(|| format!("archiving {}", src.display()))?;
+    let layer = b.into_inner()?;
+    let mut config = fixtures::busybox_config();
+    config["Cmd"] = serde_json::json!(cmd);
+    let image = layout::Image::new(vec![fixtures::busybox_layer()?, layer], config);
+    layout::write_oci_layout(out, &[("latest", &image)], tarball::Compression::Gzip)
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
