@@ -54,7 +54,7 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/busybox-oci:late
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/multilayer-oci:latest" "docker://$REG/demo/multilayer:1.0"
 
 echo "== starting a private agent (socket $BERTH_SOCKET, cgroup root $CG_ROOT)"
-"$BIN/berth" agent --cgroup-root "$CG_ROOT" --cni-conf-dir "$WORK/net.d" --bridge-name "$BRIDGE" 2>"$WORK/agent.log" &
+"$BIN/berth" agent --cgroup-root "$CG_ROOT" --cni-conf-dir "$WORK/net.d" --bridge-name "$BRIDGE" --revocable-warmup 0 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
 
@@ -83,6 +83,20 @@ echo "(exit code $?)"
 set -e
 "$BIN/berth" state hog | grep -E '"(exitCode|reason|OOMKilled)"'
 step "$BIN/berth" rm hog
+
+echo
+echo "== oversubscription: revocable work on measured slack, throttled when promised work needs the CPU"
+step "$BIN/berth" run -d --name batch --revocable "$REG/library/busybox" sh -c 'while :; do :; done'
+sleep 2
+"$BIN/berth" node | sed -n '1,20p'
+step "$BIN/berth" run -d --name service --cpus 1 -m 32m "$REG/library/busybox" sh -c 'while :; do :; done'
+for _ in $(seq 100); do "$BIN/berth" node --json | grep -q '"state": "throttle"' && break; sleep 0.1; done
+step "$BIN/berth" ps
+"$BIN/berth" node | tail -4
+step "$BIN/berth" rm -f service
+for _ in $(seq 150); do "$BIN/berth" node --json | grep -q '"state": "none"' && break; sleep 0.1; done
+step "$BIN/berth" events --since 1m --until 0s --filter type=reclaim
+step "$BIN/berth" rm -f batch
 
 echo
 echo "== networking: the default bridge network, a published port"
