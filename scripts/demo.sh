@@ -90,11 +90,11 @@ step "$BIN/berth" run -d --name batch --revocable "$REG/library/busybox" sh -c '
 sleep 2
 "$BIN/berth" node | sed -n '1,20p'
 step "$BIN/berth" run -d --name service --cpus 1 -m 32m "$REG/library/busybox" sh -c 'while :; do :; done'
-for _ in $(seq 100); do "$BIN/berth" node --json | grep -q '"state": "throttle"' && break; sleep 0.1; done
+for _ in $(seq 100); do "$BIN/berth" node --json | grep '"state": "throttle"' >/dev/null && break; sleep 0.1; done
 step "$BIN/berth" ps
 "$BIN/berth" node | tail -4
 step "$BIN/berth" rm -f service
-for _ in $(seq 150); do "$BIN/berth" node --json | grep -q '"state": "none"' && break; sleep 0.1; done
+for _ in $(seq 150); do "$BIN/berth" node --json | grep '"state": "none"' >/dev/null && break; sleep 0.1; done
 step "$BIN/berth" events --since 1m --until 0s --filter type=reclaim
 step "$BIN/berth" rm -f batch
 

@@ -51,6 +51,7 @@
 //! step_after = "2s"                      # pressure held this long → the next step
 //! recover_after = "5s"                   # calm held this long → one step undone
 //! min_cpu = "10m"                        # the least CPU a throttled tier keeps
+//! sample_interval = "1s"                 # usage sampled (and reclaim decided) this often
 //! ```
 //! A missing file means defaults; an unreadable or malformed one is an error.
 
@@ -161,6 +162,8 @@ pub struct RevocableConfig {
     pub recover_after: Option<String>,
     #[serde(default)]
     pub min_cpu: Option<String>,
+    #[serde(default)]
+    pub sample_interval: Option<String>,
 }
 
 impl Config {

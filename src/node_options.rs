@@ -26,6 +26,8 @@ pub struct NodeOptions {
     pub estimator: EstimatorConfig,
     /// The reclaim controller's constants.
     pub reclaim: ReclaimConfig,
+    /// How often usage is sampled.
+    pub sample_interval: Duration,
 }
 
 fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
@@ -133,7 +135,16 @@ pub fn resolve(args: &AgentArgs, config: &Config) -> Result<NodeOptions> {
     reclaim
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    let sample_interval = duration(
+        "[revocable] sample_interval",
+        r.sample_interval.as_deref(),
+        Duration::from_secs(1),
+    )?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&sample_interval) {
+        bail!("invalid [revocable] sample_interval {sample_interval:?}: want 100ms to 60s");
+    }
     Ok(NodeOptions {
+        sample_interval,
         capacity_millicpu,
         capacity_memory,
         reserved_cpus,

@@ -2,9 +2,10 @@
 # Oversubscription benchmark (issue #13): utilisation against tail latency, side by side.
 #
 # A latency-sensitive guaranteed service (nginx from Debian's nginx-light, packaged into an
-# image with its libraries) pinned to CPU 1; an open-loop load generator that corrects for
-# coordinated omission (oha -q RATE --latency-correction) pinned to CPU 0, at 30/50/70% of
-# the rate the service sustains alone; best-effort work stress-ng --cpu 2 --vm 1 with
+# image with its libraries) on CPU 1; an open-loop load generator that corrects for
+# coordinated omission (oha -q RATE --latency-correction) pinned to CPU 0, which the agent
+# keeps out of every container (--reserved-cpus 0), at 30/50/70% of the rate the service
+# sustains alone; so the best-effort work shares CPU 1 with the service; best-effort work stress-ng --cpu 2 --vm 1 with
 # --metrics-brief (its bogo ops count). Four ways, in one run:
 #   alone      the service only
 #   naive      the same best-effort work co-located with no controller, equal CPU weights
@@ -12,7 +13,7 @@
 #              relaunched 10 s later by its "framework" (this script)
 #   berth      the best-effort work `run --revocable`: lowest weight, graded reclaim
 # Reports per load level (medians over runs): p99 and p99.9 latency, p99 against alone,
-# CPU busy % of the machine, best-effort throughput, effective machine utilisation (EMU =
+# CPU busy % of the containers' CPU, best-effort throughput, effective machine utilisation (EMU =
 # service load fraction + best-effort throughput / its throughput alone), reclaim reaction
 # time (load start to Berth's first reclaim step), revocable kills, guaranteed OOM kills.
 #
@@ -83,12 +84,17 @@ cat > "$WORK/config.json" <<'EOF'
 {"version": 1, "revocable": {"warmup": "0s"}}
 EOF
 export BERTH_CONFIG="$WORK/config.json"
-bench_agent --default-network none
+bench_agent --default-network none --reserved-cpus 0
 "$BERTH" import --tag nginx "$WORK/nginx-oci" -q >/dev/null
 "$BERTH" import --tag stress "$WORK/stress-oci" -q >/dev/null
 
 now_ms() { date +%s%3N; }
-busy() { awk '/^cpu / {b=$2+$3+$4+$7+$8+$9; t=b+$5+$6; print b, t}' /proc/stat; }
+# Not `grep -q`: it leaves before the writer is done, and pipefail takes the writer's
+# SIGPIPE for "not running".
+is_running() { "$BERTH" state "$1" 2>/dev/null | grep '"status": "running"' >/dev/null; }
+# Busy and total ticks of CPU 1, the containers' CPU (CPU 0 is the generator's, kept out of
+# every container with --reserved-cpus 0).
+busy() { awk '/^cpu1 / {b=$2+$3+$4+$7+$8+$9; t=b+$5+$6; print b, t}' /proc/stat; }
 STRESS_ARGS=(stress-ng --cpu 2 --vm 1 --vm-bytes 256m --metrics-brief)
 
 # Bogo ops of a finished stress-ng container, "CPU VM" (its --metrics-brief lines); "0 0"
@@ -111,7 +117,7 @@ BE_ALONE=$(ops_of be-alone)
 echo "stress-ng alone in ${MEASURE} s: $BE_ALONE bogo ops (cpu vm)"
 
 # Mesos' load QoS controller, in the small: kill the best-effort container whenever the
-# node's CPU passes 85% over a second; its framework relaunches it 10 s later.
+# containers' CPU passes 85% busy over a second; its framework relaunches it 10 s later.
 killer() {
   local name=$1 until=$2 kills=0 last_kill=0 b0 t0 b1 t1
   read -r b0 t0 < <(busy)
@@ -120,7 +126,7 @@ killer() {
     read -r b1 t1 < <(busy)
     local pct=$(( (b1 - b0) * 100 / ((t1 - t0) > 0 ? (t1 - t0) : 1) ))
     b0=$b1; t0=$t1
-    if [ "$pct" -gt 85 ] && "$BERTH" state "$name" 2>/dev/null | grep -q '"status": "running"'; then
+    if [ "$pct" -gt 85 ] && is_running "$name"; then
       "$BERTH" rm -f "$name" >/dev/null 2>&1 && kills=$((kills + 1)) && last_kill=$(now_ms)
     elif ! "$BERTH" state "$name" >/dev/null 2>&1 && [ $(( $(now_ms) - last_kill )) -gt 10000 ]; then
       local left=$(( (until - $(now_ms)) / 1000 ))
@@ -156,7 +162,7 @@ for run in $(seq "$RUNS"); do
       ops="0 0"
       if [ -n "$be" ]; then
         if [ "$mode" = kill-only ]; then wait "$KILLER"; KILLER=""; kills=$(cat "$WORK/kills"); fi
-        for _ in $(seq 200); do "$BERTH" state be 2>/dev/null | grep -q '"status": "running"' || break; sleep 0.1; done
+        for _ in $(seq 300); do is_running be || break; sleep 0.1; done
         "$BERTH" state be >/dev/null 2>&1 && ops=$(ops_of be)
         "$BERTH" rm -f be >/dev/null 2>&1 || true
       fi

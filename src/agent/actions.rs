@@ -84,6 +84,8 @@ pub enum Action {
     ShimExited(String),
     /// Periodic check of supervisors the agent did not start itself.
     Tick,
+    /// Time for a usage sample (`[revocable] sample_interval`, default 1 s).
+    Sample,
     /// Start a pod.
     CreatePod(Box<berth_runtime::pod::PodSpec>, Reply<crate::api::PodView>),
     /// All pods.

@@ -107,6 +107,8 @@ pub struct Settings {
     pub estimator: berth_runtime::estimate::EstimatorConfig,
     /// The reclaim controller's constants.
     pub reclaim: berth_runtime::reclaim::ReclaimConfig,
+    /// How often usage is sampled (the estimator and reclaim act on each sample).
+    pub sample_interval: Duration,
 }
 
 impl Settings {
@@ -291,6 +293,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         reserved_cpus: opts.node.reserved_cpus.clone(),
         estimator: opts.node.estimator,
         reclaim: opts.node.reclaim,
+        sample_interval: opts.node.sample_interval,
     });
     // Reserved CPUs are kept out of the whole cgroup root (every tier below inherits it).
     if !settings.reserved_cpus.is_empty() {
@@ -363,18 +366,21 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let writer = persist::StateWriter::start(tx.clone()).context("starting the state writer")?;
     let (node, recovery) = node::Node::recover(settings.clone(), tx.clone(), writer.clone());
     let owner = tokio::spawn(node.run(recovery, rx));
-    let ticker = {
+    let tick = |every: Duration, action: fn() -> node::Action| {
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
-                if tx.send(node::Action::Tick).await.is_err() {
+                if tx.send(action()).await.is_err() {
                     break;
                 }
             }
         })
     };
+    let ticker = tick(Duration::from_secs(1), || node::Action::Tick);
+    let sampler = tick(settings.sample_interval, || node::Action::Sample);
     tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), cgroup_root = %settings.cgroup_root.display(), "agent listening");
     let latency = Arc::new(metrics::ApiLatency::default());
     let metrics_task = match opts.metrics_addr {
@@ -416,6 +422,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .await
         .context("serving the API")?;
     ticker.abort();
+    sampler.abort();
     owner.abort();
     // What the owner queued is on disk before the agent is gone.
     writer.flush().await;

@@ -407,11 +407,11 @@ impl Node {
                 let rx = self.events.subscribe();
                 let _ = r.send(Ok((self.events.history(), rx)));
             }
+            Action::Sample => super::usage::tick(self),
             Action::Tick => {
                 self.ticks += 1;
                 // Reaps streams that ended.
                 while self.streams.try_join_next().is_some() {}
-                super::usage::tick(self);
                 super::evict::check(self);
                 if self.ticks % 10 == 1 {
                     super::disk::check(self);
