@@ -134,12 +134,13 @@ fn the_node_model_admission_and_the_revocable_tier() {
             "100",
         ],
     );
-    // Its own tier, the lowest CPU weight.
+    // Its own tier, which runs only on CPU nobody else wants.
     let c: serde_json::Value = serde_json::from_str(&root.ok(&["inspect", "rv"])).unwrap();
     assert_eq!(c["qos"], "revocable");
     let cgroup = c["cgroup_path"].as_str().unwrap();
     assert!(cgroup.ends_with(&format!("/revocable/{id}")), "{cgroup}");
-    assert_eq!(tier_file(&root, "cpu", "cpu.shares"), "2");
+    // SCHED_IDLE as a group where the kernel has it (5.15+; this one does).
+    assert_eq!(tier_file(&root, "cpu", "cpu.idle"), "1");
     let s = state(&root, "rv");
     assert_eq!(s["revocable"], true);
     assert_eq!(s["qos"], "revocable");

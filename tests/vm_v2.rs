@@ -1,6 +1,7 @@
 //! The cgroup v2 lane: this machine is hybrid v1, production hosts are mostly pure v2. The
 //! built `berth` and `berth-monitor` boot with Debian's kernel under qemu (cgroup2 as the
-//! only hierarchy, `integration/vm/v2.sh`) and run `integration/vm/v2-checks.sh`: limits
+//! only hierarchy, `integration/vm/v2.sh`) and run `integration/vm/v2-checks.sh`: the agent
+//! in a cgroup of its own as systemd leaves it (it moves into a leaf to delegate), limits
 //! read back, the OOM reason, stats, the pods' QoS tiers, and every reclaim step on the v2
 //! files. Fails loudly when qemu or the kernel cannot be had (never skipped).
 
@@ -32,7 +33,9 @@ fn limits_oom_tiers_and_every_reclaim_step_on_pure_cgroup_v2() {
     assert!(out.status.success(), "the VM lane failed to run\n{report}");
     for check in [
         "ok pure cgroup2",
+        "ok delegated leaf",
         "ok limits",
+        "ok tier pressure",
         "ok stats",
         "ok oom-killed",
         "ok qos tiers",

@@ -105,9 +105,12 @@ pub struct NodeView {
     pub cpu: ResourceView,
     /// Memory, bytes.
     pub memory: ResourceView,
-    /// PSI, where the kernel has it.
+    /// PSI, where the kernel has it: node-wide (`/proc/pressure/*`).
     #[serde(default)]
     pub pressure: Option<NodePressure>,
+    /// On cgroup v2, each QoS tier's own PSI (`<tier>/{cpu,memory,io}.pressure`), by tier.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pressure_by_tier: std::collections::BTreeMap<String, NodePressure>,
     /// The estimator has run for its warm-up (before that, no revocable estimate).
     pub warmed_up: bool,
     /// Seconds of warm-up left.

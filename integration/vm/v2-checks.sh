@@ -1,11 +1,12 @@
 # Runs inside the cgroup v2 VM (busybox sh, as PID 1's child; integration/vm/v2.sh): an
-# agent on pure cgroup2, then limits read back from the v2 files, the OOM reason, stats,
+# agent on pure cgroup2, started in a cgroup of its own as systemd's Delegate=yes leaves it
+# (it must move into a leaf to hand controllers down), then limits read back from the v2 files, the OOM reason, stats,
 # the pods' QoS tiers, and each reclaim step on the v2 knobs (cpu.max, memory.high,
 # cgroup.freeze, the kill). Prints "ok NAME" or "FAIL NAME: why" per check; exits 1 if any
 # failed.
 set -u
 export BERTH_SOCKET=/run/b.sock BERTH_ROOT=/var/lib/berth BERTH_CONFIG=/etc/berth.json
-CG=/sys/fs/cgroup/berth
+CG=/sys/fs/cgroup/berth.service/berth
 fail=0
 ok() { echo "ok $1"; }
 bad() { echo "FAIL $1: $2"; fail=1; }
@@ -24,11 +25,15 @@ cat > /etc/berth.json <<'EOF'
 {"version": 1, "revocable": {"warmup": "0s", "cpu_suppress_percent": 30,
  "step_after": "3s", "recover_after": "2s", "memory_psi_full": 0}}
 EOF
-berth agent --default-network none --capacity-cpu 2 --capacity-memory 512m >/tmp/agent.log 2>&1 &
+mkdir /sys/fs/cgroup/berth.service
+sh -c 'echo $$ > /sys/fs/cgroup/berth.service/cgroup.procs; exec berth agent --default-network none --capacity-cpu 2 --capacity-memory 512m' >/tmp/agent.log 2>&1 &
 AGENT=$!
 until_true 60 berth ps >/dev/null 2>&1 || { echo "FAIL agent: $(tail -5 /tmp/agent.log)"; exit 1; }
 berth import --tag busybox /img -q >/dev/null || { echo "FAIL import"; exit 1; }
 grep -q cgroup2 /proc/mounts && ! grep -q " cgroup " /proc/mounts && ok "pure cgroup2"
+grep -q "^0::/berth.service/agent$" /proc/$AGENT/cgroup \
+  && grep -q memory /sys/fs/cgroup/berth.service/cgroup.subtree_control && ok "delegated leaf" \
+  || bad "delegated leaf" "$(cat /proc/$AGENT/cgroup) $(cat /sys/fs/cgroup/berth.service/cgroup.subtree_control)"
 
 # Limits read back from the v2 files.
 id=$(berth run -d --name lim --cpus 0.5 -m 64m --pids-limit 50 --cpuset-cpus 0 busybox sleep 1000)
@@ -39,6 +44,8 @@ if file_is "$d/cpu.max" "50000 100000" && file_is "$d/memory.max" 67108864 \
 else
   bad limits "cpu.max=$(cat "$d/cpu.max") memory.max=$(cat "$d/memory.max") pids.max=$(cat "$d/pids.max") cpuset=$(cat "$d/cpuset.cpus")"
 fi
+berth node --json | grep -q '"pressure_by_tier"' && berth node | grep -q "guaranteed: cpu" \
+  && ok "tier pressure" || bad "tier pressure" "$(berth node | tail -8)"
 out=$(berth stats lim)
 echo "$out" | grep -q "MEM USAGE" && echo "$out" | grep -q "1 / 50" && ok stats || bad stats "$out"
 
@@ -69,7 +76,7 @@ EOF
 berth pod run /tmp/g.yaml >/dev/null && berth pod run /tmp/b.yaml >/dev/null
 gid=$(berth pod ls -q | head -1)
 if ls "$CG/guaranteed" | grep -q . && ls "$CG/burstable" | grep -q . \
-   && file_is "$CG/besteffort/cpu.weight" 1 && file_is "$CG/revocable/cpu.weight" 1 \
+   && file_is "$CG/besteffort/cpu.weight" 1 && file_is "$CG/revocable/cpu.idle" 1 \
    && [ -n "$(find "$CG/guaranteed" -name memory.max -exec grep -l 33554432 {} \;)" ]; then
   ok "qos tiers"
 else

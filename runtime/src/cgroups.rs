@@ -89,6 +89,88 @@ pub fn default_root() -> Result<PathBuf, CgroupError> {
     Ok(own_cgroup()?.join("berth"))
 }
 
+/// Controllers Berth hands down on cgroup v2 when the host has them.
+const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids", "cpuset", "io"];
+
+/// Makes the agent's own cgroup `own` able to hand its controllers to containers below it,
+/// on cgroup v2.
+///
+/// A v2 cgroup that holds processes cannot enable controllers for its children (the "no
+/// internal processes" rule; only the root is exempt). An agent started by systemd with
+/// `Delegate=yes` sits in its unit's cgroup, so without this its containers would get no
+/// cpu, memory or pids controller. As containerd and the kubelet do under delegation, the
+/// agent moves itself into a leaf of its own subtree (`<own>/agent`; its monitors follow it
+/// there) and enables the controllers on `own`. Returns the leaf when it moved. Other
+/// processes in `own` are not the agent's to move: that is an error that says so.
+pub fn delegate_v2(own: &Path) -> Result<Option<PathBuf>, CgroupError> {
+    delegate_v2_in(Path::new(MOUNT), own, std::process::id())
+}
+
+/// [`delegate_v2`] below a given cgroup2 mount, for the process `pid`.
+pub fn delegate_v2_in(mount: &Path, own: &Path, pid: u32) -> Result<Option<PathBuf>, CgroupError> {
+    let rel = own.strip_prefix("/").unwrap_or(own);
+    if rel.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let dir = mount.join(rel);
+    let err = |p: &Path, what: String| CgroupError::Manager {
+        path: p.to_path_buf(),
+        reason: what,
+    };
+    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let wanted: Vec<&str> = V2_CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .collect();
+    let ctl = dir.join("cgroup.subtree_control");
+    let enable = || -> Result<(), std::io::Error> {
+        let enabled = std::fs::read_to_string(&ctl).unwrap_or_default();
+        for c in &wanted {
+            if !enabled.split_whitespace().any(|e| e == *c) {
+                std::fs::write(&ctl, format!("+{c}"))?;
+            }
+        }
+        Ok(())
+    };
+    let enabled = std::fs::read_to_string(&ctl).unwrap_or_default();
+    if wanted
+        .iter()
+        .all(|c| enabled.split_whitespace().any(|e| e == *c))
+    {
+        return Ok(None);
+    }
+    let procs: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if procs.is_empty() {
+        enable().map_err(|e| err(&ctl, format!("enabling {}: {e}", wanted.join(" "))))?;
+        return Ok(None);
+    }
+    let others: Vec<u32> = procs.iter().copied().filter(|p| *p != pid).collect();
+    if !others.is_empty() {
+        return Err(err(
+            &dir,
+            format!(
+                "cgroup v2: it holds processes besides the agent ({}), so it cannot hand cpu, memory and pids to containers below it; run the agent in a cgroup of its own (systemd: Delegate=yes) or set --cgroup-root",
+                others.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    // Into the leaf before any controller is enabled: the kernel refuses to move a process
+    // into a child of a cgroup that already hands some down while it holds processes.
+    let leaf = dir.join("agent");
+    if !leaf.is_dir() {
+        std::fs::create_dir(&leaf).map_err(|e| err(&leaf, format!("creating: {e}")))?;
+    }
+    std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
+        .map_err(|e| err(&leaf, format!("moving the agent in: {e}")))?;
+    enable().map_err(|e| err(&ctl, format!("enabling {}: {e}", wanted.join(" "))))?;
+    Ok(Some(own.join("agent")))
+}
+
 /// libcgroups' manager for an absolute cgroup path.
 pub fn manager(path: &Path) -> Result<AnyCgroupManager, CgroupError> {
     libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
@@ -350,6 +432,32 @@ mod tests {
             "1048576"
         );
         assert!(v1.path().join("pids/berth/g/pod").is_dir());
+    }
+
+    #[test]
+    fn v2_delegation_enables_controllers_or_says_who_is_in_the_way() {
+        let t = tempfile::tempdir().unwrap();
+        let own = t.path().join("svc");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        std::fs::write(own.join("cgroup.procs"), "42\n").unwrap();
+        // Only the agent there: it moves into a leaf, then the controllers are enabled.
+        assert_eq!(
+            delegate_v2_in(t.path(), Path::new("/svc"), 42).unwrap(),
+            Some(PathBuf::from("/svc/agent"))
+        );
+        assert_eq!(
+            std::fs::read_to_string(own.join("agent/cgroup.procs")).unwrap(),
+            "42"
+        );
+        // The root is exempt from the rule.
+        assert_eq!(delegate_v2_in(t.path(), Path::new("/"), 42).unwrap(), None);
+        // Another process is in the way: an error naming it, nothing moved.
+        std::fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        std::fs::write(own.join("cgroup.procs"), "42\n7\n").unwrap();
+        let e = delegate_v2_in(t.path(), Path::new("/svc"), 42).unwrap_err();
+        assert!(e.to_string().contains("besides the agent (7)"), "{e}");
     }
 
     #[test]

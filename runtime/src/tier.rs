@@ -158,6 +158,17 @@ impl Tier {
         self.write("memory", "memory.soft_limit_in_bytes", &value)
     }
 
+    /// Makes everything below `SCHED_IDLE` as a group (`cpu.idle`, v1 and v2, kernel 5.15+):
+    /// it runs only when nothing else wants the CPU and gives way at once when something
+    /// wakes, which the lowest weight alone does not do. `false` when the kernel has no
+    /// such file.
+    pub fn set_idle(&self) -> Result<bool, TierError> {
+        if !self.file("cpu", "cpu.idle").exists() {
+            return Ok(false);
+        }
+        self.write("cpu", "cpu.idle", "1").map(|()| true)
+    }
+
     /// Freezes (`true`) or thaws everything below.
     pub fn set_frozen(&self, frozen: bool) -> Result<(), TierError> {
         if self.v2 {

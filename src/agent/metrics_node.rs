@@ -105,6 +105,24 @@ pub fn render(out: &mut String, n: &NodeView) {
             }
         }
     }
+    if !n.pressure_by_tier.is_empty() {
+        family(
+            out,
+            "berth_tier_pressure_avg10_percent",
+            "gauge",
+            "cgroup v2 PSI of each QoS tier: share of the last 10 s its tasks stalled.",
+        );
+        for (tier, p) in &n.pressure_by_tier {
+            for (res, v) in [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)] {
+                for (kind, x) in [("some", v.some_avg10), ("full", v.full_avg10)] {
+                    let _ = writeln!(
+                        out,
+                        "berth_tier_pressure_avg10_percent{{tier=\"{tier}\",resource=\"{res}\",kind=\"{kind}\"}} {x}"
+                    );
+                }
+            }
+        }
+    }
     family(
         out,
         "berth_node_estimator_warmed_up",

@@ -243,6 +243,18 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         Some(p) => p,
         None => berth_runtime::cgroups::default_root().context("finding the cgroup root")?,
     };
+    // v2: a cgroup with processes hands no controllers down; an agent in its unit's cgroup
+    // moves into a leaf of its own first (computed root above stays where it was).
+    if berth_runtime::cgroups::is_v2() {
+        let own = berth_runtime::cgroups::own_cgroup().context("reading the agent's cgroup")?;
+        if cgroup_root.starts_with(&own) {
+            if let Some(leaf) = berth_runtime::cgroups::delegate_v2(&own)
+                .context("delegating cgroup v2 controllers")?
+            {
+                tracing::info!(leaf = %leaf.display(), "moved into a leaf cgroup to delegate cpu, memory and pids");
+            }
+        }
+    }
     let exe = std::fs::read_link("/proc/self/exe").context("resolving /proc/self/exe")?;
     let monitor = exe.with_file_name("berth-monitor");
     anyhow::ensure!(
@@ -307,13 +319,16 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 )
             })?;
     }
-    // QoS parents: best-effort and revocable work get the lowest CPU weight, as the
-    // kubelet sets it for best-effort.
+    // QoS parents: best-effort work gets the lowest CPU weight, as the kubelet sets it;
+    // revocable work runs only on CPU nobody else wants (SCHED_IDLE as a group, `cpu.idle`,
+    // where the kernel has it: it gives way the moment promised work wakes, which the
+    // lowest weight alone does not do), else at the lowest weight too. An idle group
+    // takes no weight (the kernel refuses one), so it is made idle instead of weighted.
     for (qos, shares) in [
         (berth_runtime::pod::QosClass::Guaranteed, None),
         (berth_runtime::pod::QosClass::Burstable, None),
         (berth_runtime::pod::QosClass::BestEffort, Some(2)),
-        (berth_runtime::pod::QosClass::Revocable, Some(2)),
+        (berth_runtime::pod::QosClass::Revocable, None),
     ] {
         let limits = berth_runtime::cgroups::ParentLimits {
             cpu_shares: shares,
@@ -321,6 +336,19 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         };
         berth_runtime::cgroups::ensure_parent(&settings.qos_cgroup(qos), &limits)
             .with_context(|| format!("creating the {qos} cgroup"))?;
+    }
+    let revocable = settings.revocable_cgroup();
+    let idle = berth_runtime::tier::Tier::new(&revocable)
+        .set_idle()
+        .context("making the revocable tier idle")?;
+    if !idle {
+        tracing::info!("the kernel has no cpu.idle: revocable work runs at the lowest weight");
+        let lowest = berth_runtime::cgroups::ParentLimits {
+            cpu_shares: Some(2),
+            ..Default::default()
+        };
+        berth_runtime::cgroups::ensure_parent(&revocable, &lowest)
+            .context("creating the revocable cgroup")?;
     }
     // Reclaim state is not carried over a restart: a tier a killed agent left throttled or
     // frozen is released here, and the controller starts again from the samples (so no

@@ -46,6 +46,8 @@ pub struct Usage {
     /// Last sample's use per tier: CPU and memory.
     by_tier: (TierFigures, TierFigures),
     pressure: Option<[Pressure; 3]>,
+    /// v2: each tier's own PSI.
+    tier_pressure: Vec<(QosClass, [Pressure; 3])>,
     samples: u64,
     /// Steps taken since start, by step.
     pub(super) steps: BTreeMap<String, u64>,
@@ -75,6 +77,7 @@ impl Usage {
             smoothed: None,
             by_tier: Default::default(),
             pressure: None,
+            tier_pressure: Vec::new(),
             samples: 0,
             steps: BTreeMap::new(),
             revoked: 0,
@@ -125,6 +128,8 @@ struct Sampled {
     at: f64,
     node: NodeSample,
     pressure: Option<[Pressure; 3]>,
+    /// v2: each QoS tier's own PSI (`cpu.pressure`, `memory.pressure`, `io.pressure`).
+    tiers: Vec<(QosClass, [Pressure; 3])>,
     tasks: Vec<(Target, Option<CgroupSample>)>,
 }
 
@@ -182,6 +187,10 @@ pub fn tick(node: &mut Node) {
         .collect();
     node.usage.sampling = true;
     let clock = node.usage.clock;
+    let tier_paths: Vec<(QosClass, PathBuf)> = TIERS
+        .iter()
+        .map(|q| (*q, node.settings.qos_cgroup(*q)))
+        .collect();
     node.spawn_blocking(
         "sampling usage",
         move || {
@@ -192,10 +201,19 @@ pub fn tick(node: &mut Node) {
                     (t, s)
                 })
                 .collect();
+            let tiers = if berth_runtime::cgroups::is_v2() {
+                tier_paths
+                    .iter()
+                    .filter_map(|(q, p)| Some((*q, berth_runtime::sample::cgroup_pressure(p)?)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             Ok(Sampled {
                 at: clock.elapsed().as_secs_f64(),
                 node: berth_runtime::sample::node(),
                 pressure: berth_runtime::sample::node_pressure(),
+                tiers,
                 tasks,
             })
         },
@@ -208,6 +226,14 @@ pub fn tick(node: &mut Node) {
         },
     );
 }
+
+/// The QoS tiers, in the order the API lists them.
+const TIERS: [QosClass; 4] = [
+    QosClass::Guaranteed,
+    QosClass::Burstable,
+    QosClass::BestEffort,
+    QosClass::Revocable,
+];
 
 fn tier_add(t: &mut TierFigures, qos: QosClass, v: f64) {
     match qos {
@@ -302,6 +328,15 @@ fn observe(node: &mut Node, s: Sampled) {
     u.revocable_tasks = revocable_tasks;
     u.pressure = s.pressure;
     u.samples += 1;
+    // Memory stalls of promised work: its tiers' own PSI on v2, else the node's.
+    let promised_psi = s
+        .tiers
+        .iter()
+        .filter(|(q, _)| *q != QosClass::Revocable)
+        .map(|(_, p)| p[1].full_avg10)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let memory_psi = promised_psi.or(s.pressure.map(|p| p[1].full_avg10));
+    u.tier_pressure = s.tiers;
     let (cpu, memory) = (u.estimator.cpu(), u.estimator.memory());
     let round = Round {
         now: s.at,
@@ -313,7 +348,7 @@ fn observe(node: &mut Node, s: Sampled) {
         memory_promised: tasks_memory - by_tier.1.revocable,
         memory_system: memory.system,
         memory_revocable: by_tier.1.revocable,
-        memory_psi_full: s.pressure.map(|p| p[1].full_avg10),
+        memory_psi_full: memory_psi,
         revocable_tasks,
     };
     let outcome = u.reclaim.observe(round);
@@ -468,6 +503,20 @@ pub fn view(node: &Node) -> NodeView {
             memory: pressure_view(&p[1]),
             io: pressure_view(&p[2]),
         }),
+        pressure_by_tier: u
+            .tier_pressure
+            .iter()
+            .map(|(q, p)| {
+                (
+                    q.to_string(),
+                    NodePressure {
+                        cpu: pressure_view(&p[0]),
+                        memory: pressure_view(&p[1]),
+                        io: pressure_view(&p[2]),
+                    },
+                )
+            })
+            .collect(),
         warmed_up: u.estimator.warmed_up(now),
         warmup_left_secs: (u.estimator.config().warmup.as_secs_f64() - now).max(0.0),
         samples: u.samples,

@@ -74,6 +74,17 @@ pub fn render(n: &NodeView) -> String {
         )),
         None => out.push_str("Pressure: the kernel has no PSI\n"),
     }
+    for (tier, p) in &n.pressure_by_tier {
+        out.push_str(&format!(
+            "  {tier}: cpu {:.2}/{:.2}  memory {:.2}/{:.2}  io {:.2}/{:.2}\n",
+            p.cpu.some_avg10,
+            p.cpu.full_avg10,
+            p.memory.some_avg10,
+            p.memory.full_avg10,
+            p.io.some_avg10,
+            p.io.full_avg10
+        ));
+    }
     let warm = if n.warmed_up {
         "warmed up".to_string()
     } else {
