@@ -86,11 +86,13 @@ pub struct NodeSample {
     pub memory_available: u64,
 }
 
-/// Reads `/proc/stat` and `/proc/meminfo`.
-pub fn node() -> NodeSample {
+/// Reads `/proc/stat` and `/proc/meminfo`; CPU time counts only the CPUs in `cpus` (the
+/// ones containers may use: what runs on reserved CPUs competes with no container), or
+/// every CPU when `cpus` is empty.
+pub fn node(cpus: &std::collections::BTreeSet<u32>) -> NodeSample {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    node_from(&stat, &meminfo, clock_ticks())
+    node_from(&stat, &meminfo, clock_ticks(), cpus)
 }
 
 fn clock_ticks() -> u64 {
@@ -100,21 +102,36 @@ fn clock_ticks() -> u64 {
 }
 
 /// [`node`] from the files' text (`hz`: clock ticks per second).
-pub fn node_from(stat: &str, meminfo: &str, hz: u64) -> NodeSample {
-    let busy_ticks: u64 = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .take(8)
-                .enumerate()
-                // user nice system idle iowait irq softirq steal: not idle (3), iowait (4).
-                .filter(|(i, _)| *i != 3 && *i != 4)
-                .filter_map(|(_, v)| v.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
+pub fn node_from(
+    stat: &str,
+    meminfo: &str,
+    hz: u64,
+    cpus: &std::collections::BTreeSet<u32>,
+) -> NodeSample {
+    let busy = |l: &str| -> u64 {
+        l.split_whitespace()
+            .skip(1)
+            .take(8)
+            .enumerate()
+            // user nice system idle iowait irq softirq steal: not idle (3), iowait (4).
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum()
+    };
+    let busy_ticks: u64 = if cpus.is_empty() {
+        stat.lines().find(|l| l.starts_with("cpu ")).map_or(0, busy)
+    } else {
+        stat.lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .and_then(|f| f.strip_prefix("cpu"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| cpus.contains(&n))
+            })
+            .map(busy)
+            .sum()
+    };
     let kb = |key: &str| -> u64 {
         meminfo
             .lines()
@@ -238,11 +255,14 @@ mod tests {
 
     #[test]
     fn node_counters_and_pressure_parse() {
-        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\ncpu1 10 0 0 9 9 0 0 0 0 0\n";
         let meminfo = "MemTotal:       2048 kB\nMemFree: 10 kB\nMemAvailable:    1024 kB\n";
-        let n = node_from(stat, meminfo, 100);
+        let n = node_from(stat, meminfo, 100, &Default::default());
         // 100 + 5 + 50 + 1 + 2 + 3 ticks of 10 ms.
         assert_eq!(n.busy_ns, 161 * 10_000_000);
+        // Only CPU 1 (CPU 0 reserved): 10 ticks.
+        let only1 = node_from(stat, meminfo, 100, &[1].into_iter().collect());
+        assert_eq!(only1.busy_ns, 10 * 10_000_000);
         assert_eq!(n.memory_total, 2048 * 1024);
         assert_eq!(n.memory_available, 1024 * 1024);
         let p = parse_pressure(

@@ -187,6 +187,12 @@ pub fn tick(node: &mut Node) {
         .collect();
     node.usage.sampling = true;
     let clock = node.usage.clock;
+    // With reserved CPUs, the node's CPU use counts only the CPUs containers may use.
+    let cpus = if node.settings.reserved_cpus.is_empty() {
+        Default::default()
+    } else {
+        node.settings.cpuset.clone()
+    };
     let tier_paths: Vec<(QosClass, PathBuf)> = TIERS
         .iter()
         .map(|q| (*q, node.settings.qos_cgroup(*q)))
@@ -211,7 +217,7 @@ pub fn tick(node: &mut Node) {
             };
             Ok(Sampled {
                 at: clock.elapsed().as_secs_f64(),
-                node: berth_runtime::sample::node(),
+                node: berth_runtime::sample::node(&cpus),
                 pressure: berth_runtime::sample::node_pressure(),
                 tiers,
                 tasks,
@@ -414,10 +420,16 @@ pub fn admit_revocable(node: &Node, what: &str, cpu: f64, memory: f64) -> Result
     Ok(())
 }
 
-fn pressure_view(p: &Pressure) -> PressureView {
-    PressureView {
+/// PSI of CPU, memory and I/O as the API shows it.
+fn pressure_view(p: &[Pressure; 3]) -> NodePressure {
+    let one = |p: &Pressure| PressureView {
         some_avg10: p.some_avg10,
         full_avg10: p.full_avg10,
+    };
+    NodePressure {
+        cpu: one(&p[0]),
+        memory: one(&p[1]),
+        io: one(&p[2]),
     }
 }
 
@@ -498,24 +510,11 @@ pub fn view(node: &Node) -> NodeView {
             .then(|| berth_runtime::task::format_cpuset(&settings.reserved_cpus)),
         cpu,
         memory,
-        pressure: u.pressure.map(|p| NodePressure {
-            cpu: pressure_view(&p[0]),
-            memory: pressure_view(&p[1]),
-            io: pressure_view(&p[2]),
-        }),
+        pressure: u.pressure.as_ref().map(pressure_view),
         pressure_by_tier: u
             .tier_pressure
             .iter()
-            .map(|(q, p)| {
-                (
-                    q.to_string(),
-                    NodePressure {
-                        cpu: pressure_view(&p[0]),
-                        memory: pressure_view(&p[1]),
-                        io: pressure_view(&p[2]),
-                    },
-                )
-            })
+            .map(|(q, p)| (q.to_string(), pressure_view(p)))
             .collect(),
         warmed_up: u.estimator.warmed_up(now),
         warmup_left_secs: (u.estimator.config().warmup.as_secs_f64() - now).max(0.0),

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::api::node::{NodeView, ResourceView};
+use crate::api::node::{NodePressure, NodeView, ResourceView};
 use crate::client::Client;
 use crate::format;
 
@@ -62,28 +62,23 @@ pub fn render(n: &NodeView) -> String {
     ];
     out.push_str(&format::table(&rows));
     out.push('\n');
-    match &n.pressure {
-        Some(p) => out.push_str(&format!(
-            "Pressure (avg10 some/full %): cpu {:.2}/{:.2}  memory {:.2}/{:.2}  io {:.2}/{:.2}\n",
+    let psi = |p: &NodePressure| {
+        format!(
+            "cpu {:.2}/{:.2}  memory {:.2}/{:.2}  io {:.2}/{:.2}",
             p.cpu.some_avg10,
             p.cpu.full_avg10,
             p.memory.some_avg10,
             p.memory.full_avg10,
             p.io.some_avg10,
             p.io.full_avg10
-        )),
+        )
+    };
+    match &n.pressure {
+        Some(p) => out.push_str(&format!("Pressure (avg10 some/full %): {}\n", psi(p))),
         None => out.push_str("Pressure: the kernel has no PSI\n"),
     }
     for (tier, p) in &n.pressure_by_tier {
-        out.push_str(&format!(
-            "  {tier}: cpu {:.2}/{:.2}  memory {:.2}/{:.2}  io {:.2}/{:.2}\n",
-            p.cpu.some_avg10,
-            p.cpu.full_avg10,
-            p.memory.some_avg10,
-            p.memory.full_avg10,
-            p.io.some_avg10,
-            p.io.full_avg10
-        ));
+        out.push_str(&format!("  {tier}: {}\n", psi(p)));
     }
     let warm = if n.warmed_up {
         "warmed up".to_string()
