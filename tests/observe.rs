@@ -169,8 +169,21 @@ fn metrics_are_scraped_and_parse() {
     .unwrap();
     root.ok(&["pod", "run", spec.to_str().unwrap()]);
     let id = run_detached(&root, &["--name", "solo", "busybox", "sleep", "1000"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let text = scrape(port);
+    // Polled, not slept: scraped until the burner has used CPU and a usage sample is in.
+    let mut text = String::new();
+    common::wait_for("a scrape with CPU used and the node sampled", || {
+        text = scrape(port);
+        let s = parse_samples(&text);
+        let has = |name: &str, label: &str, min: f64| {
+            s.iter()
+                .any(|(n, l, v)| n == name && l.contains(label) && *v > min)
+        };
+        has(
+            "berth_container_cpu_usage_seconds_total",
+            "name=\"m_burn\"",
+            0.0,
+        ) && has("berth_node_used_by_tier", "tier=\"burstable\"", 0.0)
+    });
     let samples = parse_samples(&text);
     let get = |name: &str, label: &str| -> Option<f64> {
         samples
@@ -212,6 +225,25 @@ fn metrics_are_scraped_and_parse() {
     .unwrap();
     assert!(created >= 1.0, "{text}");
     assert!(text.contains("# TYPE berth_api_request_duration_seconds histogram"));
+    // The node's resource model, as `berth node` has it.
+    let node: serde_json::Value = serde_json::from_str(&root.ok(&["node", "--json"])).unwrap();
+    let cores = node["cpu"]["capacity"].as_f64().unwrap() / 1000.0;
+    assert_eq!(get("berth_node_capacity", "resource=\"cpu\""), Some(cores));
+    assert!(get("berth_node_allocatable", "resource=\"memory\"").unwrap() > 1e6);
+    assert_eq!(
+        get(
+            "berth_node_allocated",
+            "resource=\"memory\",tier=\"burstable\""
+        ),
+        node["memory"]["allocated"]["burstable"].as_f64()
+    );
+    assert!(get("berth_node_revocable", "resource=\"cpu\"").is_some());
+    assert_eq!(get("berth_reclaim_state", "state=\"none\""), Some(1.0));
+    assert_eq!(
+        get("berth_reclaim_steps_total", "step=\"revoke\""),
+        Some(0.0)
+    );
+    assert_eq!(get("berth_revoked_total", ""), Some(0.0));
     root.ok(&["pod", "rm", "-f", "m"]);
 }
 
