@@ -38,7 +38,7 @@
 //!
 //! [revocable]                            # the usage estimator and graded reclaim
 //! warmup = "5m"                          # no slack before; each task holds its request
-//! window = 300                           # samples (one a second) a task's percentile uses
+//! window = 300                           # seconds of samples a task's percentile uses
 //! percentile = 95                        # of a task's usage, for its reservation
 //! margin_percent = 10                    # added to it
 //! decay_half_life = "5m"                 # a reservation falls toward it this slowly
@@ -51,7 +51,7 @@
 //! step_after = "2s"                      # pressure held this long → the next step
 //! recover_after = "5s"                   # calm held this long → one step undone
 //! min_cpu = "10m"                        # the least CPU a throttled tier keeps
-//! sample_interval = "1s"                 # usage sampled (and reclaim decided) this often
+//! sample_interval = "500ms"              # usage sampled (and reclaim decided) this often
 //! ```
 //! A missing file means defaults; an unreadable or malformed one is an error.
 

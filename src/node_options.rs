@@ -89,11 +89,22 @@ pub fn resolve(args: &AgentArgs, config: &Config) -> Result<NodeOptions> {
     };
 
     let r = &config.revocable;
+    let sample_interval = duration(
+        "[revocable] sample_interval",
+        r.sample_interval.as_deref(),
+        Duration::from_millis(500),
+    )?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&sample_interval) {
+        bail!("invalid [revocable] sample_interval {sample_interval:?}: want 100ms to 60s");
+    }
     let d = EstimatorConfig::default();
+    // `window` is seconds in the config; the estimator counts samples.
+    let window_secs = r.window.unwrap_or(d.window);
+    let per_second = 1.0 / sample_interval.as_secs_f64();
     let warmup_text = args.revocable_warmup.as_deref().or(r.warmup.as_deref());
     let estimator = EstimatorConfig {
         warmup: duration("revocable warmup", warmup_text, d.warmup)?,
-        window: r.window.unwrap_or(d.window),
+        window: ((window_secs as f64 * per_second).round() as usize).max(1),
         percentile: r.percentile.unwrap_or(d.percentile),
         margin_percent: r.margin_percent.unwrap_or(d.margin_percent),
         decay_half_life: duration(
@@ -135,14 +146,6 @@ pub fn resolve(args: &AgentArgs, config: &Config) -> Result<NodeOptions> {
     reclaim
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
-    let sample_interval = duration(
-        "[revocable] sample_interval",
-        r.sample_interval.as_deref(),
-        Duration::from_secs(1),
-    )?;
-    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&sample_interval) {
-        bail!("invalid [revocable] sample_interval {sample_interval:?}: want 100ms to 60s");
-    }
     Ok(NodeOptions {
         sample_interval,
         capacity_millicpu,

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub struct EstimatorConfig {
     /// How long a new task (or every task, after an agent start) holds its whole cap.
     pub warmup: Duration,
-    /// How many one-second samples the percentile looks at.
+    /// How many samples the percentile looks at (the agent's config gives seconds).
     pub window: usize,
     /// The percentile of usage a reservation decays toward (0–100).
     pub percentile: f64,

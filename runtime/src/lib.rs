@@ -7,7 +7,7 @@
 /// removal — through youki's libcgroups, on cgroup v1 and v2.
 pub mod cgroups;
 /// The usage estimator behind oversubscription: per task reservations (Borg) and the
-/// node's slack (Koordinator), from one-second samples.
+/// node's slack (Koordinator), from periodic usage samples.
 pub mod estimate;
 /// Health checks: probe kinds, timing, the healthy/unhealthy state machine (wire types of
 /// `berth_api`).

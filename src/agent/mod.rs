@@ -32,6 +32,7 @@ pub mod node;
 pub mod notify;
 mod persist;
 pub mod pod;
+mod pressure;
 mod probe;
 mod reclaim;
 mod relaunch;
@@ -409,6 +410,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     };
     let ticker = tick(Duration::from_secs(1), || node::Action::Tick);
     let sampler = tick(settings.sample_interval, || node::Action::Sample);
+    // And at once when tasks stall (PSI triggers), so reclaim follows within a fraction of
+    // a second.
+    pressure::start(tx.clone());
     tracing::info!(socket = %opts.socket.display(), root = %opts.root.display(), cgroup_root = %settings.cgroup_root.display(), "agent listening");
     let latency = Arc::new(metrics::ApiLatency::default());
     let metrics_task = match opts.metrics_addr {

@@ -1,4 +1,5 @@
-//! The node's measured usage, once a second: every running container's cgroup (CPU time,
+//! The node's measured usage, every `sample_interval` (500 ms) and on PSI triggers
+//! (`pressure.rs`): every running container's cgroup (CPU time,
 //! working set), the node's CPU and memory and PSI are read in the blocking pool (never on
 //! the owner), then on the owner the samples feed the estimator (a reservation per task,
 //! the node's revocable slack: `berth_runtime::estimate`) and the reclaim controller
@@ -261,13 +262,20 @@ fn observe(node: &mut Node, s: Sampled) {
     for (t, sample) in &s.tasks {
         let Some(sample) = sample else { continue };
         seen.insert(t.id.clone());
-        // First sight: its average since it started; then the rate since the last sample.
+        // First sight: its average since it started (so a new hog counts at once), no more
+        // than its own limit or the node can give (a start's burst over a few ms would read
+        // as more); then the rate since the last sample.
+        let most = t
+            .resources
+            .cpu_limit
+            .unwrap_or(f64::MAX)
+            .min(settings.capacity.0 as f64);
         let cpu = match u.last_cpu.get(&t.id) {
             Some((at, ns)) if s.at > *at => {
                 sample.cpu_ns.saturating_sub(*ns) as f64 / ((s.at - at) * 1e6)
             }
             Some(_) => 0.0,
-            None if t.running_for > 0.5 => sample.cpu_ns as f64 / (t.running_for * 1e6),
+            None if t.running_for > 0.1 => (sample.cpu_ns as f64 / (t.running_for * 1e6)).min(most),
             None => 0.0,
         };
         u.last_cpu.insert(t.id.clone(), (s.at, sample.cpu_ns));
