@@ -40,7 +40,8 @@ pub fn render(out: &mut String, n: &NodeView) {
             |r| r.revocable_free,
         ),
     ];
-    for (suffix, help, pick) in plain {
+    // A node gauge family's header; its name.
+    let node_family = |out: &mut String, suffix: &str, help: &str| {
         let name = format!("berth_node_{suffix}");
         family(
             out,
@@ -48,6 +49,10 @@ pub fn render(out: &mut String, n: &NodeView) {
             "gauge",
             &format!("{help} CPU in cores, memory in bytes."),
         );
+        name
+    };
+    for (suffix, help, pick) in plain {
+        let name = node_family(out, suffix, help);
         for (res, r, scale) in &resources {
             let _ = writeln!(out, "{name}{{resource=\"{res}\"}} {}", pick(r) / scale);
         }
@@ -66,13 +71,7 @@ pub fn render(out: &mut String, n: &NodeView) {
         ),
     ];
     for (suffix, help, pick) in tiered {
-        let name = format!("berth_node_{suffix}");
-        family(
-            out,
-            &name,
-            "gauge",
-            &format!("{help} CPU in cores, memory in bytes."),
-        );
+        let name = node_family(out, suffix, help);
         for (res, r, scale) in &resources {
             let t = pick(r);
             for (tier, v) in [
