@@ -42,6 +42,13 @@ bench_cleanup() {
     kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
   fi
   "${P[@]}" rm -af -t 0 >/dev/null 2>&1
+  # conmon runs `podman container cleanup` when a container ends, which sets podman's
+  # storage up again (a bind mount of its overlay dir) after we unmounted it: wait, up to
+  # 10 s, until no process started on this WORK (its --root is in the command line) is left.
+  for _ in $(seq 100); do
+    pgrep -f -- "--root $WORK/podroot" >/dev/null || break
+    sleep 0.1
+  done
   # podman's storage bind-mounts its overlay dir onto itself (stacked, more than once):
   # unmount until nothing is left below WORK, a bounded number of passes.
   for _ in $(seq 10); do
