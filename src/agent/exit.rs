@@ -105,14 +105,10 @@ impl Node {
         c.releasing = Some(Vec::new());
         let pod = record.task.pod.as_ref().map(|m| m.pod_name.clone());
         // Killed by reclaim: the exit reads `revoked`, as the view says.
-        let reason = if record.revoked && exit.signal.is_some() {
-            "revoked"
-        } else {
-            exit.reason.as_str()
-        };
+        let reason = c.exit_reason(&exit).to_string();
         let mut ev = super::events::Event::new("container", "exited", id, &record.name)
             .with("exitCode", exit.exit_code)
-            .with("reason", reason);
+            .with("reason", &reason);
         // When it happened, also for an exit found after an agent restart.
         ev.time = exit.finished.clone();
         if let Some(sig) = exit.signal {

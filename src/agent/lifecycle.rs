@@ -69,6 +69,20 @@ impl Container {
         }
     }
 
+    /// Its QoS tier (see [`qos_of`]).
+    pub fn qos(&self) -> Option<berth_api::pod::QosClass> {
+        qos_of(&self.record)
+    }
+
+    /// The reason its exit reads: `revoked` when reclaim killed it, else the monitor's.
+    pub fn exit_reason<'a>(&self, exit: &'a ExitRecord) -> &'a str {
+        if self.record.revoked && exit.signal.is_some() {
+            "revoked"
+        } else {
+            exit.reason.as_str()
+        }
+    }
+
     /// Its on-disk record, read-only: every change is one of this module's moves.
     pub fn record(&self) -> &ContainerRecord {
         &self.record
@@ -182,13 +196,11 @@ impl Container {
             network: r.network.as_ref().map(|n| n.view()),
             exit: exit.map(|e| {
                 let mut view = e.view();
-                if r.revoked && view.signal.is_some() {
-                    view.reason = "revoked".to_string();
-                }
+                view.reason = self.exit_reason(&e).to_string();
                 view
             }),
             health: self.health.clone(),
-            qos: qos_of(r),
+            qos: self.qos(),
             reclaim: (r.task.revocable && status == Status::Running && reclaim != "none").then(
                 || {
                     if reclaim == "freeze" {

@@ -180,7 +180,7 @@ pub fn tick(node: &mut Node) {
             Some(Target {
                 id: r.id.clone(),
                 cgroup: r.cgroup_path.clone(),
-                qos: c.info("none").qos?,
+                qos: c.qos()?,
                 resources: task_resources(&r.task),
                 running_for: running_for(r.started.as_deref()),
             })
@@ -489,7 +489,7 @@ pub fn view(node: &Node) -> NodeView {
     let mut tasks = crate::api::node::TierCounts::default();
     for c in node.containers.values() {
         if c.record().started.is_some() && c.exit.borrow().is_none() {
-            match c.info("none").qos {
+            match c.qos() {
                 Some(QosClass::Guaranteed) => tasks.guaranteed += 1,
                 Some(QosClass::Burstable) => tasks.burstable += 1,
                 Some(QosClass::BestEffort) => tasks.besteffort += 1,
