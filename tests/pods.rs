@@ -195,11 +195,13 @@ containers:
     assert!(gap1.num_milliseconds() >= 200, "{gap1}");
     assert!(gap2.num_milliseconds() >= 400, "{gap2}");
 
-    // Always: a container that exits 0 is restarted too.
+    // Always: a container that exits 0 is restarted too, also when it ends while the
+    // pod's next container is still starting.
     let spec = write_spec(
         &root,
         "always",
-        "name: always\ncontainers: [{name: c, image: busybox, command: [true]}]\n",
+        "name: always\ncontainers: [{name: c, image: busybox, command: [true]}, \
+         {name: d, image: busybox, command: [sleep, '100']}]\n",
     );
     root.ok(&["pod", "run", &spec]);
     wait_for("a restart", || {

@@ -251,14 +251,29 @@ pub fn kill_all(path: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// How long [`remove`] keeps trying: a killed process (an exec or a health check whose
+/// parent has not reaped it yet) keeps a cgroup busy until it is gone, which under load
+/// takes longer than libcgroups' own ~100 ms of retries.
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Kills what is left and removes the cgroup in every hierarchy (no error if already gone).
+/// Blocking: polls until the cgroup is empty and gone, or [`REMOVE_PATIENCE`] has passed.
 pub fn remove(path: &Path) -> Result<(), CgroupError> {
-    if !exists(path) {
-        return Ok(());
+    let deadline = std::time::Instant::now() + REMOVE_PATIENCE;
+    loop {
+        if !exists(path) {
+            return Ok(());
+        }
+        kill_all(path)?;
+        let m = manager(path)?;
+        match m.remove() {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(manager_err(path)(e.to_string()));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
     }
-    kill_all(path)?;
-    let m = manager(path)?;
-    m.remove().map_err(|e| manager_err(path)(e.to_string()))
 }
 
 /// Limits of a parent cgroup (a QoS class or a pod): only weights and caps, no processes.

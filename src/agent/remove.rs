@@ -23,7 +23,9 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Releases what a stopped container holds on the host: its rootfs mount and cgroup (the
 /// supervisor removes the cgroup itself; this covers a killed supervisor).
 pub fn release(record: &ContainerRecord, dir: &ContainerDir) {
-    let _ = berth_runtime::cgroups::remove(&record.cgroup_path);
+    if let Err(e) = berth_runtime::cgroups::remove(&record.cgroup_path) {
+        tracing::error!(error = %e, "removing the cgroup");
+    }
     if let Err(e) = berth_runtime::rootfs::unmount(&RootfsDirs::under(dir.path())) {
         tracing::error!(error = %e, "unmounting the rootfs");
     }

@@ -209,7 +209,20 @@ pub fn run_exec_create(opts: ExecCreateOptions) -> i32 {
         }
         Err(e) => {
             send(&mut report, &failed(&e));
+            forget_cgroup_of_dead_container(&opts.dir);
             1
         }
+    }
+}
+
+/// An exec that raced the container's end can have recreated the container's cgroup (the
+/// tenant joins it with `mkdir -p` semantics) after its removal; an empty one is removed
+/// again. A cgroup still in use (a live container) refuses `rmdir`, so this never harms one.
+fn forget_cgroup_of_dead_container(bundle: &std::path::Path) {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return;
+    };
+    if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
+        crate::cgroups::remove_empty_up_to(&path, &path);
     }
 }

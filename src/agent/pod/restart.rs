@@ -74,8 +74,9 @@ pub fn on_container_exit(node: &mut Node, container_id: &str, exit: &ExitRecord)
     settle(node, &pod_id);
 }
 
-/// After an agent restart: a running pod's slot whose container ended before the agent
-/// could restart it (killed during the back-off) is handed to the policy again.
+/// A running pod's slots whose container ended while nobody acted on it are handed to the
+/// policy: after an agent restart (killed during the back-off), and when the pod reaches
+/// `running` (an app container that ended while the others were still starting).
 pub fn resume(node: &mut Node, pod_id: &str) {
     let Some(pod) = node.pods.get(pod_id) else {
         return;
@@ -90,7 +91,11 @@ pub fn resume(node: &mut Node, pod_id: &str) {
         .filter(|slot| !slot.init)
         .filter_map(|slot| {
             let c = node.containers.get(slot.id.as_ref()?)?;
-            // Only exits the owner already knows; others arrive as supervisor exits.
+            // Only exits the owner already knows; others arrive as supervisor exits, and
+            // one still being released reaches the policy when its release is done.
+            if c.releasing.is_some() {
+                return None;
+            }
             let exit = c.exit.borrow().clone()?;
             Some((c.record().id.clone(), exit))
         })

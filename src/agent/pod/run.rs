@@ -377,6 +377,11 @@ fn running(node: &mut Node, id: &str) {
     };
     let pending = pod.pending.take();
     let moved = super::phase::advance(node, id, PodPhase::Running, None);
+    if moved.is_ok() {
+        // An app container that ended while the others were still starting (`true`, a
+        // crash at once) was only recorded then: its policy acts now.
+        super::restart::resume(node, id);
+    }
     let Some(reply) = pending else {
         if let Ok(written) = moved {
             written.reported();
