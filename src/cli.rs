@@ -39,6 +39,10 @@ pub struct Cli {
     #[arg(skip)]
     pub defaulted: (bool, bool),
 
+    /// `--config` came from its default (`berth cluster` then reads `BERTH_CLUSTER`).
+    #[arg(skip)]
+    pub config_defaulted: bool,
+
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long, global = true)]
     pub log_level: Option<String>,
@@ -108,6 +112,11 @@ pub enum Command {
     /// CNI networks: list them, check an attachment.
     #[command(subcommand)]
     Network(crate::cli_pods::NetworkCommand),
+    /// The central allocator: `master init` creates a cluster, `master` serves it.
+    Master(crate::cli_cluster::MasterArgs),
+    /// Jobs, instances, nodes and events of a cluster (admin credential: `--config
+    /// ADMIN.json` or `BERTH_CLUSTER`).
+    Cluster(crate::cli_cluster::ClusterArgs),
 }
 
 #[derive(Debug, Subcommand)]

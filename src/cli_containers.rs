@@ -63,6 +63,22 @@ pub struct AgentArgs {
     /// CPUs kept out of every container (e.g. 0 or 0-1), as the kubelet's reserved CPUs.
     #[arg(long)]
     pub reserved_cpus: Option<String>,
+    /// Join the cluster of this master (`https://HOST:PORT`), then report to it and run
+    /// what it assigns. Once joined, the credential in the data root is used.
+    #[arg(long)]
+    pub master: Option<String>,
+    /// The cluster's join token (first start only).
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// `sha256:…` of the cluster CA, as `berth master init` printed it (first start only).
+    #[arg(long)]
+    pub ca_cert_hash: Option<String>,
+    /// The node's name in the cluster (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// A label of the node for jobs' constraints (`k=v`; repeat for more).
+    #[arg(long = "node-label")]
+    pub node_labels: Vec<String>,
     /// Dir of CNI network configurations (default /etc/cni/net.d).
     #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,

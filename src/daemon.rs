@@ -143,6 +143,7 @@ pub async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result
         anyhow::bail!("max_connections and max_pod_containers must be at least 1");
     }
     let node = crate::node_options::resolve(args, &config)?;
+    let membership = crate::agent::member::Membership::from_args(args)?;
     let socket = match (&config.socket, cli.defaulted.0) {
         (Some(s), true) => s.clone(),
         _ => cli.socket.clone(),
@@ -188,7 +189,20 @@ pub async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result
         },
         max_pod_containers,
         node,
+        membership,
         config,
     };
     crate::agent::run(opts).await
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

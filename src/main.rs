@@ -4,6 +4,7 @@
 mod agent;
 mod api;
 mod cli;
+mod cli_cluster;
 mod cli_containers;
 mod cli_pods;
 mod client;
@@ -11,6 +12,7 @@ mod commands;
 mod config;
 mod daemon;
 mod format;
+mod master;
 mod node_options;
 mod progress;
 mod shim;
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         )
     };
     cli.defaulted = (defaulted("socket"), defaulted("root"));
+    cli.config_defaulted = defaulted("config");
     // The agent's config file may set both (a flag or the environment wins).
     let config = matches!(cli.command, cli::Command::Agent(_))
         .then(|| config::Config::load(&cli.config).ok())
@@ -52,7 +55,10 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var("BERTH_LOG").ok().or(config.log_level.clone()));
     init_tracing(level.as_deref());
-    if !matches!(cli.command, cli::Command::Agent(_)) {
+    if !matches!(
+        cli.command,
+        cli::Command::Agent(_) | cli::Command::Master(_)
+    ) {
         // A client command whose reader went away (`berth ps | head -1`) ends quietly as
         // other Unix tools do, not with a panic on a broken pipe (Rust ignores SIGPIPE).
         // SAFETY: restores the default disposition before any thread exists.
@@ -77,7 +83,10 @@ fn main() -> ExitCode {
     };
     // The agent serves many clients on two workers; a CLI command is one client, and a
     // single-threaded runtime starts faster (no worker threads: `berth ps` under load).
-    let runtime = if matches!(cli.command, cli::Command::Agent(_)) {
+    let runtime = if matches!(
+        cli.command,
+        cli::Command::Agent(_) | cli::Command::Master(_)
+    ) {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

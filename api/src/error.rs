@@ -52,6 +52,12 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The agent is at a limit (connections) or shutting down; retry later (503).
     Unavailable,
+    /// No credential, or a wrong one (cluster API: no client certificate, a bad join
+    /// token) (401).
+    Unauthorized,
+    /// The credential does not allow this request (a node writing jobs or reporting for
+    /// another node) (403).
+    Forbidden,
     /// The node ran out of disk space (507).
     NoSpace,
     /// The agent failed (500).

@@ -12,6 +12,9 @@
 
 /// The attach stream's frames (`shim.sock`, and the agent's attach endpoints byte for byte).
 pub mod attach;
+/// The cluster API of `berth master`: joining, registration, heartbeats with the usage
+/// report and the desired set, jobs, instances, nodes, events, `admin.json`.
+pub mod cluster;
 /// Containers: the view `ps`/`state`/`inspect` show, its exit, and the verbs' queries.
 pub mod container;
 /// Error answers: a machine-readable code beside a human message.

@@ -15,7 +15,7 @@ pub mod check;
 mod create;
 mod create_networked;
 mod disk;
-mod error;
+pub mod error;
 pub mod events;
 mod evict;
 mod exec;
@@ -25,6 +25,7 @@ mod images;
 mod kill;
 mod lifecycle;
 mod logs;
+pub mod member;
 mod metrics;
 mod metrics_node;
 pub mod network;
@@ -234,6 +235,8 @@ pub struct AgentOptions {
     pub max_pod_containers: usize,
     /// Capacity, reserved CPUs, the estimator's and reclaim's constants.
     pub node: crate::node_options::NodeOptions,
+    /// The cluster to join and report to.
+    pub membership: Option<member::Membership>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -370,6 +373,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tracing::error!(error = %e, "installing the default network");
     }
 
+    if let Some(m) = &opts.membership {
+        m.check(&opts.root)?;
+    }
     if let Some(parent) = opts.socket.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -395,6 +401,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let writer = persist::StateWriter::start(tx.clone()).context("starting the state writer")?;
     let (node, recovery) = node::Node::recover(settings.clone(), tx.clone(), writer.clone());
     let owner = tokio::spawn(node.run(recovery, rx));
+    // After recovery's actions (queued first): the master hears of the pods the node has.
+    let membership = opts
+        .membership
+        .clone()
+        .map(|m| member::start(m, opts.root.clone(), tx.clone()));
     let tick = |every: Duration, action: fn() -> node::Action| {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -426,15 +437,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         metrics::track,
     ));
     let shutdown = async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        crate::daemon::shutdown_signal().await;
         tracing::info!("shutting down; containers keep running");
         notify::send("STOPPING=1");
     };
@@ -454,6 +457,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .await
         .context("serving the API")?;
     ticker.abort();
+    if let Some(m) = membership {
+        m.abort();
+    }
     sampler.abort();
     owner.abort();
     // What the owner queued is on disk before the agent is gone.

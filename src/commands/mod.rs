@@ -2,6 +2,7 @@
 //! the agent's API.
 
 mod attach;
+mod cluster;
 mod containers;
 mod images;
 mod import;
@@ -45,6 +46,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let client = Client::new(cli.socket.clone());
     match cli.command {
         Command::Agent(ref args) => crate::daemon::agent(&cli, args).await?,
+        Command::Master(ref args) => cluster::master(&cli, args).await?,
+        Command::Cluster(ref args) => cluster::cluster(&cli, args).await?,
         Command::Run(args) => return run::run(&client, args, true).await,
         Command::Create(args) => return run::run(&client, args, false).await,
         Command::Start(a) => containers::start(&client, &a.id).await?,

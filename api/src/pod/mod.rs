@@ -80,6 +80,9 @@ impl RestartPolicy {
 pub struct PodSpec {
     /// Unique name on the node.
     pub name: String,
+    /// Labels (`berth.io/…` ones are set by the master for the pods it assigns).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Host name of the pod's UTS namespace (default: the pod name).
     #[serde(default)]
     pub hostname: Option<String>,
@@ -100,6 +103,10 @@ pub struct PodSpec {
     /// `revocable`), admitted against the revocable estimate and reclaimed first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revocable: bool,
+    /// Seconds between SIGTERM and SIGKILL when the pod is stopped for being no longer
+    /// assigned (the kubelet's field; default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<u64>,
     /// Berth: CPUs every container of the pod may run on (`0-2,4`), as `--cpuset-cpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset_cpus: Option<String>,

@@ -1,0 +1,177 @@
+//! `berth master`: the thin central allocator. Agents join with a token and a pinned CA,
+//! register, and heartbeat their usage and pod states; the master places jobs' instances
+//! on nodes and answers each heartbeat with the node's desired set when it changed.
+//!
+//! Threads: the async workers serve HTTPS (TLS by rustls, HTTP/1.1 keep-alive); every
+//! request's work on the state runs on the blocking pool under one lock (a commit fsyncs);
+//! one placement loop places pending instances in batches and marks silent nodes lost.
+//!
+//! On disk (`--root`, default `/var/lib/berth-master`): the identity of `pki.rs` and the
+//! store `cluster.redb` (`store.rs`).
+
+mod pki;
+mod placement;
+mod routes;
+mod state;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+pub use state::Timing;
+
+/// Shared by the routes and the placement loop.
+#[derive(Debug)]
+pub struct Master {
+    cluster: Mutex<state::Cluster>,
+    authority: pki::Authority,
+    token: String,
+    ca_pem: String,
+    wake: tokio::sync::Notify,
+}
+
+/// The store's file below the root.
+fn store_path(root: &Path) -> PathBuf {
+    root.join("cluster.redb")
+}
+
+/// `berth master init`: prints the join command.
+pub fn init(root: &Path, listen: &str, sans: &[String]) -> Result<()> {
+    let made = pki::init(root, listen, sans)?;
+    let store = store::Embedded::open(&store_path(root))?;
+    let who = serde_json::to_vec(&state::Identity::Admin)?;
+    store::Store::commit(
+        &store,
+        &[],
+        vec![store::Write::Put(
+            format!("identities/{}", made.admin_fingerprint),
+            who,
+        )],
+    )?;
+    println!("cluster initialised in {}", root.display());
+    println!(
+        "admin credential: {}",
+        pki::Paths::new(root).admin().display()
+    );
+    println!("join an agent with:");
+    println!(
+        "  berth agent --master {} --join-token {} --ca-cert-hash {}",
+        made.url, made.token, made.ca_hash
+    );
+    Ok(())
+}
+
+/// `berth master`: serves until SIGTERM/SIGINT.
+pub async fn serve(root: &Path, listen: &str, timing: Timing) -> Result<()> {
+    let paths = pki::Paths::new(root);
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "reading {} (run `berth master init --root {}` first)",
+                p.display(),
+                root.display()
+            )
+        })
+    };
+    let ca_pem = read(paths.ca())?;
+    let tls =
+        berth_cluster::tls::server_config(&ca_pem, &read(paths.cert())?, &read(paths.key())?)?;
+    let token = read(paths.token())?.trim().to_string();
+    let store: Arc<dyn store::Store> = Arc::new(store::Embedded::open(&store_path(root))?);
+    let cluster = state::Cluster::load(store, timing)?;
+    tracing::info!(?cluster, "state loaded");
+    let master = Arc::new(Master {
+        cluster: Mutex::new(cluster),
+        authority: pki::Authority::load(&paths)?,
+        token,
+        ca_pem,
+        wake: tokio::sync::Notify::new(),
+    });
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(listen, "master listening (HTTPS only)");
+    let placer = tokio::spawn(placement_loop(master.clone(), timing));
+    let app = routes::router(master.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let shutdown = crate::daemon::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    // Plain HTTP, a wrong CA on the client's side, a scanner: nothing to serve.
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| berth_cluster::tls::fingerprint(c));
+            let svc = TowerToHyperService::new(app.layer(axum::Extension(routes::Peer(peer))));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(120))
+                .serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    placer.abort();
+    tracing::info!("master stopped");
+    Ok(())
+}
+
+/// Places pending instances when woken (a job, a node, a move) and checks liveness on a
+/// clock a tenth of the node timeout.
+async fn placement_loop(m: Arc<Master>, timing: Timing) {
+    let tick = (timing.node_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        let clock = tokio::select! {
+            () = m.wake.notified() => false,
+            () = tokio::time::sleep(tick) => true,
+        };
+        let m2 = m.clone();
+        let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut c = m2.cluster.lock().map_err(|_| "poisoned lock".to_string())?;
+            c.check_liveness().map_err(|e| e.message)?;
+            if c.needs_placement(clock) {
+                c.place().map_err(|e| e.message)?;
+            }
+            Ok(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "placement"),
+            Err(e) => tracing::error!(error = %e, "placement task"),
+        }
+    }
+}

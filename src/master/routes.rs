@@ -1,0 +1,282 @@
+//! The cluster API's routes (docs/cluster.md). Each checks who is asking — the identity of
+//! the connection's client certificate — then hands the request to the cluster state. Only
+//! the CA and `join` answer without a certificate; `join` checks the token.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use berth_api::cluster::{Heartbeat, JobRequest, JoinRequest, JoinResponse, Registration};
+use berth_api::ErrorCode;
+use berth_cluster::member::CaAnswer;
+use serde::Deserialize;
+
+use super::state::{Cluster, Identity};
+use super::Master;
+use crate::agent::error::ApiError;
+
+/// The fingerprint of the connection's client certificate, if it presented one.
+#[derive(Debug, Clone)]
+pub struct Peer(pub Option<String>);
+
+type Shared = Arc<Master>;
+
+/// Every route.
+pub fn router(master: Shared) -> Router {
+    Router::new()
+        .route("/v1/cluster/ca", get(ca))
+        .route("/v1/cluster/join", post(join))
+        .route("/v1/cluster/nodes", get(nodes))
+        .route("/v1/cluster/nodes/{name}/register", post(register))
+        .route("/v1/cluster/nodes/{name}/heartbeat", post(heartbeat))
+        .route("/v1/cluster/nodes/{name}/drain", post(drain))
+        .route("/v1/cluster/jobs", get(jobs).post(submit))
+        .route("/v1/cluster/jobs/{name}", get(job).delete(remove))
+        .route("/v1/cluster/instances", get(instances))
+        .route("/v1/cluster/events", get(events))
+        .with_state(master)
+}
+
+/// Runs `f` on the cluster state off the async workers (a commit fsyncs), and wakes the
+/// placement loop when `f` left instances pending.
+async fn with<T: Send + 'static>(
+    m: &Shared,
+    f: impl FnOnce(&mut Cluster) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let m = m.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = m
+            .cluster
+            .lock()
+            .map_err(|_| ApiError::internal("the cluster state lock is poisoned"))?;
+        let r = f(&mut c);
+        if c.has_pending() {
+            m.wake.notify_one();
+        }
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn identity(m: &Shared, peer: &Peer) -> Result<Identity, ApiError> {
+    let Some(fp) = &peer.0 else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a client certificate of the cluster is required",
+        ));
+    };
+    let c = m
+        .cluster
+        .lock()
+        .map_err(|_| ApiError::internal("the cluster state lock is poisoned"))?;
+    c.identity(fp).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "this certificate is no longer valid (the node joined again, or the cluster was re-initialised)",
+        )
+    })
+}
+
+fn admin(m: &Shared, peer: &Peer) -> Result<(), ApiError> {
+    match identity(m, peer)? {
+        Identity::Admin => Ok(()),
+        Identity::Node(n) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("node {n}'s certificate may not do this: an admin credential is required"),
+        )),
+    }
+}
+
+fn node(m: &Shared, peer: &Peer, name: &str) -> Result<(), ApiError> {
+    match identity(m, peer)? {
+        Identity::Node(n) if n == name => Ok(()),
+        Identity::Node(n) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("node {n}'s certificate may not act for node {name}"),
+        )),
+        Identity::Admin => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only the node itself registers and reports",
+        )),
+    }
+}
+
+async fn ca(State(m): State<Shared>) -> Json<CaAnswer> {
+    Json(CaAnswer {
+        ca_pem: m.ca_pem.clone(),
+    })
+}
+
+/// Node names as the agent's pod names: lowercase letters, digits, '-' and '.'.
+fn check_node_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "node name {name:?} must be 1-63 lowercase letters, digits, '-' or '.'"
+        ))
+        .in_field("node_name"))
+    }
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn join(
+    State(m): State<Shared>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    if !same_secret(req.token.trim(), &m.token) {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "wrong join token"));
+    }
+    check_node_name(&req.node_name)?;
+    let (cert_pem, key_pem) = m
+        .authority
+        .issue_client(&format!("node:{}", req.node_name))
+        .map_err(|e| ApiError::internal(format!("issuing a certificate: {e:#}")))?;
+    let der =
+        berth_cluster::tls::certs("node certificate", &cert_pem).map_err(ApiError::internal)?;
+    let fp = berth_cluster::tls::fingerprint(&der[0]);
+    let name = req.node_name.clone();
+    with(&m, move |c| c.add_identity(&fp, Identity::Node(name))).await?;
+    Ok(Json(JoinResponse {
+        node_name: req.node_name,
+        cert_pem,
+        key_pem,
+    }))
+}
+
+async fn register(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    Json(reg): Json<Registration>,
+) -> Result<impl IntoResponse, ApiError> {
+    node(&m, &peer, &name)?;
+    if reg.node_name != name {
+        return Err(ApiError::bad_request(format!(
+            "node_name {:?} is not {name:?}",
+            reg.node_name
+        )));
+    }
+    with(&m, move |c| c.register(reg)).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn heartbeat(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    Json(hb): Json<Heartbeat>,
+) -> Result<impl IntoResponse, ApiError> {
+    node(&m, &peer, &name)?;
+    Ok(Json(with(&m, move |c| c.heartbeat(&name, hb)).await?))
+}
+
+async fn nodes(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    Ok(Json(with(&m, |c| Ok(c.nodes())).await?))
+}
+
+async fn drain(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    let moved = with(&m, move |c| c.drain(&name)).await?;
+    Ok(Json(serde_json::json!({ "moved": moved })))
+}
+
+async fn jobs(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    Ok(Json(with(&m, |c| Ok(c.jobs())).await?))
+}
+
+async fn job(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    let view = with(&m, move |c| {
+        c.jobs()
+            .into_iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| ApiError::not_found(format!("no such job: {name}")))
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+async fn submit(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<JobRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    let view = with(&m, move |c| c.submit(req.job, req.qos)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn remove(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    with(&m, move |c| c.remove(&name)).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+struct InstancesQuery {
+    job: Option<String>,
+}
+
+async fn instances(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<InstancesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    Ok(Json(
+        with(&m, move |c| Ok(c.instances(q.job.as_deref()))).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn events(
+    State(m): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<EventsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    admin(&m, &peer)?;
+    Ok(Json(with(&m, move |c| Ok(c.events(q.since))).await?))
+}
