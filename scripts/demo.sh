@@ -4,8 +4,10 @@
 # Berth agent (own socket, data root and cgroup root), then pulls, imports and runs
 # containers through it: foreground, detached, exec, logs, stats, limits, OOM, stop, rm;
 # a published port and pods on the default CNI bridge network (the agent's own config dir
-# and bridge here, so the host's /etc/cni/net.d is untouched).
-# Stops the agent and leaves nothing behind.
+# and bridge here, so the host's /etc/cni/net.d is untouched); then a cluster on this one
+# machine: `berth master` and two more agents that join it, a job spread across them, one
+# agent killed and its pod moved.
+# Stops the agents and the master and leaves nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -13,7 +15,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 
 WORK=$(mktemp -d /tmp/berth-demo-XXXXXX)
-REG_PID=""; AGENT_PID=""
+REG_PID=""; AGENT_PID=""; MASTER_PID=""; MEMBER_PIDS=()
 # Containers' cgroups go below the cgroup this script runs in (per controller, the
 # deepest path), in a directory of their own.
 . scripts/cgroups.sh
@@ -22,6 +24,24 @@ CG_ROOT="${OWN_CG%/}/berth-demo-$$"
 BRIDGE="bdemo$$"; BRIDGE=${BRIDGE:0:15}
 cleanup() {
   set +e
+  if [ -n "$MASTER_PID" ]; then
+    # The job goes first, so the members stop its pods themselves (and put none back).
+    BERTH_CLUSTER="$WORK/master/admin.json" "$BIN/berth" cluster rm hello >/dev/null 2>&1
+    for n in n1 n2; do
+      for _ in $(seq 100); do
+        [ -z "$(BERTH_SOCKET=$WORK/$n.sock "$BIN/berth" pod ls -q 2>/dev/null)" ] && break; sleep 0.1
+      done
+    done
+  fi
+  for pid in "${MEMBER_PIDS[@]}"; do
+    for n in n1 n2; do
+      for id in $(BERTH_SOCKET=$WORK/$n.sock "$BIN/berth" pod ls -q 2>/dev/null); do
+        BERTH_SOCKET=$WORK/$n.sock "$BIN/berth" pod rm -f "$id" >/dev/null
+      done
+    done
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  done
+  [ -n "$MASTER_PID" ] && kill "$MASTER_PID" && wait "$MASTER_PID" 2>/dev/null
   if [ -n "$AGENT_PID" ]; then
     for id in $("$BIN/berth" pod ls -q 2>/dev/null); do "$BIN/berth" pod rm -f "$id" >/dev/null; done
     for id in $("$BIN/berth" ps -q --no-trunc 2>/dev/null); do "$BIN/berth" rm -f "$id" >/dev/null; done
@@ -148,8 +168,51 @@ step "$BIN/berth" events --since 1m --until 0s --filter pod=web
 step "$BIN/berth" pod stop -t 1 web
 step "$BIN/berth" pod rm web
 
+echo
+echo "== a cluster on this machine: berth master and two agents that join it"
+MPORT=$(free_port)
+INIT=$("$BIN/berth" --root "$WORK/master" master init --listen "127.0.0.1:$MPORT")
+printf '\n\033[1m$ berth --root %s master init --listen 127.0.0.1:%s\033[0m\n%s\n' "$WORK/master" "$MPORT" "$INIT"
+TOKEN=$(grep -o -- '--join-token [0-9a-f]*' <<<"$INIT" | cut -d' ' -f2)
+HASH=$(grep -o -- '--ca-cert-hash sha256:[0-9a-f]*' <<<"$INIT" | cut -d' ' -f2)
+"$BIN/berth" --root "$WORK/master" master --node-timeout 3s --heartbeat-floor 500ms 2>"$WORK/master.log" &
+MASTER_PID=$!
+export BERTH_CLUSTER="$WORK/master/admin.json"
+for _ in $(seq 100); do "$BIN/berth" cluster nodes >/dev/null 2>&1 && break; sleep 0.1; done
+start_member() {  # NAME ZONE
+  BERTH_SOCKET="$WORK/$1.sock" BERTH_ROOT="$WORK/$1" "$BIN/berth" agent --cgroup-root "$CG_ROOT/$1" \
+    --cni-conf-dir "$WORK/$1-net.d" --default-network none \
+    --master "https://127.0.0.1:$MPORT" --join-token "$TOKEN" --ca-cert-hash "$HASH" \
+    --node-name "$1" --node-label "zone=$2" 2>"$WORK/$1.log" &
+  MEMBER_PIDS+=($!)
+}
+start_member n1 a; start_member n2 b
+for _ in $(seq 100); do [ "$("$BIN/berth" cluster nodes --json | grep -c '"ready"')" = 2 ] && break; sleep 0.1; done
+step "$BIN/berth" cluster nodes
+printf 'name: hello\ncount: 4\nstrategy: spread\nterminationGracePeriodSeconds: 1\ncontainers:\n  - {name: c, image: %s, command: [sh, -c, "echo hello from $(hostname); sleep 1000"], resources: {requests: {cpu: 50m, memory: 16Mi}}}\n' "$REG/library/busybox" > "$WORK/hello.job.yaml"
+step cat "$WORK/hello.job.yaml"
+step "$BIN/berth" cluster run "$WORK/hello.job.yaml"
+for _ in $(seq 200); do [ "$("$BIN/berth" cluster ps hello --json | grep -c '"running"')" = 4 ] && break; sleep 0.1; done
+step "$BIN/berth" cluster ps hello
+step env BERTH_SOCKET="$WORK/n1.sock" "$BIN/berth" pod ls
+echo "(kill -9 of n2's agent: its pods run on, the master finds the node lost after 3 s and places them on n1)"
+kill -9 "${MEMBER_PIDS[1]}"; wait "${MEMBER_PIDS[1]}" 2>/dev/null || true
+for _ in $(seq 200); do [ "$("$BIN/berth" cluster ps hello --json | grep -c '"running"')" = 4 ] && [ "$("$BIN/berth" cluster ps hello --json | grep -c '"n1"')" = 4 ] && break; sleep 0.1; done
+step "$BIN/berth" cluster ps hello
+step "$BIN/berth" cluster events
+echo "(n2 comes back: its stale copies are stopped, as the generation moved on)"
+start_member n2 b
+for _ in $(seq 300); do
+  if [ -z "$(BERTH_SOCKET=$WORK/n2.sock "$BIN/berth" pod ls -q 2>/dev/null)" ] \
+     && ! "$BIN/berth" cluster nodes --json | grep '"lost"' >/dev/null; then break; fi
+  sleep 0.1
+done
+step env BERTH_SOCKET="$WORK/n2.sock" "$BIN/berth" pod ls
+step "$BIN/berth" cluster nodes
+step "$BIN/berth" cluster rm hello
+
 step "$BIN/berth" rmi "$REG/demo/multilayer:1.0" berth.test/multilayer:latest
 step "$BIN/berth" image prune
 step "$BIN/berth" images
 echo
-echo "demo done; the agent is stopped and everything it made is removed on exit"
+echo "demo done; the agents and the master are stopped and everything they made is removed on exit"

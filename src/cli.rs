@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(skip)]
     pub defaulted: (bool, bool),
 
-    /// `--config` came from its default (`berth cluster` then reads `BERTH_CLUSTER`).
+    /// `--config` was not on the command line (`berth cluster` then reads `BERTH_CLUSTER`).
     #[arg(skip)]
     pub config_defaulted: bool,
 

@@ -39,7 +39,10 @@ fn main() -> ExitCode {
         )
     };
     cli.defaulted = (defaulted("socket"), defaulted("root"));
-    cli.config_defaulted = defaulted("config");
+    // `berth cluster` takes `--config` on its command line only: `BERTH_CONFIG` names the
+    // agent's config file, not an admin credential.
+    cli.config_defaulted =
+        matches.value_source("config") != Some(clap::parser::ValueSource::CommandLine);
     // The agent's config file may set both (a flag or the environment wins).
     let config = matches!(cli.command, cli::Command::Agent(_))
         .then(|| config::Config::load(&cli.config).ok())

@@ -400,3 +400,56 @@ fn with_the_master_down_pods_run_and_restart_and_a_restarted_master_loses_nothin
     }));
     m.clear(&[&a]);
 }
+
+#[test]
+fn a_revocable_job_lands_only_where_the_estimate_allows() {
+    let mut m = Master::start(&FAST);
+    // n1 offers its slack at once (no warm-up): 60% of 2 CPUs; n2 still warms up: none.
+    let a = m.agent(
+        "n1",
+        &[
+            "--capacity-cpu",
+            "2",
+            "--capacity-memory",
+            "1g",
+            "--revocable-warmup",
+            "0s",
+        ],
+    );
+    let b = m.agent("n2", &["--capacity-cpu", "2", "--capacity-memory", "1g"]);
+    let job = job_file(
+        &a,
+        "batch",
+        "name: batch\ncount: 3\nqos: revocable\nterminationGracePeriodSeconds: 1\ncontainers:\n  - name: c\n    \
+         image: busybox\n    command: [sleep, '1000']\n    resources: {requests: {cpu: 500m, memory: 16Mi}}\n",
+    );
+    wait_for("n1's estimate reported", || {
+        m.json(&["nodes"]).as_array().unwrap().iter().any(|n| {
+            n["registration"]["node_name"] == "n1"
+                && n["usage"]["revocable_free"]["millicpu"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    >= 1000
+        })
+    });
+    let view: serde_json::Value = serde_json::from_str(&m.ok(&["run", "--json", &job])).unwrap();
+    assert_eq!(view["qos"], "revocable");
+    wait_for("two running on n1, one pending", || {
+        let list = instances(&m, "batch");
+        let running: Vec<_> = list.iter().filter(|i| i["state"] == "running").collect();
+        running.len() == 2
+            && running.iter().all(|i| i["node"] == "n1")
+            && list.iter().any(|i| {
+                i["state"] == "pending"
+                    && i["message"].as_str().is_some_and(|s| {
+                        s.contains("n2: needs 500m CPU, 0m CPU revocable free")
+                            && s.contains("n1: needs 500m CPU")
+                    })
+            })
+    });
+    assert!(assigned_pods(&b).is_empty());
+    for p in assigned_pods(&a) {
+        assert_eq!(pod_json(&a, &p)["qos"], "revocable");
+    }
+    m.clear(&[&a, &b]);
+}

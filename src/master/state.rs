@@ -134,6 +134,8 @@ pub struct Cluster {
     nodes: BTreeMap<String, Node>,
     jobs: BTreeMap<String, Job>,
     instances: BTreeMap<(String, u32), Instance>,
+    /// Instances per node: a heartbeat's desired set without a scan of every instance.
+    by_node: HashMap<String, std::collections::BTreeSet<(String, u32)>>,
     identities: HashMap<String, Identity>,
     events: VecDeque<ClusterEvent>,
     seq: u64,
@@ -172,6 +174,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             jobs: BTreeMap::new(),
             instances: BTreeMap::new(),
+            by_node: HashMap::new(),
             identities: HashMap::new(),
             events: VecDeque::new(),
             seq: 0,
@@ -231,6 +234,12 @@ impl Cluster {
                 } else {
                     InstanceState::Pending
                 };
+                if let Some(n) = &p.node {
+                    c.by_node
+                        .entry(n.clone())
+                        .or_default()
+                        .insert((job.to_string(), index));
+                }
                 i.node = p.node;
             }
         }
@@ -457,6 +466,7 @@ impl Cluster {
             &[],
             vec![Write::Put(placement_key(&key.0, key.1), json(&record))],
         )?;
+        self.unindex(key, old.as_deref());
         if let Some(i) = self.instances.get_mut(key) {
             i.incarnation += 1;
             i.node = None;
@@ -470,12 +480,21 @@ impl Cluster {
         Ok(())
     }
 
+    fn unindex(&mut self, key: &(String, u32), node: Option<&str>) {
+        if let Some(set) = node.and_then(|n| self.by_node.get_mut(n)) {
+            set.remove(key);
+        }
+    }
+
     /// What `name` should run.
     fn desired(&self, name: &str) -> Vec<Assignment> {
-        self.instances
-            .iter()
-            .filter(|(_, i)| i.node.as_deref() == Some(name))
-            .filter_map(|((job, index), i)| {
+        let Some(keys) = self.by_node.get(name) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|key| {
+                let (job, index) = key;
+                let i = self.instances.get(key)?;
                 let j = self.jobs.get(job)?;
                 let mut pod = j.record.spec.pod.clone();
                 let instance = uid(job, *index, i.incarnation);
@@ -569,6 +588,7 @@ impl Cluster {
         let rev = self.commit(&[], writes)?;
         for k in &keys {
             if let Some(i) = self.instances.remove(k) {
+                self.unindex(k, i.node.as_deref());
                 if let Some(n) = i.node.and_then(|n| self.nodes.get_mut(&n)) {
                     n.generation = rev;
                 }
@@ -602,11 +622,16 @@ impl Cluster {
     /// Unplaces the live instances of `node` (a lost node's `Never` pods fail instead).
     fn move_off(&mut self, node: &str, why: &str) -> Result<u32, ApiError> {
         let keys: Vec<(String, u32)> = self
-            .instances
-            .iter()
-            .filter(|(_, i)| i.node.as_deref() == Some(node))
-            .filter(|(_, i)| !matches!(i.state, InstanceState::Succeeded | InstanceState::Failed))
-            .map(|(k, _)| k.clone())
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|k| {
+                self.instances.get(*k).is_some_and(|i| {
+                    !matches!(i.state, InstanceState::Succeeded | InstanceState::Failed)
+                })
+            })
+            .cloned()
             .collect();
         let mut moved = 0;
         for k in keys {
@@ -724,6 +749,7 @@ impl Cluster {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
+            let mut cursor = 0;
             for k in keys {
                 let Some(inst) = self.instances.get(&k) else {
                     continue;
@@ -735,8 +761,9 @@ impl Cluster {
                     strategy: rec.spec.strategy,
                     excluded: &inst.excluded,
                 };
-                match placement::choose(&cands, &need) {
+                match placement::choose(&cands, &need, cursor) {
                     Ok(ix) => {
+                        cursor = ix + 1;
                         placement::take(&mut cands[ix], &need);
                         placed.push((k, cands[ix].name.clone(), inst.incarnation));
                     }
@@ -758,6 +785,10 @@ impl Cluster {
                 .collect();
             let rev = self.commit(&[], writes)?;
             for (k, node, inc) in &placed {
+                self.by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(k.clone());
                 if let Some(i) = self.instances.get_mut(k) {
                     i.node = Some(node.clone());
                     i.state = InstanceState::Assigned;
