@@ -93,6 +93,9 @@ pub async fn serve(root: &Path, listen: &str, timing: Timing) -> Result<()> {
         ca_pem,
         wake: tokio::sync::Notify::new(),
     });
+    // One connection per agent: the soft open-files limit goes up to the hard one.
+    let fds = crate::agent::server::connection_cap(usize::MAX);
+    tracing::debug!(fds, "connections allowed");
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

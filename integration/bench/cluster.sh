@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Allocator benchmark (issue #14): `berth master` (pinned to CPU 0) against N simulated
+# agents (`berth-sim`, pinned to CPU 1: the real agent-side code over real TLS, pods in
+# memory). For each N:
+#   1. idle: master CPU (% of one core) and RSS with N agents heartbeating at the default
+#      period;
+#   2. placement: one job of PODS instances submitted; seconds until every instance is
+#      assigned (placements/s) and until every one is reported running;
+#   3. master RSS with PODS instances;
+#   4. loss: 10% of the agents stop heartbeating; seconds until the master marks them lost
+#      (default node timeout 30 s) and until their instances run elsewhere;
+#   5. restart: the master killed (-9) and started again; seconds until every agent has
+#      heartbeated to it again.
+# The anchors publish their numbers, not a tool we can run here: kube-scheduler's
+# threshold is 810 pods/s at 5,000 nodes; Nomad's C1M ≈ 3,750 placements/s on 5 servers.
+#
+#   sudo integration/bench/cluster.sh [AGENTS…] [-- PODS]   (default 1000 5000 10000 -- 100000)
+#   smoke: integration/bench/cluster.sh 1   (→ 100 agents, 2,000 pods, a 6 s node timeout)
+#
+# Everything it starts is stopped and its files removed on exit (no cgroups, no mounts).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+OUT="$HERE/results"
+mkdir -p "$OUT"
+[ "$(id -u)" = 0 ] || { echo "cluster.sh: run as root" >&2; exit 1; }
+AGENTS=(); PODS=100000; TIMEOUT=30s
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) PODS=$2; shift 2 ;;
+    *) AGENTS+=("$1"); shift ;;
+  esac
+done
+[ ${#AGENTS[@]} -eq 0 ] && AGENTS=(1000 5000 10000)
+if [ "${AGENTS[*]}" = 1 ]; then AGENTS=(100); PODS=2000; TIMEOUT=6s; fi
+
+WORK=$(mktemp -d /tmp/berth-clusterbench-XXXXXX)
+MASTER_PID=""; SIM_PID=""
+cleanup() {
+  set +e
+  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
+  [ -n "$MASTER_PID" ] && kill "$MASTER_PID" 2>/dev/null && wait "$MASTER_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== building berth and berth-sim (release)"
+(cd "$REPO" && cargo build --release --quiet -p berth -p berth-integration)
+BERTH="$REPO/target/release/berth"
+SIM="$REPO/target/release/berth-sim"
+export BERTH_CLUSTER="$WORK/master/admin.json"
+RESULT="$OUT/cluster-$(date +%Y%m%d-%H%M%S).json"
+echo "[" > "$RESULT"
+
+start_master() {
+  taskset -c 0 "$BERTH" --root "$WORK/master" master --node-timeout "$TIMEOUT" 2>>"$WORK/master.log" &
+  MASTER_PID=$!
+  for _ in $(seq 200); do "$BERTH" cluster ls >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "the master did not answer: $(tail -5 "$WORK/master.log")" >&2
+  return 1
+}
+
+first=1
+for N in "${AGENTS[@]}"; do
+  echo "== $N agents, $PODS pods"
+  rm -rf "$WORK/master" "$WORK/sim"
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  INIT=$("$BERTH" --root "$WORK/master" master init --listen "127.0.0.1:$PORT")
+  TOKEN=$(grep -o -- '--join-token [0-9a-f]*' <<<"$INIT" | cut -d' ' -f2)
+  HASH=$(grep -o -- '--ca-cert-hash sha256:[0-9a-f]*' <<<"$INIT" | cut -d' ' -f2)
+  start_master
+  mkfifo "$WORK/sim.out"
+  taskset -c 1 "$SIM" --master "https://127.0.0.1:$PORT" --join-token "$TOKEN" --ca-cert-hash "$HASH" \
+    --agents "$N" --state "$WORK/sim" >"$WORK/sim.out" 2>>"$WORK/sim.log" &
+  SIM_PID=$!
+  exec 3<"$WORK/sim.out"
+  read -r JOINED <&3
+  echo "   $JOINED"
+  [ $first = 1 ] || echo "," >> "$RESULT"
+  first=0
+  python3 - "$N" "$PODS" "$MASTER_PID" "$SIM_PID" "$BERTH" "$WORK" "$TIMEOUT" <<'PY' >> "$RESULT"
+import json, os, signal, subprocess, sys, time
+n, pods, master, sim, berth, work, timeout = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
+tick = os.sysconf("SC_CLK_TCK")
+def cluster(*args):
+    out = subprocess.run([berth, "cluster", *args, "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"cluster {args}: {out.stderr}")
+    return json.loads(out.stdout)
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+def rss(pid):
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS:"):
+            return int(l.split()[1]) / 1024
+def wait(what, cond, limit):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > limit:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+def nodes():
+    return cluster("nodes")
+def ready():
+    ns = nodes()
+    return len(ns) == n and all(x["state"] == "ready" and x["last_heartbeat_ms"] is not None for x in ns)
+wait("every agent registered", ready, 600)
+# 1. idle heartbeats: over two periods (at least 10 s).
+timeout_s = float(timeout.rstrip("s"))
+period = min(max(5.0, n / 1000), timeout_s / 3)
+window = max(10.0, 2 * period)
+c0, t0 = cpu(master), time.monotonic()
+time.sleep(window)
+idle_cpu = (cpu(master) - c0) / (time.monotonic() - t0) * 100
+idle_rss = rss(master)
+# 2. placement.
+job = os.path.join(work, "job.yaml")
+open(job, "w").write(f"name: load\ncount: {pods}\nstrategy: spread\ncontainers:\n  - {{name: c, image: busybox, resources: {{requests: {{cpu: 10m, memory: 1Mi}}}}}}\n")
+t0 = time.monotonic()
+subprocess.run([berth, "cluster", "run", job], check=True, capture_output=True)
+def states():
+    return cluster("ls")[0]["states"]
+assigned = wait("every instance assigned", lambda: states().get("pending", 0) == 0, 600) 
+placed_s = time.monotonic() - t0
+running = wait("every instance running", lambda: states().get("running", 0) == pods, 900)
+running_s = time.monotonic() - t0
+loaded_rss = rss(master)
+# 4. loss of 10% of the agents.
+os.kill(sim, signal.SIGUSR1)
+t0 = time.monotonic()
+lost_n = max(1, n // 10)
+wait("lost agents detected", lambda: sum(1 for x in nodes() if x["state"] == "lost") >= lost_n, 600)
+detect_s = time.monotonic() - t0
+wait("their instances running elsewhere", lambda: states().get("running", 0) == pods, 600)
+replace_s = time.monotonic() - t0 - detect_s
+# 5. master restart (kill -9): every live agent heard again.
+os.kill(master, signal.SIGKILL)
+print(json.dumps({"agents": n, "pods": pods, "heartbeat_period_s": period,
+  "idle_master_cpu_pct": round(idle_cpu, 1), "idle_master_rss_mib": round(idle_rss, 1),
+  "placed_s": round(placed_s, 2), "placements_per_s": round(pods / placed_s),
+  "all_running_s": round(running_s, 2), "loaded_master_rss_mib": round(loaded_rss, 1),
+  "lost_detect_s": round(detect_s, 1), "replaced_after_detect_s": round(replace_s, 1)}))
+PY
+  wait "$MASTER_PID" 2>/dev/null || true
+  T0=$(date +%s.%N)
+  start_master
+  python3 - "$N" "$BERTH" <<'PY' > "$WORK/restart.json"
+import json, subprocess, sys, time
+n, berth = int(sys.argv[1]), sys.argv[2]
+t0 = time.monotonic()
+live = n - max(1, n // 10)
+while True:
+    out = subprocess.run([berth, "cluster", "nodes", "--json"], capture_output=True, text=True)
+    ns = json.loads(out.stdout) if out.returncode == 0 else []
+    if sum(1 for x in ns if x["last_heartbeat_ms"] is not None) >= live:
+        break
+    if time.monotonic() - t0 > 600:
+        raise SystemExit("agents did not come back")
+    time.sleep(0.2)
+print(json.dumps({"restart_reattached_s": round(time.monotonic() - t0, 2)}))
+PY
+  echo "   $(tail -1 "$RESULT") $(cat "$WORK/restart.json")"
+  # The restart figure joins its run's line.
+  python3 - "$RESULT" "$WORK/restart.json" <<'PY'
+import json, sys
+path, extra = sys.argv[1], json.load(open(sys.argv[2]))
+lines = open(path).read().splitlines()
+last = json.loads(lines[-1]); last.update(extra); lines[-1] = json.dumps(last)
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+  kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=""
+  exec 3<&-
+  rm -f "$WORK/sim.out"
+  kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true; MASTER_PID=""
+done
+echo "]" >> "$RESULT"
+echo "== results: $RESULT"
+cat "$RESULT"
