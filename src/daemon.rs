@@ -152,6 +152,10 @@ pub async fn agent(cli: &Cli, args: &crate::cli_containers::AgentArgs) -> Result
         (Some(r), true) => r.clone(),
         _ => cli.root.clone(),
     };
+    // Before anything is made on the host: a member that cannot join says so at once.
+    if let Some(m) = &membership {
+        m.check(&root)?;
+    }
     let opts = crate::agent::AgentOptions {
         socket,
         root,

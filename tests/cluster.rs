@@ -171,6 +171,24 @@ fn joining_and_the_api_refuse_what_they_must() {
     assert!(m.node_state("bad-token").is_none() && m.node_state("bad-ca").is_none());
     assert!(!bad_token.path().join("cluster/member.json").exists());
 
+    // No token (and no credential yet): the agent refuses to start, and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args(["--config", "/nonexistent", "agent", "--master", &m.join.url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs --join-token and --ca-cert-hash"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.sock").exists());
+
     // Plain HTTP gets no HTTP answer.
     let mut s = std::net::TcpStream::connect(&m.listen).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -373,9 +373,6 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tracing::error!(error = %e, "installing the default network");
     }
 
-    if let Some(m) = &opts.membership {
-        m.check(&opts.root)?;
-    }
     if let Some(parent) = opts.socket.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

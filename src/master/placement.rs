@@ -9,7 +9,7 @@
 //! that fits, so whole nodes stay free) or spread (fewest instances of the job, then the
 //! emptiest node). Ties go to the name, so a placement is reproducible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use berth_api::cluster::{Amount, Strategy};
 
@@ -30,6 +30,8 @@ pub struct Candidate {
     pub revocable_free: Amount,
     /// Instances of the job being placed on it.
     pub of_job: u32,
+    /// Host ports (protocol, port) its assigned instances publish.
+    pub ports: HashSet<(String, u16)>,
 }
 
 /// What one instance needs.
@@ -45,6 +47,8 @@ pub struct Need<'a> {
     pub strategy: Strategy,
     /// Nodes that refused it.
     pub excluded: &'a [String],
+    /// Host ports (protocol, port) it publishes.
+    pub ports: &'a [(String, u16)],
 }
 
 fn mcpu(m: u64) -> String {
@@ -67,6 +71,9 @@ pub fn unfit(c: &Candidate, need: &Need<'_>) -> Option<String> {
         if c.labels.get(k) != Some(v) {
             return Some(format!("lacks label {k}={v}"));
         }
+    }
+    if let Some((proto, port)) = need.ports.iter().find(|p| c.ports.contains(*p)) {
+        return Some(format!("host port {port}/{proto} in use"));
     }
     let (free, what) = if need.revocable {
         (c.revocable_free, "revocable free")
@@ -149,6 +156,7 @@ pub fn take(c: &mut Candidate, need: &Need<'_>) {
         c.assigned = c.assigned.plus(need.requests);
     }
     c.of_job += 1;
+    c.ports.extend(need.ports.iter().cloned());
 }
 
 #[cfg(test)]
@@ -171,6 +179,7 @@ mod tests {
                 memory: 256 << 20,
             },
             of_job: 0,
+            ports: HashSet::new(),
         }
     }
 
@@ -196,6 +205,7 @@ mod tests {
             constraints: &none,
             strategy: Strategy::Spread,
             excluded: &[],
+            ports: &[],
         };
         let mut cands = vec![
             node("a", 2000, "x"),
@@ -224,6 +234,13 @@ mod tests {
             "{err}"
         );
         need.revocable = false;
+        let web = [("tcp".to_string(), 8080)];
+        need.ports = &web;
+        let mut two = vec![node("a", 2000, "x"), node("b", 2000, "x")];
+        assert_eq!(place(&mut two, &need, 2), ["a", "b"]);
+        let err = choose(&two, &need, 0).unwrap_err();
+        assert!(err.contains("b: host port 8080/tcp in use"), "{err}");
+        need.ports = &[];
         let excluded = ["a".to_string()];
         need.excluded = &excluded;
         assert!(choose(&one, &need, 0)

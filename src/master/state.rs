@@ -63,6 +63,9 @@ pub struct JobRecord {
     pub qos: String,
     /// Summed requests of one pod.
     pub requests: Amount,
+    /// Host ports (protocol, port) one pod publishes.
+    #[serde(default)]
+    pub host_ports: Vec<(String, u16)>,
     /// RFC 3339.
     pub created: String,
 }
@@ -539,6 +542,11 @@ impl Cluster {
                 millicpu: plan.requests.0,
                 memory: plan.requests.1,
             },
+            host_ports: plan
+                .ports
+                .iter()
+                .map(|p| (p.protocol.clone(), p.host_port))
+                .collect(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         self.commit(
@@ -678,6 +686,7 @@ impl Cluster {
 
     fn candidates(&self, job: &str) -> Vec<Candidate> {
         let mut assigned: HashMap<&str, (Amount, Amount, u32)> = HashMap::new();
+        let mut ports: HashMap<&str, std::collections::HashSet<(String, u16)>> = HashMap::new();
         for ((j, _), i) in &self.instances {
             let Some(node) = i.node.as_deref() else {
                 continue;
@@ -688,6 +697,12 @@ impl Cluster {
             let Some(rec) = self.jobs.get(j).map(|j| &j.record) else {
                 continue;
             };
+            if !rec.host_ports.is_empty() {
+                ports
+                    .entry(node)
+                    .or_default()
+                    .extend(rec.host_ports.iter().cloned());
+            }
             let e = assigned.entry(node).or_default();
             if rec.spec.pod.revocable {
                 // Revocable work the node has not reported yet still takes room.
@@ -718,6 +733,7 @@ impl Cluster {
                     assigned: a,
                     revocable_free: free.minus(r),
                     of_job,
+                    ports: ports.remove(name.as_str()).unwrap_or_default(),
                 }
             })
             .collect()
@@ -760,6 +776,7 @@ impl Cluster {
                     constraints: &rec.spec.constraints,
                     strategy: rec.spec.strategy,
                     excluded: &inst.excluded,
+                    ports: &rec.host_ports,
                 };
                 match placement::choose(&cands, &need, cursor) {
                     Ok(ix) => {
@@ -900,5 +917,134 @@ impl Cluster {
             .filter(|e| e.seq > since)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use berth_api::cluster::{PodReport, Strategy};
+
+    fn cluster(dir: &std::path::Path, timeout: Duration) -> Cluster {
+        let store: Arc<dyn Store> =
+            Arc::new(super::super::store::Embedded::open(&dir.join("s.redb")).unwrap());
+        let timing = Timing {
+            node_timeout: timeout,
+            heartbeat_floor: Duration::from_millis(100),
+            heartbeats_per_second: 1000.0,
+        };
+        Cluster::load(store, timing).unwrap()
+    }
+
+    fn node(name: &str) -> Registration {
+        Registration {
+            node_name: name.into(),
+            allocatable: Amount {
+                millicpu: 2000,
+                memory: 1 << 30,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn job(count: u32) -> JobSpec {
+        let (mut spec, _) = berth_api::cluster::parse_job(
+            "name: j\ncontainers: [{name: c, image: busybox, resources: {requests: {cpu: 100m}}}]\n",
+        )
+        .unwrap();
+        spec.count = count;
+        spec.strategy = Strategy::Spread;
+        spec
+    }
+
+    fn report(c: &mut Cluster, node: &str, instance: &str, state: ReportedState) -> HeartbeatReply {
+        let hb = Heartbeat {
+            generation: 0,
+            usage: UsageReport::default(),
+            pods: vec![PodReport {
+                instance: instance.into(),
+                state,
+                message: Some("why".into()),
+            }],
+        };
+        c.heartbeat(node, hb).unwrap()
+    }
+
+    #[test]
+    fn revoked_and_refused_instances_move_lost_nodes_lose_theirs_and_restarts_keep_placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cluster(dir.path(), Duration::from_secs(60));
+        c.register(node("a")).unwrap();
+        c.register(node("b")).unwrap();
+        c.submit(job(2), Some("burstable".into())).unwrap();
+        assert_eq!(c.place().unwrap(), 2);
+        let on_a = c.desired("a");
+        assert_eq!(on_a.len(), 1);
+        assert_eq!(on_a[0].pod.labels[INSTANCE_LABEL], on_a[0].instance);
+        let first = on_a[0].instance.clone();
+
+        // Revoked on a: a new incarnation, placed again (a and b each hold one: spread).
+        let before = c.nodes.get("a").unwrap().generation;
+        report(&mut c, "a", &first, ReportedState::Revoked);
+        assert!(c.nodes.get("a").unwrap().generation > before);
+        assert!(c.desired("a").is_empty());
+        c.place().unwrap();
+        let again: Vec<String> = c
+            .instances(None)
+            .iter()
+            .map(|i| i.instance.clone())
+            .collect();
+        assert!(
+            again.contains(&"j.0.2".to_string()) || again.contains(&"j.1.2".to_string()),
+            "{again:?}"
+        );
+        // A stale report of the old incarnation changes nothing.
+        let reply = report(&mut c, "a", &first, ReportedState::Failed);
+        assert!(reply.desired.is_some());
+
+        // Refused on its node: never placed there again.
+        let (node_of, uid) = c
+            .instances(None)
+            .into_iter()
+            .find(|i| i.incarnation == 2)
+            .map(|i| (i.node.unwrap(), i.instance))
+            .unwrap();
+        report(&mut c, &node_of, &uid, ReportedState::Refused);
+        c.place().unwrap();
+        let moved = c
+            .instances(None)
+            .into_iter()
+            .find(|i| i.incarnation == 3)
+            .unwrap();
+        assert_ne!(moved.node.as_deref(), Some(node_of.as_str()));
+
+        // Placements survive a restart of the master.
+        let placed: Vec<(String, Option<String>)> = c
+            .instances(None)
+            .into_iter()
+            .map(|i| (i.instance, i.node))
+            .collect();
+        drop(c);
+        let mut c = cluster(dir.path(), Duration::from_millis(1));
+        let again: Vec<(String, Option<String>)> = c
+            .instances(None)
+            .into_iter()
+            .map(|i| (i.instance, i.node))
+            .collect();
+        assert_eq!(placed, again);
+
+        // Silent past the timeout: both nodes lost, nothing placed on them.
+        std::thread::sleep(Duration::from_millis(5));
+        c.check_liveness().unwrap();
+        assert!(c.nodes().iter().all(|n| n.state == NodeState::Lost));
+        c.place().unwrap();
+        assert!(c.instances(None).iter().all(|i| i.node.is_none()));
+        assert!(c.events(0).iter().any(|e| e.action == "lost"));
+
+        // Removing the job empties every desired set.
+        c.remove("j").unwrap();
+        assert!(c.desired("a").is_empty() && c.desired("b").is_empty());
+        assert!(c.instances(None).is_empty());
     }
 }
