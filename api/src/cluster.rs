@@ -168,6 +168,11 @@ pub struct Heartbeat {
     pub usage: UsageReport,
     /// Every pod with an instance label on the node.
     pub pods: Vec<PodReport>,
+    /// The agent accepts an answer held this long (milliseconds) when its desired set is
+    /// current: the master answers as soon as the set changes, or when the time is up, so
+    /// a change reaches the node at once with one request in flight per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// A pod the node should run.

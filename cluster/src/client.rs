@@ -68,6 +68,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    timeout: Duration,
 }
 
 impl Client {
@@ -90,6 +91,7 @@ impl Client {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
+            timeout,
         })
     }
 
@@ -111,6 +113,22 @@ impl Client {
     ) -> Result<T, ClientError> {
         self.send(self.http.post(self.url(path)).json(body), path)
             .await
+    }
+
+    /// `POST path` whose answer the master may hold up to `hold` (a heartbeat): the
+    /// request's timeout is the client's plus `hold`.
+    pub async fn post_waiting<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        hold: Duration,
+    ) -> Result<T, ClientError> {
+        let req = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .timeout(self.timeout + hold);
+        self.send(req, path).await
     }
 
     /// `DELETE path`.

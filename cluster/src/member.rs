@@ -239,8 +239,9 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
     let mut period = Duration::from_secs(1);
     let name = cred.node_name.clone();
     loop {
+        let sent = std::time::Instant::now();
         let outcome = if registered {
-            beat(&client, &name, &node, generation, &refusals).await
+            beat(&client, &name, &node, generation, period, &refusals).await
         } else {
             let reg = node.registration().await;
             client
@@ -289,9 +290,14 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
             Duration::from_millis(100 * 2u64.pow(failures.min(6)))
                 .min(period.max(Duration::from_secs(1)))
         } else {
-            period
+            // The master held the answer for (most of) the period, or let it go early for a
+            // change: the next heartbeat follows at once; or after what is left of the
+            // period when an answer came early with nothing new (a master that holds none).
+            period.saturating_sub(sent.elapsed())
         };
-        tokio::time::sleep(jitter(wait)).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(jitter(wait)).await;
+        }
     }
 }
 
@@ -318,6 +324,7 @@ async fn beat(
     name: &str,
     node: &impl LocalNode,
     generation: u64,
+    period: Duration,
     refusals: &Refusals,
 ) -> Result<Option<HeartbeatReply>, ClientError> {
     let (usage, pods) = tokio::join!(node.usage(), node.pods());
@@ -344,9 +351,10 @@ async fn beat(
         generation,
         usage,
         pods: report,
+        wait_ms: Some(period.as_millis() as u64),
     };
     client
-        .post(&format!("/v1/cluster/nodes/{name}/heartbeat"), &hb)
+        .post_waiting(&format!("/v1/cluster/nodes/{name}/heartbeat"), &hb, period)
         .await
         .map(Some)
 }

@@ -3,6 +3,7 @@
 //! the CA and `join` answer without a certificate; `join` checks the token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -185,7 +186,28 @@ async fn heartbeat(
     Json(hb): Json<Heartbeat>,
 ) -> Result<impl IntoResponse, ApiError> {
     node(&m, &peer, &name)?;
-    Ok(Json(with(&m, move |c| c.heartbeat(&name, hb)).await?))
+    let wait = hb.wait_ms.map(Duration::from_millis);
+    let seen = hb.generation;
+    let who = name.clone();
+    let (reply, watch) = with(&m, move |c| {
+        let reply = c.heartbeat(&who, hb)?;
+        // Held only while the set is current, and never longer than the period.
+        let hold = wait
+            .filter(|_| reply.desired.is_none())
+            .map(|w| w.min(c.period()));
+        let watch = hold.and_then(|h| c.subscribe(&who).map(|rx| (rx, h)));
+        Ok((reply, watch))
+    })
+    .await?;
+    let Some((mut rx, hold)) = watch else {
+        return Ok(Json(reply));
+    };
+    if tokio::time::timeout(hold, rx.changed()).await.is_err() {
+        return Ok(Json(reply));
+    }
+    Ok(Json(
+        with(&m, move |c| c.settle_heartbeat(&name, seen)).await?,
+    ))
 }
 
 async fn nodes(

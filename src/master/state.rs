@@ -111,6 +111,8 @@ struct Node {
     lost: bool,
     usage: Option<UsageReport>,
     generation: u64,
+    /// The generation, for heartbeats held until it changes.
+    watch: tokio::sync::watch::Sender<u64>,
 }
 
 struct Job {
@@ -201,6 +203,7 @@ impl Cluster {
                     lost: false,
                     usage: None,
                     generation: revision,
+                    watch: tokio::sync::watch::Sender::new(revision),
                 },
             );
         }
@@ -344,6 +347,7 @@ impl Cluster {
             lost: false,
             usage: None,
             generation: revision,
+            watch: tokio::sync::watch::Sender::new(revision),
         });
         n.record = record;
         n.revision = revision;
@@ -438,6 +442,36 @@ impl Cluster {
         })
     }
 
+    /// A receiver that wakes when `name`'s desired set changes (taken under the lock, so
+    /// no change after it is missed).
+    pub fn subscribe(&self, name: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.nodes.get(name).map(|n| n.watch.subscribe())
+    }
+
+    /// The answer to a held heartbeat once it is let go: the desired set if it changed.
+    pub fn settle_heartbeat(
+        &self,
+        name: &str,
+        generation: u64,
+    ) -> Result<HeartbeatReply, ApiError> {
+        let Some(n) = self.nodes.get(name) else {
+            return Err(ApiError::not_found(format!(
+                "node {name} is not registered"
+            )));
+        };
+        let current = n.generation;
+        Ok(HeartbeatReply {
+            generation: current,
+            desired: (generation != current).then(|| self.desired(name)),
+            heartbeat_ms: self.period().as_millis() as u64,
+        })
+    }
+
+    /// The heartbeat period the nodes are asked for now.
+    pub fn period(&self) -> Duration {
+        self.timing.period(self.nodes.len())
+    }
+
     fn incarnation(&self, key: &(String, u32)) -> u32 {
         self.instances.get(key).map(|i| i.incarnation).unwrap_or(0)
     }
@@ -478,6 +512,7 @@ impl Cluster {
         }
         if let Some(n) = old.and_then(|o| self.nodes.get_mut(&o)) {
             n.generation = rev;
+            n.watch.send_replace(rev);
         }
         self.pending = true;
         Ok(())
@@ -599,6 +634,7 @@ impl Cluster {
                 self.unindex(k, i.node.as_deref());
                 if let Some(n) = i.node.and_then(|n| self.nodes.get_mut(&n)) {
                     n.generation = rev;
+                    n.watch.send_replace(rev);
                 }
             }
         }
@@ -813,6 +849,7 @@ impl Cluster {
                 }
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.generation = rev;
+                    n.watch.send_replace(rev);
                 }
                 self.event("instance", "placed", &uid(&k.0, k.1, *inc), node.clone());
             }
@@ -967,6 +1004,7 @@ mod tests {
                 state,
                 message: Some("why".into()),
             }],
+            wait_ms: None,
         };
         c.heartbeat(node, hb).unwrap()
     }
