@@ -226,11 +226,15 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
     let (desired_tx, desired_rx) =
         tokio::sync::watch::channel::<Option<Arc<Vec<Assignment>>>>(None);
     let (period_tx, period_rx) = tokio::sync::watch::channel(Duration::from_secs(1));
+    // A round that changed pods wakes the heartbeat, which reports them at once instead
+    // of after the answer the master holds.
+    let changed = Arc::new(tokio::sync::Notify::new());
     let reconciler = tokio::spawn(reconcile_loop(
         node.clone(),
         desired_rx,
         period_rx,
         refusals.clone(),
+        changed.clone(),
     ));
     let _abort = AbortOnDrop(reconciler);
     let mut registered = false;
@@ -241,7 +245,11 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
     loop {
         let sent = std::time::Instant::now();
         let outcome = if registered {
-            beat(&client, &name, &node, generation, period, &refusals).await
+            tokio::select! {
+                r = beat(&client, &name, &node, generation, period, &refusals) => r,
+                // The held request is dropped (its connection with it); a new one reports.
+                () = changed.notified() => continue,
+            }
         } else {
             let reg = node.registration().await;
             client
@@ -366,11 +374,14 @@ async fn reconcile_loop(
     mut desired: tokio::sync::watch::Receiver<Option<Arc<Vec<Assignment>>>>,
     period: tokio::sync::watch::Receiver<Duration>,
     refusals: Refusals,
+    changed: Arc<tokio::sync::Notify>,
 ) {
     loop {
         let set = desired.borrow_and_update().clone();
         if let Some(set) = set {
-            converge(&node, &set, &refusals).await;
+            if converge(&node, &set, &refusals).await {
+                changed.notify_one();
+            }
         }
         let wait = *period.borrow();
         tokio::select! {
@@ -381,13 +392,13 @@ async fn reconcile_loop(
 }
 
 /// One round: removes assigned pods no longer desired (or of an older incarnation), then
-/// creates the desired ones missing, several at once.
-pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refusals) {
+/// creates the desired ones missing, several at once. Whether it changed anything.
+pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refusals) -> bool {
     let local = match node.pods().await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "listing pods to reconcile");
-            return;
+            return false;
         }
     };
     let want: BTreeMap<&str, &Assignment> = set.iter().map(|a| (a.instance.as_str(), a)).collect();
@@ -407,6 +418,7 @@ pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refu
             }
         });
     }
+    let mut changed = !removals.is_empty();
     while removals.join_next().await.is_some() {}
     let refused: HashSet<String> = refusals
         .lock()
@@ -428,6 +440,7 @@ pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refu
             (instance, node.create(a).await)
         });
     }
+    changed |= !creates.is_empty();
     while let Some(done) = creates.join_next().await {
         let Ok((instance, result)) = done else {
             continue;
@@ -445,4 +458,5 @@ pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refu
             }
         }
     }
+    changed
 }
