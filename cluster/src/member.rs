@@ -244,6 +244,7 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
     let name = cred.node_name.clone();
     loop {
         let sent = std::time::Instant::now();
+        let mut news = false;
         let outcome = if registered {
             tokio::select! {
                 r = beat(&client, &name, &node, generation, period, &refusals) => r,
@@ -277,6 +278,7 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
                             r.retain(|k, _| keep.contains(k.as_str()));
                         }
                         generation = reply.generation;
+                        news = true;
                         let _ = desired_tx.send(Some(Arc::new(set)));
                     }
                 }
@@ -297,13 +299,22 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
             // Back off up to the period, fast at first (a master restart).
             Duration::from_millis(100 * 2u64.pow(failures.min(6)))
                 .min(period.max(Duration::from_secs(1)))
+        } else if news {
+            // A new set: the next heartbeat (held again) follows at once.
+            Duration::ZERO
         } else {
-            // The master held the answer for (most of) the period, or let it go early for a
-            // change: the next heartbeat follows at once; or after what is left of the
-            // period when an answer came early with nothing new (a master that holds none).
+            // The master held the answer for the period: the next heartbeat follows at
+            // once; one that came early with nothing new (a master that holds none) waits
+            // for what is left of the period.
             period.saturating_sub(sent.elapsed())
         };
-        if !wait.is_zero() {
+        if !wait.is_zero() && failures == 0 {
+            // A round that changed pods is reported at once, also during the wait.
+            tokio::select! {
+                () = tokio::time::sleep(jitter(wait)) => {}
+                () = changed.notified() => {}
+            }
+        } else if !wait.is_zero() {
             tokio::time::sleep(jitter(wait)).await;
         }
     }
@@ -392,7 +403,8 @@ async fn reconcile_loop(
 }
 
 /// One round: removes assigned pods no longer desired (or of an older incarnation), then
-/// creates the desired ones missing, several at once. Whether it changed anything.
+/// creates the desired ones missing, several at once. Whether a pod was removed, started
+/// or refused (a create that failed and is retried next round changes nothing to report).
 pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refusals) -> bool {
     let local = match node.pods().await {
         Ok(p) => p,
@@ -440,14 +452,17 @@ pub async fn converge(node: &impl LocalNode, set: &[Assignment], refusals: &Refu
             (instance, node.create(a).await)
         });
     }
-    changed |= !creates.is_empty();
     while let Some(done) = creates.join_next().await {
         let Ok((instance, result)) = done else {
             continue;
         };
         match result {
-            Ok(()) => tracing::info!(%instance, "assigned pod started"),
+            Ok(()) => {
+                changed = true;
+                tracing::info!(%instance, "assigned pod started");
+            }
             Err(CreateError::Refused(why)) => {
+                changed = true;
                 tracing::info!(%instance, reason = %why, "assigned pod refused");
                 if let Ok(mut r) = refusals.lock() {
                     r.insert(instance, why);
