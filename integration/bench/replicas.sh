@@ -23,7 +23,7 @@ done
 . "$HERE/common.sh"
 bench_init replicasbench
 MASTER_PID=""; MEMBERS=(n1 n2 n3); MEMBER_PIDS=()
-PODRUN=(-d --network none --cgroups=no-conmon --cgroup-parent="$CG/podman")
+PODRUN=(-d --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --cgroups=no-conmon --cgroup-parent="$CG/podman")
 member() { BERTH_SOCKET="$WORK/$1.sock" "$BERTH" "${@:2}"; }
 clear_members() {
   local n id

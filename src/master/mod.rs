@@ -137,7 +137,16 @@ pub async fn serve(root: &Path, listen: &str, timing: Timing) -> Result<()> {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| berth_cluster::tls::fingerprint(c));
-            let svc = TowerToHyperService::new(app.layer(axum::Extension(routes::Peer(peer))));
+            // The peer goes into each request's extensions: `Router::layer` per connection
+            // would rebuild every route, kilobytes for each of thousands of connections.
+            let peer = routes::Peer(peer);
+            let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app,
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req
+                },
+            ));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(120))

@@ -285,7 +285,12 @@ impl Cluster {
             subject: subject.into(),
             message: message.into(),
         };
-        tracing::info!(kind, action, subject, message = %e.message, "cluster event");
+        if kind == "node" && action == "lost" {
+            // What an operator must see at the default log level.
+            tracing::warn!(kind, action, subject, message = %e.message, "cluster event");
+        } else {
+            tracing::info!(kind, action, subject, message = %e.message, "cluster event");
+        }
         self.events.push_back(e);
         while self.events.len() > EVENTS_KEPT {
             self.events.pop_front();
