@@ -245,9 +245,12 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
     loop {
         let sent = std::time::Instant::now();
         let mut news = false;
+        // Held for 80–100% of the period: nodes woken together (a master restart, a large
+        // job) would otherwise stay in step, period after period.
+        let hold = period.mul_f64(0.9 + spread());
         let outcome = if registered {
             tokio::select! {
-                r = beat(&client, &name, &node, generation, period, &refusals) => r,
+                r = beat(&client, &name, &node, generation, hold, &refusals) => r,
                 // The held request is dropped (its connection with it); a new one reports.
                 () = changed.notified() => continue,
             }
@@ -303,15 +306,15 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
             // A new set: the next heartbeat (held again) follows at once.
             Duration::ZERO
         } else {
-            // The master held the answer for the period: the next heartbeat follows at
-            // once; one that came early with nothing new (a master that holds none) waits
-            // for what is left of the period.
-            period.saturating_sub(sent.elapsed())
+            // The master held the answer as asked: the next heartbeat follows at once; one
+            // that came early with nothing new (a master that holds none) waits for what is
+            // left of the hold.
+            hold.saturating_sub(sent.elapsed())
         };
         if !wait.is_zero() && failures == 0 {
             // A round that changed pods is reported at once, also during the wait.
             tokio::select! {
-                () = tokio::time::sleep(jitter(wait)) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = changed.notified() => {}
             }
         } else if !wait.is_zero() {
@@ -330,12 +333,16 @@ impl Drop for AbortOnDrop {
 
 /// ±10%, so that many agents started together spread their heartbeats.
 fn jitter(d: Duration) -> Duration {
+    d.mul_f64(1.0 + spread())
+}
+
+/// A number in [-0.1, 0.1], from the clock's nanoseconds (no RNG needed for this).
+fn spread() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
-    let frac = f64::from(nanos % 2001) / 10_000.0 - 0.1;
-    d.mul_f64(1.0 + frac)
+    f64::from(nanos % 2001) / 10_000.0 - 0.1
 }
 
 async fn beat(
@@ -343,7 +350,7 @@ async fn beat(
     name: &str,
     node: &impl LocalNode,
     generation: u64,
-    period: Duration,
+    hold: Duration,
     refusals: &Refusals,
 ) -> Result<Option<HeartbeatReply>, ClientError> {
     let (usage, pods) = tokio::join!(node.usage(), node.pods());
@@ -370,10 +377,10 @@ async fn beat(
         generation,
         usage,
         pods: report,
-        wait_ms: Some(period.as_millis() as u64),
+        wait_ms: Some(hold.as_millis() as u64),
     };
     client
-        .post_waiting(&format!("/v1/cluster/nodes/{name}/heartbeat"), &hb, period)
+        .post_waiting(&format!("/v1/cluster/nodes/{name}/heartbeat"), &hb, hold)
         .await
         .map(Some)
 }

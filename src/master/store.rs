@@ -63,6 +63,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn revision(&self) -> Result<u64>;
 }
 
+/// The embedded store's page cache.
+const STORE_CACHE: usize = 16 << 20;
+
 /// The embedded store.
 #[derive(Debug)]
 pub struct Embedded {
@@ -72,7 +75,11 @@ pub struct Embedded {
 impl Embedded {
     /// Opens (or creates) `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = redb::Database::create(path)
+        // redb caches up to 1 GiB of pages by default; the master reads the store only when
+        // it starts (the state lives in memory), so a small cache serves its commits.
+        let db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE)
+            .create(path)
             .with_context(|| format!("opening the store {}", path.display()))?;
         let tx = db.begin_write()?;
         tx.open_table(KV)?;
