@@ -8,7 +8,7 @@
 #      assigned (placements/s) and until every one is reported running;
 #   3. master RSS with PODS instances, steady (after its next heap trim) and peak;
 #   4. loss: 10% of the agents stop heartbeating; seconds until the master marks them lost
-#      (default node timeout 30 s) and until their instances run elsewhere;
+#      (the default node timeout, 25 s) and until their instances run elsewhere;
 #   5. restart: the master killed (-9) and started again; seconds until every agent has
 #      heartbeated to it again.
 # The anchors publish their numbers, not a tool we can run here: kube-scheduler's
@@ -24,7 +24,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 OUT="$HERE/results"
 mkdir -p "$OUT"
 [ "$(id -u)" = 0 ] || { echo "cluster.sh: run as root" >&2; exit 1; }
-AGENTS=(); PODS=100000; TIMEOUT=30s
+AGENTS=(); PODS=100000; TIMEOUT=25s
 while [ $# -gt 0 ]; do
   case "$1" in
     --) PODS=$2; shift 2 ;;

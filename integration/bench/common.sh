@@ -5,6 +5,7 @@
 #   bench_init NAME        WORK, CG, P (podman argv), BERTH_SOCKET/ROOT/CONFIG exported
 #   bench_build            release build + busybox fixtures in $WORK/fixtures; sets BERTH
 #   bench_agent [FLAGS…]   starts `berth agent` (AGENT_PID) and waits until it answers
+#   bench_images           the busybox image in the agent (`busybox`) and in podman ($IMG)
 #   bench_cleanup          pods, containers, agent, podman's containers, mounts below WORK,
 #                          the cgroup tree and WORK itself
 
@@ -32,6 +33,12 @@ bench_agent() {
   for _ in $(seq 200); do "$BERTH" ps >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "the agent did not answer: $(tail -5 "$WORK/agent.log")" >&2
   return 1
+}
+
+bench_images() {
+  "$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
+  "${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
+  IMG=berth.test/busybox:latest
 }
 
 bench_cleanup() {

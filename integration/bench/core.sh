@@ -37,9 +37,7 @@ bench_build
 export BERTH_FAULT_STALL_START=stuck
 bench_agent --default-network none
 unset BERTH_FAULT_STALL_START
-"$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
-"${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
-IMG=berth.test/busybox:latest
+bench_images
 
 now() { date +%s%N; }
 ms() { python3 -c "print(f'{($2-$1)/1e6:.0f}')" "$1" "$2"; }

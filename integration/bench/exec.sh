@@ -36,9 +36,7 @@ trap cleanup EXIT
 
 bench_build
 bench_agent --default-network none
-"$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
-"${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
-IMG=berth.test/busybox:latest
+bench_images
 
 CONFINED=$("$BERTH" run -d busybox sleep 100000)
 UNCONFINED=$("$BERTH" run -d --security-opt seccomp=unconfined busybox sleep 100000)

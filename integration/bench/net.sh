@@ -40,9 +40,7 @@ trap cleanup EXIT
 
 bench_build
 bench_agent --bridge-name "$BRIDGE" --bridge-subnet "$SUBNET"
-"$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
-"${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
-IMG=berth.test/busybox:latest
+bench_images
 BACKEND=$("${P[@]}" info --format '{{.Host.NetworkBackend}}' 2>/dev/null || echo unknown)
 for net in berth none; do
   printf 'name: bench-%s\nnetwork: %s\nrestartPolicy: Never\ncontainers:\n  - {name: c, image: busybox, command: [sleep, "1000"]}\n' \

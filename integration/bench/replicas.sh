@@ -48,9 +48,7 @@ trap cleanup EXIT
 
 bench_build
 bench_agent --default-network none
-"$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
-"${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
-IMG=berth.test/busybox:latest
+bench_images
 
 MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 INIT=$("$BERTH" --root "$WORK/master" master init --listen "127.0.0.1:$MPORT")

@@ -32,9 +32,7 @@ trap bench_cleanup EXIT
 
 bench_build
 bench_agent --default-network none
-"$BERTH" import --tag busybox "$WORK/fixtures/busybox-oci" -q >/dev/null
-"${P[@]}" load -q -i "$WORK/fixtures/busybox-docker.tar" >/dev/null
-IMG=berth.test/busybox:latest
+bench_images
 
 echo "== 1. end to end ($RUNS runs each)"
 hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/e2e.json" \

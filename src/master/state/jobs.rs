@@ -49,16 +49,8 @@ impl Cluster {
             vec![Write::Put(format!("jobs/{name}"), json(&record))],
         )?;
         for index in 0..record.spec.count {
-            self.instances.insert(
-                (name.clone(), index),
-                Instance {
-                    incarnation: 1,
-                    node: None,
-                    state: InstanceState::Pending,
-                    message: None,
-                    excluded: Vec::new(),
-                },
-            );
+            self.instances
+                .insert((name.clone(), index), Instance::new());
         }
         self.event(
             "job",

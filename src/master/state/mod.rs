@@ -134,6 +134,19 @@ struct Instance {
     excluded: Vec<String>,
 }
 
+impl Instance {
+    /// A job's instance before its first placement.
+    fn new() -> Self {
+        Self {
+            incarnation: 1,
+            node: None,
+            state: InstanceState::Pending,
+            message: None,
+            excluded: Vec::new(),
+        }
+    }
+}
+
 fn uid(job: &str, index: u32, incarnation: u32) -> String {
     format!("{job}.{index}.{incarnation}")
 }
@@ -217,16 +230,7 @@ impl Cluster {
             let record: JobRecord = serde_json::from_slice(&e.value)?;
             let name = record.spec.pod.name.clone();
             for index in 0..record.spec.count {
-                c.instances.insert(
-                    (name.clone(), index),
-                    Instance {
-                        incarnation: 1,
-                        node: None,
-                        state: InstanceState::Pending,
-                        message: None,
-                        excluded: Vec::new(),
-                    },
-                );
+                c.instances.insert((name.clone(), index), Instance::new());
             }
             c.jobs.insert(name, Job { record });
         }
