@@ -303,8 +303,10 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
             Duration::from_millis(100 * 2u64.pow(failures.min(6)))
                 .min(period.max(Duration::from_secs(1)))
         } else if news {
-            // A new set: the next heartbeat (held again) follows at once.
-            Duration::ZERO
+            // A new set: the next heartbeat waits for the round that applies it (up to a
+            // hold), so it reports the result on this connection; dropping a held request
+            // to report would cost a new connection and TLS handshake each time.
+            hold
         } else {
             // The master held the answer as asked: the next heartbeat follows at once; one
             // that came early with nothing new (a master that holds none) waits for what is

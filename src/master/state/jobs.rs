@@ -129,7 +129,7 @@ impl Cluster {
             })
             .cloned()
             .collect();
-        let mut moved = 0;
+        let mut moved = Vec::with_capacity(keys.len());
         for k in keys {
             let never = self
                 .jobs
@@ -142,10 +142,10 @@ impl Cluster {
                 }
                 continue;
             }
-            self.unplace(&k)?;
-            moved += 1;
+            moved.push(k);
         }
-        Ok(moved)
+        self.unplace(&moved)?;
+        Ok(moved.len() as u32)
     }
 
     /// Marks nodes silent for longer than the node timeout lost and moves their pods.

@@ -424,6 +424,7 @@ impl Cluster {
                 }
             }
         }
+        let mut unplaced = Vec::with_capacity(moved.len());
         for (key, state, message) in moved {
             let why = message.unwrap_or_default();
             let action = if state == ReportedState::Refused {
@@ -440,8 +441,9 @@ impl Cluster {
                 &uid(&key.0, key.1, self.incarnation(&key)),
                 why,
             );
-            self.unplace(&key)?;
+            unplaced.push(key);
         }
+        self.unplace(&unplaced)?;
         let nodes = self.nodes.len();
         let Some(n) = self.nodes.get(name) else {
             return Err(ApiError::not_found(format!(
@@ -502,32 +504,39 @@ impl Cluster {
         (i.incarnation == incarnation).then_some((key, i))
     }
 
-    /// Takes an instance off its node (a new incarnation waits for placement); the old
-    /// node's generation moves, so it stops its copy.
-    fn unplace(&mut self, key: &(String, u32)) -> Result<(), ApiError> {
-        let Some(i) = self.instances.get(key) else {
+    /// Takes instances off their nodes, each with a new incarnation waiting for placement,
+    /// in one commit (a lost node's pods move in one fsync, not one each); the old nodes'
+    /// generations move, so they stop their copies.
+    fn unplace(&mut self, keys: &[(String, u32)]) -> Result<(), ApiError> {
+        let writes: Vec<Write> = keys
+            .iter()
+            .filter_map(|key| {
+                let i = self.instances.get(key)?;
+                let record = PlacementRecord {
+                    version: VERSION,
+                    incarnation: i.incarnation + 1,
+                    node: None,
+                };
+                Some(Write::Put(placement_key(&key.0, key.1), json(&record)))
+            })
+            .collect();
+        if writes.is_empty() {
             return Ok(());
-        };
-        let old = i.node.clone();
-        let record = PlacementRecord {
-            version: VERSION,
-            incarnation: i.incarnation + 1,
-            node: None,
-        };
-        let rev = self.commit(
-            &[],
-            vec![Write::Put(placement_key(&key.0, key.1), json(&record))],
-        )?;
-        self.unindex(key, old.as_deref());
-        if let Some(i) = self.instances.get_mut(key) {
+        }
+        let rev = self.commit(&[], writes)?;
+        for key in keys {
+            let Some(i) = self.instances.get_mut(key) else {
+                continue;
+            };
+            let old = i.node.take();
             i.incarnation += 1;
-            i.node = None;
             i.state = InstanceState::Pending;
             i.message = None;
-        }
-        if let Some(n) = old.and_then(|o| self.nodes.get_mut(&o)) {
-            n.generation = rev;
-            n.watch.send_replace(rev);
+            self.unindex(key, old.as_deref());
+            if let Some(n) = old.and_then(|o| self.nodes.get_mut(&o)) {
+                n.generation = rev;
+                n.watch.send_replace(rev);
+            }
         }
         self.pending = true;
         Ok(())
