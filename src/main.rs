@@ -69,19 +69,17 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if matches!(cli.command, cli::Command::Master(_)) {
-        // As the agent's below: one arena per thread kept most of a master's RSS with
-        // thousands of agents connected.
-        // SAFETY: mallopt only tunes glibc's allocator; no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
     if matches!(cli.command, cli::Command::Agent(_)) {
         agent::notify::take_socket_from_env();
-        // Two malloc arenas instead of eight per core: the agent's threads (workers and
+    }
+    if matches!(
+        cli.command,
+        cli::Command::Agent(_) | cli::Command::Master(_)
+    ) {
+        // Two malloc arenas instead of eight per core: the daemon's threads (workers and
         // the blocking pool) each kept freed memory in an arena of their own, which made
-        // most of an idle agent's RSS. Set before any thread exists.
+        // most of an idle agent's RSS (and of a master's with thousands of agents).
+        // Set before any thread exists.
         // SAFETY: mallopt only tunes glibc's allocator; no allocation is in flight here
         // on another thread (none has been started).
         unsafe {
@@ -94,19 +92,18 @@ fn main() -> ExitCode {
     };
     // The agent serves many clients on two workers; a CLI command is one client, and a
     // single-threaded runtime starts faster (no worker threads: `berth ps` under load).
-    let runtime = if matches!(cli.command, cli::Command::Agent(_)) {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    } else if matches!(cli.command, cli::Command::Master(_)) {
-        // The master's blocking work all takes one lock: a few threads serve it as well
-        // as tokio's default of 512, which thousands of heartbeats at once would spawn.
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(4)
-            .enable_all()
-            .build()
+    let runtime = if matches!(
+        cli.command,
+        cli::Command::Agent(_) | cli::Command::Master(_)
+    ) {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2).enable_all();
+        if matches!(cli.command, cli::Command::Master(_)) {
+            // The master's blocking work all takes one lock: a few threads serve it as
+            // well as tokio's default of 512, which thousands of heartbeats would spawn.
+            builder.max_blocking_threads(4);
+        }
+        builder.build()
     } else {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
