@@ -14,8 +14,10 @@ set -euo pipefail
 # python3: small JSON/port helpers in the demo and benchmark; mount: overlayfs in tests;
 # containernetworking-plugins + iptables + iproute2: pod networking (CNI bridge, portmap);
 # util-linux: nsenter in the network tests; qemu-system-x86: the cgroup v2 VM lane (Debian's
-# kernel under qemu, integration/vm/).
-PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux qemu-system-x86)
+# kernel under qemu, integration/vm/); protobuf-compiler: etcd-client's gRPC code at build
+# time; etcd-server + etcd-client: the HA masters' store in tests (etcd 3.4); chromium: the
+# dashboard's headless browser test.
+PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux qemu-system-x86 protobuf-compiler etcd-server etcd-client chromium)
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(podman runc crun hyperfine e2fsprogs nginx-light stress-ng)
 fi

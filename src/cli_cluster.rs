@@ -23,6 +23,44 @@ pub struct MasterArgs {
     /// of nodes past the floor (Nomad's rule).
     #[arg(long, default_value_t = 1000.0)]
     pub heartbeat_rate: f64,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// This master's name among several on etcd (default: host name and port).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// URL agents and admins reach this master at, which followers redirect to (default:
+    /// https:// and the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The leader's etcd lease: a leader that stops is replaced within this.
+    #[arg(long, default_value = "10s")]
+    pub lease_ttl: String,
+}
+
+/// Where the masters' state lives when it is not the embedded store.
+#[derive(Debug, Clone, Args)]
+pub struct EtcdArgs {
+    /// etcd members (`http://HOST:2379,…`): several masters share the state, one leads.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = "/berth")]
+    pub etcd_prefix: String,
+    /// CA of etcd's certificates (https endpoints).
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user as NAME:PASSWORD (etcd's auth).
+    #[arg(long, env = "BERTH_ETCD_USER", hide_env_values = true)]
+    pub etcd_user: Option<String>,
+    /// Most writes per etcd transaction (etcd's --max-txn-ops; larger commits are split).
+    #[arg(long, default_value_t = 128)]
+    pub etcd_max_txn_ops: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +68,21 @@ pub enum MasterCommand {
     /// Create the cluster's identity (CA, master certificate, admin credential, join
     /// token) in `--root`, and print the agents' join command.
     Init(MasterInitArgs),
+    /// Copy the cluster's records and identity from the embedded store to etcd, or back.
+    /// The source must be quiet (its masters stopped) and the target empty.
+    Migrate(MasterMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MasterMigrateArgs {
+    /// `etcd` (from `--root`'s embedded store) or `embedded` (from etcd into `--root`).
+    #[arg(long, value_parser = ["etcd", "embedded"])]
+    pub to: String,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Address of the master that will serve the embedded store (its certificate).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: String,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +93,8 @@ pub struct MasterInitArgs {
     /// More names or addresses for the master's certificate.
     #[arg(long)]
     pub san: Vec<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +122,10 @@ pub enum ClusterCommand {
     Drain(ClusterNameArgs),
     /// Cluster events: nodes registered and lost, instances placed, pending, moved.
     Events(ClusterEventsArgs),
+    /// The masters, which one leads and since when, and the store behind them.
+    Status(JsonArgs),
+    /// Print a link that opens the dashboard in a browser (valid 12 hours).
+    Dashboard,
 }
 
 #[derive(Debug, Args)]

@@ -430,3 +430,48 @@ mod tests {
         assert!(e.field.starts_with("containers[0]"), "{}", e.field);
     }
 }
+
+/// One master of `berth cluster status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    /// Its name.
+    pub name: String,
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// Whether it leads.
+    pub leader: bool,
+    /// RFC 3339: since it runs (its registration in the store).
+    pub since: String,
+}
+
+/// The store behind the masters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// `embedded` (redb, one master) or `etcd`.
+    pub kind: String,
+    /// etcd's endpoints, or the embedded store's file.
+    pub endpoints: Vec<String>,
+    /// Key prefix (etcd).
+    #[serde(default)]
+    pub prefix: String,
+    /// Its revision now (null: it did not answer).
+    pub revision: Option<u64>,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/cluster/status` (`berth cluster status`): served by every master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The master that answered.
+    pub answered_by: String,
+    /// The leader (null: none elected now).
+    pub leader: Option<MasterStatus>,
+    /// RFC 3339: since when the leader leads.
+    pub leader_since: Option<String>,
+    /// Every running master.
+    pub masters: Vec<MasterStatus>,
+    /// The store.
+    pub store: StoreStatus,
+}

@@ -121,6 +121,22 @@ pub struct NodeView {
     pub reclaim: ReclaimView,
     /// Running tasks per tier.
     pub tasks: TierCounts,
+    /// The cluster this node is a member of (`--master`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<MemberView>,
+}
+
+/// The agent as a cluster member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its node name in the cluster.
+    pub node_name: String,
+    /// The master it follows now (the leader, once one answered).
+    pub master: String,
+    /// Every master it knows.
+    pub masters: Vec<String>,
+    /// Whether the last heartbeat was answered.
+    pub connected: bool,
 }
 
 /// A count per QoS tier.

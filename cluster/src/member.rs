@@ -14,7 +14,7 @@ use crate::client::{Client, ClientError};
 use crate::tls;
 
 /// Requests to the master give up after this long (heartbeats are retried).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Creates of assigned pods at once.
 const PARALLEL_CREATES: usize = 8;
 
@@ -206,6 +206,15 @@ pub trait LocalNode: Clone + Send + Sync + 'static {
         name: String,
         grace: Duration,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// The master followed now (`master`), of all it knows, and whether it answers.
+    fn following(
+        &self,
+        _master: String,
+        _masters: Vec<String>,
+        _connected: bool,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Refusals of the current desired set, reported until the master moves the instance.
@@ -238,6 +247,7 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
     ));
     let _abort = AbortOnDrop(reconciler);
     let mut registered = false;
+    let mut following: Option<(String, bool)> = None;
     let mut generation = 0u64;
     let mut failures = 0u32;
     let mut period = Duration::from_secs(1);
@@ -261,6 +271,12 @@ pub async fn run(cred: Credential, node: impl LocalNode) {
                 .await
                 .map(|_| None)
         };
+        let now_following = (client.base(), outcome.is_ok());
+        if following.as_ref() != Some(&now_following) {
+            node.following(now_following.0.clone(), client.bases(), now_following.1)
+                .await;
+            following = Some(now_following);
+        }
         match outcome {
             Ok(reply) => {
                 if failures > 0 || !registered {

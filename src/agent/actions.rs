@@ -129,6 +129,8 @@ pub enum Action {
         /// The `create` caller.
         reply: Reply<Created>,
     },
+    /// The member loop follows another master, or lost or regained it.
+    Member(crate::api::node::MemberView),
     /// The node's resource model (`GET /v1/node`).
     Node(Reply<crate::api::node::NodeView>),
     /// The CNI networks of the config dir.

@@ -173,6 +173,19 @@ fn state_of(p: &PodView) -> (ReportedState, Option<String>) {
 }
 
 impl LocalNode for AgentNode {
+    async fn following(&self, master: String, masters: Vec<String>, connected: bool) {
+        if master != masters.first().cloned().unwrap_or_default() || connected {
+            tracing::debug!(%master, connected, "cluster member follows");
+        }
+        let view = crate::api::node::MemberView {
+            node_name: self.name.clone(),
+            master,
+            masters,
+            connected,
+        };
+        let _ = self.tx.send(Action::Member(view)).await;
+    }
+
     async fn registration(&self) -> Registration {
         let view = ask(&self.tx, Action::Node).await.ok();
         let (capacity, allocatable, kernel, cgroup) = match &view {

@@ -94,6 +94,8 @@ pub struct Node {
     pub ticks: u64,
     /// Own sender, for tasks reporting back.
     pub tx: mpsc::Sender<Action>,
+    /// The cluster member's state (`--master`).
+    pub member: Option<crate::api::node::MemberView>,
     /// Host ports of containers whose network is being attached (not in `containers` yet)
     /// or released (removed already).
     pub pending_ports: HashMap<String, Vec<berth_runtime::task::PublishedPort>>,
@@ -145,6 +147,7 @@ impl Node {
             pods: HashMap::new(),
             events,
             gc_running: false,
+            member: None,
             ticks: 0,
             tx,
             pending_ports: HashMap::new(),
@@ -374,6 +377,7 @@ impl Node {
                 result,
                 reply,
             } => super::create_networked::on_ready(self, id, *task, result, reply),
+            Action::Member(v) => self.member = Some(v),
             Action::Node(r) => {
                 let _ = r.send(Ok(super::usage::view(self)));
             }

@@ -536,5 +536,6 @@ pub fn view(node: &Node) -> NodeView {
             revoked: u.revoked,
         },
         tasks,
+        cluster: node.member.clone(),
     }
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_api::cluster::{
-    AdminConfig, ClusterEvent, ClusterNodeView, InstanceView, JobRequest, JobView,
+    AdminConfig, ClusterEvent, ClusterNodeView, ClusterStatus, InstanceView, JobRequest, JobView,
 };
 use berth_cluster::Client;
 
 use crate::cli::Cli;
-use crate::cli_cluster::{ClusterArgs, ClusterCommand, MasterArgs, MasterCommand};
+use crate::cli_cluster::{ClusterArgs, ClusterCommand, EtcdArgs, MasterArgs, MasterCommand};
 use crate::format::table;
 
 /// The master's data root: `--root` when given, else `/var/lib/berth-master`.
@@ -32,14 +32,32 @@ fn duration(flag: &str, text: &str) -> Result<Duration> {
 /// `berth master [init]`.
 pub async fn master(cli: &Cli, args: &MasterArgs) -> Result<()> {
     let root = master_root(cli);
-    if let Some(MasterCommand::Init(init)) = &args.command {
-        return crate::master::init(&root, &init.listen, &init.san);
+    match &args.command {
+        Some(MasterCommand::Init(init)) => {
+            let etcd = etcd_options(&init.etcd)?;
+            return crate::master::init(&root, &init.listen, &init.san, etcd.as_ref()).await;
+        }
+        Some(MasterCommand::Migrate(mig)) => {
+            let Some(etcd) = etcd_options(&mig.etcd)? else {
+                anyhow::bail!("migrate needs --etcd-endpoints");
+            };
+            let way = if mig.to == "etcd" {
+                crate::master::MigrateDirection::ToEtcd
+            } else {
+                crate::master::MigrateDirection::FromEtcd
+            };
+            let n = crate::master::migrate(&root, &etcd, way, &mig.listen).await?;
+            println!("copied {n} records to {}", mig.to);
+            return Ok(());
+        }
+        None => {}
     }
     let listen = match &args.listen {
         Some(l) => l.clone(),
         None => {
             let admin = load_admin(&root.join("admin.json"))?;
-            admin.master.trim_start_matches("https://").to_string()
+            let first = admin.master.split(',').next().unwrap_or_default();
+            first.trim_start_matches("https://").to_string()
         }
     };
     let timing = crate::master::Timing {
@@ -47,7 +65,44 @@ pub async fn master(cli: &Cli, args: &MasterArgs) -> Result<()> {
         heartbeat_floor: duration("--heartbeat-floor", &args.heartbeat_floor)?,
         heartbeats_per_second: args.heartbeat_rate,
     };
-    crate::master::serve(&root, &listen, timing).await
+    let o = crate::master::ServeOptions {
+        listen,
+        timing,
+        etcd: etcd_options(&args.etcd)?,
+        name: args.name.clone(),
+        advertise: args.advertise.clone(),
+        lease_ttl: duration("--lease-ttl", &args.lease_ttl)?,
+    };
+    crate::master::serve(&root, o).await
+}
+
+fn etcd_options(a: &EtcdArgs) -> Result<Option<crate::master::EtcdOptions>> {
+    if a.etcd_endpoints.is_empty() {
+        return Ok(None);
+    }
+    for e in &a.etcd_endpoints {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            anyhow::bail!("--etcd-endpoints {e:?}: want http://HOST:PORT or https://HOST:PORT");
+        }
+    }
+    let user = match &a.etcd_user {
+        Some(u) => {
+            let (n, p) = u
+                .split_once(':')
+                .context("--etcd-user: want NAME:PASSWORD")?;
+            Some((n.to_string(), p.to_string()))
+        }
+        None => None,
+    };
+    Ok(Some(crate::master::EtcdOptions {
+        endpoints: a.etcd_endpoints.clone(),
+        prefix: a.etcd_prefix.trim_end_matches('/').to_string(),
+        ca: a.etcd_ca.clone(),
+        cert: a.etcd_cert.clone(),
+        key: a.etcd_key.clone(),
+        user,
+        max_txn_ops: a.etcd_max_txn_ops.max(1),
+    }))
 }
 
 fn load_admin(path: &Path) -> Result<AdminConfig> {
@@ -234,6 +289,48 @@ pub async fn cluster(cli: &Cli, args: &ClusterArgs) -> Result<()> {
                     e.time, e.kind, e.action, e.subject, e.message
                 );
             }
+        }
+        ClusterCommand::Status(a) => {
+            let s: ClusterStatus = client.get("/v1/cluster/status").await?;
+            if a.json {
+                return print_json(&s);
+            }
+            let mut rows = vec![["MASTER", "URL", "ROLE", "SINCE"]
+                .map(String::from)
+                .to_vec()];
+            for m in &s.masters {
+                let (role, since) = if m.leader {
+                    ("leader", s.leader_since.clone().unwrap_or_default())
+                } else {
+                    ("follower", m.since.clone())
+                };
+                rows.push(vec![m.name.clone(), m.url.clone(), role.into(), since]);
+            }
+            print!("{}", table(&rows));
+            if s.leader.is_none() {
+                println!("no master leads now");
+            }
+            let st = &s.store;
+            println!(
+                "store: {} {} {}revision {}",
+                st.kind,
+                st.endpoints.join(","),
+                if st.prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("prefix {} ", st.prefix)
+                },
+                st.revision.map_or("unknown".to_string(), |r| r.to_string())
+            );
+            if let Some(e) = &st.error {
+                println!("store error: {e}");
+            }
+        }
+        ClusterCommand::Dashboard => {
+            let r: serde_json::Value = client
+                .post("/v1/cluster/dashboard/session", &serde_json::json!({}))
+                .await?;
+            println!("{}", r["url"].as_str().unwrap_or_default());
         }
     }
     Ok(())

@@ -86,6 +86,19 @@ pub fn render(n: &NodeView) -> String {
         format!("warming up, {:.0}s left", n.warmup_left_secs)
     };
     out.push_str(&format!("Estimator: {warm}, {} samples\n", n.samples));
+    if let Some(c) = &n.cluster {
+        out.push_str(&format!(
+            "Cluster: node {} follows {} ({}; masters {})\n",
+            c.node_name,
+            c.master,
+            if c.connected {
+                "connected"
+            } else {
+                "not answering"
+            },
+            c.masters.join(",")
+        ));
+    }
     let r = &n.reclaim;
     let mut knobs = Vec::new();
     if let Some(c) = r.cpu_cap {

@@ -45,7 +45,8 @@ impl Paths {
     pub fn ca(&self) -> PathBuf {
         self.pki("ca.pem")
     }
-    fn ca_key(&self) -> PathBuf {
+    /// The CA's key.
+    pub fn ca_key(&self) -> PathBuf {
         self.pki("ca.key")
     }
     /// The master's certificate.
@@ -139,9 +140,29 @@ impl Authority {
     }
 }
 
+/// A cluster identity another master made (from etcd): the CA with its key, the token and
+/// the admin credential.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// CA certificate, PEM.
+    pub ca_pem: String,
+    /// Its key, PEM.
+    pub ca_key_pem: String,
+    /// The join token.
+    pub token: String,
+    /// `admin.json`.
+    pub admin: AdminConfig,
+}
+
 /// `berth master init`: the CA, the master's certificate for `listen` (and `sans`), the
-/// admin credential and the join token. Refuses to overwrite an existing identity.
-pub fn init(root: &Path, listen: &str, sans: &[String]) -> Result<Initialised> {
+/// admin credential and the join token — or, given `shared`, that identity and a
+/// certificate of this master's own. Refuses to overwrite an existing identity.
+pub fn init(
+    root: &Path,
+    listen: &str,
+    sans: &[String],
+    shared: Option<Shared>,
+) -> Result<Initialised> {
     let paths = Paths::new(root);
     if paths.ca().exists() {
         anyhow::bail!(
@@ -151,10 +172,21 @@ pub fn init(root: &Path, listen: &str, sans: &[String]) -> Result<Initialised> {
     }
     std::fs::create_dir_all(root.join("pki"))
         .with_context(|| format!("creating {}", root.display()))?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca = ca_params()?;
-    validity(&mut ca, 10);
-    let ca_cert = ca.self_signed(&ca_key)?;
+    let (ca_key, ca) = match &shared {
+        Some(s) => (
+            KeyPair::from_pem(&s.ca_key_pem).context("the cluster CA key")?,
+            ca_params()?,
+        ),
+        None => {
+            let mut ca = ca_params()?;
+            validity(&mut ca, 10);
+            (KeyPair::generate()?, ca)
+        }
+    };
+    let ca_cert_pem = match &shared {
+        Some(s) => s.ca_pem.clone(),
+        None => ca.self_signed(&ca_key)?.pem(),
+    };
 
     let host = listen
         .rsplit_once(':')
@@ -196,33 +228,56 @@ pub fn init(root: &Path, listen: &str, sans: &[String]) -> Result<Initialised> {
     let master_cert = mp.signed_by(&master_key, &issuer)?;
 
     write_secret(&paths.ca_key(), ca_key.serialize_pem().as_bytes(), 0o600)?;
-    write_secret(&paths.ca(), ca_cert.pem().as_bytes(), 0o644)?;
+    write_secret(&paths.ca(), ca_cert_pem.as_bytes(), 0o644)?;
     write_secret(&paths.key(), master_key.serialize_pem().as_bytes(), 0o600)?;
     write_secret(&paths.cert(), master_cert.pem().as_bytes(), 0o644)?;
 
-    let token = random_hex(16)?;
+    let token = match &shared {
+        Some(s) => s.token.clone(),
+        None => random_hex(16)?,
+    };
     write_secret(&paths.token(), token.as_bytes(), 0o600)?;
 
     let authority = Authority {
         params: ca,
         key: ca_key,
     };
-    let (cert_pem, key_pem) = authority.issue_client("admin")?;
-    let der = berth_cluster::tls::certs("admin certificate", &cert_pem)?;
-    let admin_fingerprint = berth_cluster::tls::fingerprint(&der[0]);
     let url = format!("https://{listen}");
-    let admin = AdminConfig {
-        version: 1,
-        master: url.clone(),
-        ca_pem: ca_cert.pem(),
-        cert_pem,
-        key_pem,
+    let admin = match shared {
+        Some(s) => {
+            // Every master's URL, this one first: `berth cluster` tries them in order.
+            let mut urls = vec![url.clone()];
+            urls.extend(
+                s.admin
+                    .master
+                    .split(',')
+                    .map(str::to_string)
+                    .filter(|u| *u != url),
+            );
+            AdminConfig {
+                master: urls.join(","),
+                ..s.admin
+            }
+        }
+        None => {
+            let (cert_pem, key_pem) = authority.issue_client("admin")?;
+            AdminConfig {
+                version: 1,
+                master: url.clone(),
+                ca_pem: ca_cert_pem.clone(),
+                cert_pem,
+                key_pem,
+            }
+        }
     };
+    let der = berth_cluster::tls::certs("admin certificate", &admin.cert_pem)?;
+    let admin_fingerprint = berth_cluster::tls::fingerprint(&der[0]);
     write_secret(&paths.admin(), &serde_json::to_vec_pretty(&admin)?, 0o600)?;
+    let ca_der = berth_cluster::tls::certs("CA certificate", &ca_cert_pem)?;
     Ok(Initialised {
-        url,
+        url: admin.master.clone(),
         token,
-        ca_hash: berth_cluster::tls::fingerprint(ca_cert.der()),
+        ca_hash: berth_cluster::tls::fingerprint(&ca_der[0]),
         admin_fingerprint,
     })
 }

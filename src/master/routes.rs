@@ -38,22 +38,46 @@ pub fn router(master: Shared) -> Router {
         .route("/v1/cluster/jobs/{name}", get(job).delete(remove))
         .route("/v1/cluster/instances", get(instances))
         .route("/v1/cluster/events", get(events))
+        .route("/v1/cluster/status", get(super::status::status))
+        .route("/dashboard", get(super::dashboard::page))
+        .route(
+            "/v1/cluster/dashboard/session",
+            post(super::dashboard::session),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            master.clone(),
+            super::status::follow_the_leader,
+        ))
         .with_state(master)
+}
+
+/// The error of a master that does not lead (in flight while leadership changed hands).
+pub fn not_leading() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "this master does not lead now (an election is under way); try again or ask the leader",
+    )
 }
 
 /// Runs `f` on the cluster state off the async workers (a commit fsyncs), and wakes the
 /// placement loop when `f` left instances pending.
-async fn with<T: Send + 'static>(
+pub async fn with<T: Send + 'static>(
     m: &Shared,
     f: impl FnOnce(&mut Cluster) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let m = m.clone();
     tokio::task::spawn_blocking(move || {
+        if m.ha.as_ref().is_some_and(|(_, e)| !e.leading()) {
+            return Err(not_leading());
+        }
         let mut c = m
             .cluster
             .lock()
             .map_err(|_| ApiError::internal("the cluster state lock is poisoned"))?;
-        let r = f(&mut c);
+        let Some(c) = c.as_mut() else {
+            return Err(not_leading());
+        };
+        let r = f(c);
         if c.has_pending() {
             m.wake.notify_one();
         }
@@ -63,27 +87,67 @@ async fn with<T: Send + 'static>(
     .map_err(ApiError::internal)?
 }
 
-fn identity(m: &Shared, peer: &Peer) -> Result<Identity, ApiError> {
+/// Who the connection's certificate is. Never blocks an async worker on the state's lock
+/// (a commit may hold it while etcd answers): uncontended it is read at once, else on the
+/// blocking pool.
+async fn identity(m: &Shared, peer: &Peer) -> Result<Identity, ApiError> {
+    let Some(fp) = peer.0.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a client certificate of the cluster is required",
+        ));
+    };
+    // None: the lock is busy.
+    let quick: Option<Result<Option<Identity>, ApiError>> = match m.cluster.try_lock() {
+        Ok(c) => Some(c.as_ref().map(|c| c.identity(&fp)).ok_or_else(not_leading)),
+        Err(std::sync::TryLockError::Poisoned(_)) => Some(Err(ApiError::internal(
+            "the cluster state lock is poisoned",
+        ))),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    let found = match quick {
+        Some(r) => r?,
+        None => with(m, move |c| Ok(c.identity(&fp))).await?,
+    };
+    found.ok_or_else(unknown_certificate)
+}
+
+fn unknown_certificate() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        "this certificate is no longer valid (the node joined again, or the cluster was re-initialised)",
+    )
+}
+
+/// Whether the peer is the admin, from the store (a follower has no state). Blocks: run
+/// it on the blocking pool.
+pub fn admin_from_store(m: &Shared, peer: &Peer) -> Result<(), ApiError> {
     let Some(fp) = &peer.0 else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "a client certificate of the cluster is required",
         ));
     };
-    let c = m
-        .cluster
-        .lock()
-        .map_err(|_| ApiError::internal("the cluster state lock is poisoned"))?;
-    c.identity(fp).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "this certificate is no longer valid (the node joined again, or the cluster was re-initialised)",
-        )
-    })
+    let key = format!("identities/{fp}");
+    let who: Option<Identity> = m
+        .store
+        .list(&key)
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("{e:#}")))?
+        .into_iter()
+        .find(|e| e.key == key)
+        .and_then(|e| serde_json::from_slice(&e.value).ok());
+    match who {
+        Some(Identity::Admin) => Ok(()),
+        Some(Identity::Node(n)) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("node {n}'s certificate may not do this: an admin credential is required"),
+        )),
+        None => Err(unknown_certificate()),
+    }
 }
 
-fn admin(m: &Shared, peer: &Peer) -> Result<(), ApiError> {
-    match identity(m, peer)? {
+pub async fn admin(m: &Shared, peer: &Peer) -> Result<(), ApiError> {
+    match identity(m, peer).await? {
         Identity::Admin => Ok(()),
         Identity::Node(n) => Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -92,8 +156,8 @@ fn admin(m: &Shared, peer: &Peer) -> Result<(), ApiError> {
     }
 }
 
-fn node(m: &Shared, peer: &Peer, name: &str) -> Result<(), ApiError> {
-    match identity(m, peer)? {
+async fn node(m: &Shared, peer: &Peer, name: &str) -> Result<(), ApiError> {
+    match identity(m, peer).await? {
         Identity::Node(n) if n == name => Ok(()),
         Identity::Node(n) => Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -168,7 +232,7 @@ async fn register(
     Path(name): Path<String>,
     Json(reg): Json<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
-    node(&m, &peer, &name)?;
+    node(&m, &peer, &name).await?;
     if reg.node_name != name {
         return Err(ApiError::bad_request(format!(
             "node_name {:?} is not {name:?}",
@@ -185,7 +249,7 @@ async fn heartbeat(
     Path(name): Path<String>,
     Json(hb): Json<Heartbeat>,
 ) -> Result<impl IntoResponse, ApiError> {
-    node(&m, &peer, &name)?;
+    node(&m, &peer, &name).await?;
     let wait = hb.wait_ms.map(Duration::from_millis);
     let seen = hb.generation;
     let who = name.clone();
@@ -214,7 +278,7 @@ async fn nodes(
     State(m): State<Shared>,
     Extension(peer): Extension<Peer>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     Ok(Json(with(&m, |c| Ok(c.nodes())).await?))
 }
 
@@ -223,7 +287,7 @@ async fn drain(
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     let moved = with(&m, move |c| c.drain(&name)).await?;
     Ok(Json(serde_json::json!({ "moved": moved })))
 }
@@ -232,7 +296,7 @@ async fn jobs(
     State(m): State<Shared>,
     Extension(peer): Extension<Peer>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     Ok(Json(with(&m, |c| Ok(c.jobs())).await?))
 }
 
@@ -241,7 +305,7 @@ async fn job(
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     let view = with(&m, move |c| {
         c.jobs()
             .into_iter()
@@ -257,7 +321,7 @@ async fn submit(
     Extension(peer): Extension<Peer>,
     Json(req): Json<JobRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     let view = with(&m, move |c| c.submit(req.job, req.qos)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -267,7 +331,7 @@ async fn remove(
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     with(&m, move |c| c.remove(&name)).await?;
     Ok(Json(serde_json::json!({})))
 }
@@ -282,7 +346,7 @@ async fn instances(
     Extension(peer): Extension<Peer>,
     Query(q): Query<InstancesQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     Ok(Json(
         with(&m, move |c| Ok(c.instances(q.job.as_deref()))).await?,
     ))
@@ -299,6 +363,6 @@ async fn events(
     Extension(peer): Extension<Peer>,
     Query(q): Query<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    admin(&m, &peer)?;
+    admin(&m, &peer).await?;
     Ok(Json(with(&m, move |c| Ok(c.events(q.since))).await?))
 }

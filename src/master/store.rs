@@ -52,6 +52,20 @@ pub struct Conflict {
     pub expected: u64,
 }
 
+/// The store did not answer (etcd without quorum, unreachable): writes are refused with
+/// this, never half-done on the master's side.
+#[derive(Debug, thiserror::Error)]
+#[error("the store ({store}) is unavailable: {reason}")]
+pub struct Unavailable {
+    /// Which store.
+    pub store: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The prefixes of the cluster's records: what `berth master migrate` copies.
+pub const DATA_PREFIXES: [&str; 4] = ["identities/", "nodes/", "jobs/", "placements/"];
+
 /// What the master needs of a store.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every entry whose key starts with `prefix`, in key order.

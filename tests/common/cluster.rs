@@ -40,6 +40,19 @@ fn berth() -> Command {
 impl Master {
     /// `master init` and `master` with `args` (e.g. a short `--node-timeout`).
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(&[], args)
+    }
+
+    /// `master init INIT…` and `master ARGS…` (with etcd: the same `--etcd-endpoints` in both).
+    pub fn start_with(init: &[&str], args: &[&str]) -> Self {
+        let m = Self::init_only(init, args);
+        let mut m = m;
+        m.run();
+        m
+    }
+
+    /// `master init INIT…`; `run` starts it with `args`.
+    pub fn init_only(init: &[&str], args: &[&str]) -> Self {
         super::require_root();
         let dir = tempfile::Builder::new()
             .prefix("berth-test-master-")
@@ -50,6 +63,7 @@ impl Master {
             .arg("--root")
             .arg(dir.path())
             .args(["master", "init", "--listen", &listen])
+            .args(init)
             .output()
             .expect("master init");
         assert!(
@@ -72,15 +86,43 @@ impl Master {
             token: word("--join-token"),
             ca_hash: word("--ca-cert-hash"),
         };
-        let mut m = Self {
+        Self {
             dir,
             listen,
             join,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        m.run();
-        m
+        }
+    }
+
+    /// The flags of the next `run`.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Serves another root from the next `run` (the old one is removed).
+    pub fn move_root(&mut self, dir: tempfile::TempDir) {
+        self.dir = dir;
+    }
+
+    /// `https://…` of this master.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.listen)
+    }
+
+    /// The pid of the running master.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends `signal` without reaping (SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
     }
 
     /// Starts the master process and waits until it answers the admin.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub use berth_integration::require_root;
 
 pub mod cluster;
+pub mod etcd;
 pub mod net;
 use net::{bridge_ports, unique_bridge};
 

@@ -188,10 +188,12 @@ fn placement_key(job: &str, index: u32) -> String {
 }
 
 impl Cluster {
-    /// Loads everything from `store`. Nodes get a full node timeout to report again.
-    pub fn load(store: Arc<dyn Store>, timing: Timing) -> Result<Self> {
+    /// Loads everything from `store`. Nodes get a full node timeout to report again, plus
+    /// `grace` (a new leader: the time agents take to give up on the old one).
+    pub fn load(store: Arc<dyn Store>, timing: Timing, grace: Duration) -> Result<Self> {
         let revision = store.revision()?;
-        let now = Instant::now();
+        // In the future: `elapsed()` is zero until then.
+        let now = Instant::now() + grace;
         let mut c = Cluster {
             store: store.clone(),
             timing,
@@ -305,6 +307,13 @@ impl Cluster {
         self.store.commit(expect, writes).map_err(|e| {
             if let Some(c) = e.downcast_ref::<super::store::Conflict>() {
                 ApiError::conflict(c.to_string())
+            } else if e.downcast_ref::<super::store::Unavailable>().is_some()
+                || e.downcast_ref::<super::etcd::Fenced>().is_some()
+            {
+                ApiError::new(
+                    berth_api::ErrorCode::Unavailable,
+                    format!("{e:#}; nothing was changed"),
+                )
             } else {
                 ApiError::internal(format!("the store: {e:#}"))
             }

@@ -10,7 +10,7 @@ fn cluster(dir: &std::path::Path, timeout: Duration) -> Cluster {
         heartbeat_floor: Duration::from_millis(100),
         heartbeats_per_second: 1000.0,
     };
-    Cluster::load(store, timing).unwrap()
+    Cluster::load(store, timing, Duration::ZERO).unwrap()
 }
 
 fn node(name: &str) -> Registration {
