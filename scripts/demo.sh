@@ -6,7 +6,8 @@
 # a published port and pods on the default CNI bridge network (the agent's own config dir
 # and bridge here, so the host's /etc/cni/net.d is untouched); then a cluster on this one
 # machine: `berth master` and two more agents that join it, a job spread across them, one
-# agent killed and its pod moved.
+# agent killed and its pod moved; then the cluster migrated into a 3-member etcd with two
+# masters, the leader killed and the other taking over.
 # Stops the agents and the master and leaves nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 
 WORK=$(mktemp -d /tmp/berth-demo-XXXXXX)
-REG_PID=""; AGENT_PID=""; MASTER_PID=""; MEMBER_PIDS=()
+REG_PID=""; AGENT_PID=""; MASTER_PID=""; MEMBER_PIDS=(); ETCD_PIDS=(); MASTER2_PID=""
 # Containers' cgroups go below the cgroup this script runs in (per controller, the
 # deepest path), in a directory of their own.
 . scripts/cgroups.sh
@@ -26,7 +27,7 @@ cleanup() {
   set +e
   if [ -n "$MASTER_PID" ]; then
     # The job goes first, so the members stop its pods themselves (and put none back).
-    BERTH_CLUSTER="$WORK/master/admin.json" "$BIN/berth" cluster rm hello >/dev/null 2>&1
+    "$BIN/berth" cluster rm hello >/dev/null 2>&1
     for n in n1 n2; do
       for _ in $(seq 100); do
         [ -z "$(BERTH_SOCKET=$WORK/$n.sock "$BIN/berth" pod ls -q 2>/dev/null)" ] && break; sleep 0.1
@@ -42,6 +43,8 @@ cleanup() {
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   done
   [ -n "$MASTER_PID" ] && kill "$MASTER_PID" && wait "$MASTER_PID" 2>/dev/null
+  [ -n "$MASTER2_PID" ] && kill "$MASTER2_PID" && wait "$MASTER2_PID" 2>/dev/null
+  for pid in "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   if [ -n "$AGENT_PID" ]; then
     for id in $("$BIN/berth" pod ls -q 2>/dev/null); do "$BIN/berth" pod rm -f "$id" >/dev/null; done
     for id in $("$BIN/berth" ps -q --no-trunc 2>/dev/null); do "$BIN/berth" rm -f "$id" >/dev/null; done
@@ -209,6 +212,54 @@ for _ in $(seq 300); do
 done
 step env BERTH_SOCKET="$WORK/n2.sock" "$BIN/berth" pod ls
 step "$BIN/berth" cluster nodes
+
+echo
+echo "== past one master: the cluster moves into a 3-member etcd; two masters, one leads"
+EPS=""; ECL=""
+for i in 1 2 3; do C[i]=$(free_port); P[i]=$(free_port); ECL+="e$i=http://127.0.0.1:${P[i]},"; EPS+="http://127.0.0.1:${C[i]},"; done
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$WORK/etcd/e$i" --listen-client-urls "http://127.0.0.1:${C[i]}" \
+    --advertise-client-urls "http://127.0.0.1:${C[i]}" --listen-peer-urls "http://127.0.0.1:${P[i]}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${P[i]}" --initial-cluster "${ECL%,}" \
+    --initial-cluster-state new 2>>"$WORK/etcd.log" &
+  ETCD_PIDS+=($!)
+done
+EPS=${EPS%,}
+for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints "$EPS" put /demo/probe x >/dev/null 2>&1 && break; sleep 0.1; done
+kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true; MASTER_PID=""
+step "$BIN/berth" --root "$WORK/master" master migrate --to etcd --etcd-endpoints "$EPS"
+M2PORT=$(free_port)
+step "$BIN/berth" --root "$WORK/master2" master init --listen "127.0.0.1:$M2PORT" --etcd-endpoints "$EPS"
+"$BIN/berth" --root "$WORK/master" master --etcd-endpoints "$EPS" --name m1 --node-timeout 3s --heartbeat-floor 500ms 2>>"$WORK/master.log" &
+MASTER_PID=$!
+for _ in $(seq 100); do "$BIN/berth" cluster status >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/berth" --root "$WORK/master2" master --etcd-endpoints "$EPS" --name m2 --node-timeout 3s --heartbeat-floor 500ms 2>"$WORK/master2.log" &
+MASTER2_PID=$!
+echo "(the agents are told of both masters: their certificates stay valid)"
+for i in 0 1; do kill "${MEMBER_PIDS[$i]}" 2>/dev/null; wait "${MEMBER_PIDS[$i]}" 2>/dev/null || true; done
+MEMBER_PIDS=()
+MURLS="https://127.0.0.1:$MPORT,https://127.0.0.1:$M2PORT"
+start_member() {  # NAME ZONE
+  BERTH_SOCKET="$WORK/$1.sock" BERTH_ROOT="$WORK/$1" "$BIN/berth" agent --cgroup-root "$CG_ROOT/$1" \
+    --cni-conf-dir "$WORK/$1-net.d" --default-network none \
+    --master "$MURLS" --node-name "$1" --node-label "zone=$2" 2>>"$WORK/$1.log" &
+  MEMBER_PIDS+=($!)
+}
+start_member n1 a; start_member n2 b
+for _ in $(seq 100); do [ "$(BERTH_CLUSTER=$WORK/master2/admin.json "$BIN/berth" cluster status --json | grep -c '"url"')" = 2 ] && break; sleep 0.1; done
+export BERTH_CLUSTER="$WORK/master2/admin.json"
+step "$BIN/berth" cluster status
+step "$BIN/berth" cluster ps hello
+echo "(kill -9 of the leader m1: m2 leads within the 6 s lease, the agents follow it, no pod moves)"
+kill -9 "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true; MASTER_PID=""
+for _ in $(seq 200); do "$BIN/berth" cluster status --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if (json.load(sys.stdin)["leader"] or {}).get("name")=="m2" else 1)' && break; sleep 0.1; done
+for _ in $(seq 200); do BERTH_SOCKET="$WORK/n1.sock" "$BIN/berth" node 2>/dev/null | grep "follows https://127.0.0.1:$M2PORT (connected" >/dev/null && break; sleep 0.1; done
+step "$BIN/berth" cluster status
+step env BERTH_SOCKET="$WORK/n1.sock" sh -c "'$BIN/berth' node | grep Cluster"
+step "$BIN/berth" cluster ps hello
+echo "(the dashboard: a link for a browser, valid 12 hours)"
+step "$BIN/berth" cluster dashboard
+MASTER_PID=$MASTER2_PID; MASTER2_PID=""
 step "$BIN/berth" cluster rm hello
 
 step "$BIN/berth" rmi "$REG/demo/multilayer:1.0" berth.test/multilayer:latest

@@ -32,8 +32,9 @@ pub struct MasterArgs {
     /// https:// and the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// The leader's etcd lease: a leader that stops is replaced within this.
-    #[arg(long, default_value = "10s")]
+    /// The leader's etcd lease: a leader that stops is replaced within this (and a poll,
+    /// at most 0.5 s); shorter makes a pause of the leader's host (or of etcd) a failover.
+    #[arg(long, default_value = "6s")]
     pub lease_ttl: String,
 }
 

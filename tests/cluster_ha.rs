@@ -200,6 +200,20 @@ fn losing_one_etcd_member_changes_nothing_and_losing_quorum_refuses_writes_only(
     m.clear(&[&a]);
 }
 
+/// After a migration: the master serves from `store`, the agent reports to it, and jobs,
+/// instances and the agent's pods are what they were.
+fn same_cluster_on(m: &Master, store: &str, jobs: &serde_json::Value, a: &Root, ids: &[String]) {
+    assert_eq!(status(m)["store"]["kind"], store);
+    wait_for("n1 heard by the migrated master", || {
+        m.json(&["nodes"])[0]["last_heartbeat_ms"]
+            .as_u64()
+            .is_some()
+    });
+    assert!(all_running(m, "kept", 2));
+    assert_eq!(&m.json(&["ls"]), jobs);
+    assert_eq!(pod_ids(&[a]), ids);
+}
+
 #[test]
 fn migrate_copies_a_cluster_into_etcd_and_back_without_touching_its_pods() {
     let etcd = Etcd::start(3);
@@ -240,15 +254,7 @@ fn migrate_copies_a_cluster_into_etcd_and_back_without_touching_its_pods() {
     assert!(!again.status.success());
     m.set_args(&[&FAST[..], &["--etcd-endpoints", &e, "--name", "m1"]].concat());
     m.run();
-    assert_eq!(status(&m)["store"]["kind"], "etcd");
-    wait_for("n1 heard on etcd", || {
-        m.json(&["nodes"])[0]["last_heartbeat_ms"]
-            .as_u64()
-            .is_some()
-    });
-    assert!(all_running(&m, "kept", 2));
-    assert_eq!(m.json(&["ls"]), jobs);
-    assert_eq!(pod_ids(&[&a]), ids);
+    same_cluster_on(&m, "etcd", &jobs, &a, &ids);
 
     // etcd → a fresh embedded root.
     m.stop(libc::SIGTERM);
@@ -257,15 +263,7 @@ fn migrate_copies_a_cluster_into_etcd_and_back_without_touching_its_pods() {
     m.move_root(back);
     m.set_args(&FAST[..4]);
     m.run();
-    assert_eq!(status(&m)["store"]["kind"], "embedded");
-    wait_for("n1 heard again", || {
-        m.json(&["nodes"])[0]["last_heartbeat_ms"]
-            .as_u64()
-            .is_some()
-    });
-    assert!(all_running(&m, "kept", 2));
-    assert_eq!(m.json(&["ls"]), jobs);
-    assert_eq!(pod_ids(&[&a]), ids);
+    same_cluster_on(&m, "embedded", &jobs, &a, &ids);
     m.clear(&[&a]);
 }
 

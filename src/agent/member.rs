@@ -101,7 +101,18 @@ pub fn start(
         let mut failures = 0u32;
         let cred = loop {
             match Credential::load(&path) {
-                Ok(Some(c)) if c.node_name == m.node_name => break c,
+                Ok(Some(mut c)) if c.node_name == m.node_name => {
+                    // The masters are the flag's (one added, one moved): the certificate
+                    // stays valid, the cluster's CA is the same.
+                    if c.master != m.master {
+                        tracing::info!(from = %c.master, to = %m.master, "the cluster's masters changed");
+                        c.master = m.master.clone();
+                        if let Err(e) = c.save(&path) {
+                            tracing::warn!(error = %e, "saving the cluster credential");
+                        }
+                    }
+                    break c;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the cluster credential; joining again")
