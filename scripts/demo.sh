@@ -236,7 +236,8 @@ for _ in $(seq 100); do "$BIN/berth" cluster status >/dev/null 2>&1 && break; sl
 "$BIN/berth" --root "$WORK/master2" master --etcd-endpoints "$EPS" --name m2 --node-timeout 3s --heartbeat-floor 500ms 2>"$WORK/master2.log" &
 MASTER2_PID=$!
 echo "(the agents are told of both masters: their certificates stay valid)"
-for i in 0 1; do kill "${MEMBER_PIDS[$i]}" 2>/dev/null; wait "${MEMBER_PIDS[$i]}" 2>/dev/null || true; done
+# (SIGTERM: an agent that stops leaves its pods running; started again, it adopts them.)
+for pid in "${MEMBER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 MEMBER_PIDS=()
 MURLS="https://127.0.0.1:$MPORT,https://127.0.0.1:$M2PORT"
 start_member() {  # NAME ZONE
