@@ -52,7 +52,10 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn idle_clients_are_capped_and_timed_out_and_streams_are_not() {
-    let root = Root::with_agent_args(&["--max-connections", "20", "--api-idle-timeout", "1s"]);
+    // The refusal can be seen only while the idle clients hold the cap, i.e. until the idle
+    // timeout closes them: 5 s, not 1 s, so that 300 connects and a `ps` fit into it under
+    // a loaded CI machine (a 1 s window failed one run in three).
+    let root = Root::with_agent_args(&["--max-connections", "20", "--api-idle-timeout", "5s"]);
     import(&root);
     let agent = root.agent.as_ref().unwrap().id();
     // A follower of the journal: a stream that must outlive the idle timeout. It is
