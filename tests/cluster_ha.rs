@@ -192,11 +192,22 @@ fn losing_one_etcd_member_changes_nothing_and_losing_quorum_refuses_writes_only(
     etcd.run(2);
     etcd.wait_writable();
     wait_for("a leader again", || leader(&m).as_deref() == Some("m1"));
-    wait_for("writes accepted again", || {
-        m.cluster(&["run", &job(&a, "three", 1)]).status.success()
+    // A commit that timed out while the quorum was lost may have been applied when it came
+    // back (etcd's rule): `three` is then there, placed and running, exactly once.
+    let mut last = String::new();
+    let accepted = poll_until(|| {
+        let out = m.cluster(&["run", &job(&a, "four", 1)]);
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success()
     });
-    wait_for("three running", || all_running(&m, "three", 1));
-    assert_eq!(pod_ids(&[&a]).len(), 3);
+    assert!(accepted, "writes not accepted again: {last}\n{}", m.log());
+    wait_for("four running", || all_running(&m, "four", 1));
+    let three = m.cluster(&["ps", "three", "--json"]);
+    let three: Vec<serde_json::Value> = serde_json::from_slice(&three.stdout).unwrap_or_default();
+    if !three.is_empty() {
+        wait_for("three running", || all_running(&m, "three", 1));
+    }
+    assert_eq!(pod_ids(&[&a]).len(), 3 + three.len());
     m.clear(&[&a]);
 }
 

@@ -312,7 +312,11 @@ impl Cluster {
             {
                 ApiError::new(
                     berth_api::ErrorCode::Unavailable,
-                    format!("{e:#}; nothing was changed"),
+                    // A timed-out etcd transaction may still apply once the quorum is back
+                    // (etcd's rule): the caller must not be told it did not.
+                    format!(
+                        "{e:#}; the change was not confirmed (it may still apply once the store answers)"
+                    ),
                 )
             } else {
                 ApiError::internal(format!("the store: {e:#}"))
