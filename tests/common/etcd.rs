@@ -3,6 +3,7 @@
 
 use std::process::{Child, Command, Stdio};
 
+use super::net::free_port;
 use super::poll_until;
 
 pub struct Member {
@@ -16,13 +17,6 @@ pub struct Etcd {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     token: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Etcd {
