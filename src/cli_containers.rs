@@ -63,6 +63,17 @@ pub struct AgentArgs {
     /// CPUs kept out of every container (e.g. 0 or 0-1), as the kubelet's reserved CPUs.
     #[arg(long)]
     pub reserved_cpus: Option<String>,
+    /// Host ids for tasks in user namespaces of their own (START:COUNT, 65,536 per task;
+    /// default: berth's entries in /etc/subuid and /etc/subgid, else 2^30 up, 1024 tasks).
+    #[arg(long)]
+    pub userns_pool: Option<String>,
+    /// `--userns` of tasks that do not say: host (default) or auto (a pod's `hostUsers`
+    /// likewise).
+    #[arg(long)]
+    pub userns_default: Option<String>,
+    /// How often disk use per task is measured where no project quota counts it (10s).
+    #[arg(long)]
+    pub disk_check_interval: Option<String>,
     /// Join the cluster of this master (`https://HOST:PORT`), then report to it and run
     /// what it assigns. Once joined, the credential in the data root is used.
     #[arg(long)]
@@ -165,6 +176,13 @@ pub struct RunArgs {
     /// CPU weight, throttled, frozen or revoked when promised work needs the resources.
     #[arg(long)]
     pub revocable: bool,
+    /// User namespace: auto (a range of 65,536 host ids of its own: root inside is an
+    /// unprivileged id outside) or host (default: the agent's --userns-default).
+    #[arg(long)]
+    pub userns: Option<String>,
+    /// Storage options, Docker's syntax: size=1G caps its writable layer and logs.
+    #[arg(long = "storage-opt")]
+    pub storage_opt: Vec<String>,
     /// Add a capability (`NET_ADMIN`, `ALL`).
     #[arg(long)]
     pub cap_add: Vec<String>,

@@ -35,6 +35,10 @@
 //! capacity_cpu = "2"                     # what the node offers; default: the machine's
 //! capacity_memory = "8g"                 # (declared: only Berth's tasks count against it)
 //! reserved_cpus = "0"                    # CPUs kept out of every container
+//! userns_pool = "1073741824:67108864"    # host ids for --userns auto (START:COUNT); default:
+//!                                        # berth's /etc/subuid and /etc/subgid entries
+//! userns_default = "host"                # or "auto": every task in a user namespace
+//! disk_check_interval = "10s"            # disk use per task measured this often (no quotas)
 //!
 //! [revocable]                            # the usage estimator and graded reclaim
 //! warmup = "5m"                          # no slack before; each task holds its request
@@ -126,6 +130,12 @@ pub struct Config {
     pub capacity_memory: Option<String>,
     #[serde(default)]
     pub reserved_cpus: Option<String>,
+    #[serde(default)]
+    pub userns_pool: Option<String>,
+    #[serde(default)]
+    pub userns_default: Option<String>,
+    #[serde(default)]
+    pub disk_check_interval: Option<String>,
     #[serde(default)]
     pub revocable: RevocableConfig,
 }

@@ -28,6 +28,12 @@ pub struct NodeOptions {
     pub reclaim: ReclaimConfig,
     /// How often usage is sampled.
     pub sample_interval: Duration,
+    /// Host ids for tasks in user namespaces of their own.
+    pub userns_pool: crate::agent::idmap::IdPool,
+    /// `--userns` of tasks that do not say.
+    pub userns_default: berth_runtime::userns::UsernsMode,
+    /// How often disk use per task is measured by walking its dirs (no quotas).
+    pub disk_check_interval: Duration,
 }
 
 fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
@@ -146,7 +152,38 @@ pub fn resolve(args: &AgentArgs, config: &Config) -> Result<NodeOptions> {
     reclaim
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    let userns_pool = match args
+        .userns_pool
+        .as_deref()
+        .or(config.userns_pool.as_deref())
+    {
+        Some(t) => crate::agent::idmap::IdPool::parse(t).map_err(anyhow::Error::msg)?,
+        None => crate::agent::idmap::IdPool::from_subid_files("berth")
+            .unwrap_or(crate::agent::idmap::DEFAULT_POOL),
+    };
+    let userns_default = match args
+        .userns_default
+        .as_deref()
+        .or(config.userns_default.as_deref())
+    {
+        Some(t) => berth_runtime::userns::UsernsMode::parse(t)
+            .map_err(|_| anyhow::anyhow!("invalid userns_default {t:?}: want host or auto"))?,
+        None => berth_runtime::userns::UsernsMode::Host,
+    };
+    let disk_check_interval = duration(
+        "disk_check_interval",
+        args.disk_check_interval
+            .as_deref()
+            .or(config.disk_check_interval.as_deref()),
+        Duration::from_secs(10),
+    )?;
+    if disk_check_interval < Duration::from_secs(1) {
+        bail!("invalid disk_check_interval {disk_check_interval:?}: want 1s or more");
+    }
     Ok(NodeOptions {
+        userns_pool,
+        userns_default,
+        disk_check_interval,
         sample_interval,
         capacity_millicpu,
         capacity_memory,

@@ -10,8 +10,8 @@
 //! berth shim create --id ID --bundle DIR --lc-root DIR [--console SOCK] [--stdin] [--network-none]   (fds: berth_monitor::helper)
 //! berth shim exec-create --id ID --dir DIR --process FILE [--console SOCK] [--stdin]
 //! berth shim run  --id ID --bundle DIR --state DIR      (runc-run style, for benchmarks)
-//! berth shim sandbox --dir DIR --hostname NAME [--share-pid] [--host-network] [--monitor EXE]   (a pod's namespaces)
-//! berth shim sandbox --dir DIR --net-only     (the network namespace of a container on a CNI network)
+//! berth shim sandbox --dir DIR --hostname NAME [--share-pid] [--host-network] [--monitor EXE] [--userns UID:GID:SIZE]   (a pod's namespaces)
+//! berth shim sandbox --dir DIR --net-only [--userns UID:GID:SIZE]    (the network namespace of a container on a CNI network)
 //! ```
 
 use std::ffi::OsString;
@@ -64,11 +64,17 @@ fn dispatch(args: &[OsString]) -> Result<i32, String> {
             } else {
                 Some(p.text("--hostname")?)
             };
+            // `--userns UID:GID:SIZE`: the namespaces belong to a new user namespace.
+            let idmap = match p.text("--userns").ok() {
+                None => None,
+                Some(t) => Some(parse_idmap(&t).ok_or(format!("bad --userns {t:?}"))?),
+            };
             let ready = match berth_runtime::sandbox::create(
                 &p.path("--dir")?,
                 hostname.as_deref(),
                 namespaces,
                 p.path("--monitor").ok().as_deref(),
+                idmap.as_ref(),
             ) {
                 Ok(pid) => Ready::pid(pid.unwrap_or(0)),
                 Err(e) => Ready::failed(e.to_string(), 125),
@@ -79,6 +85,13 @@ fn dispatch(args: &[OsString]) -> Result<i32, String> {
         }
         other => Err(format!("unknown shim mode {other:?}")),
     }
+}
+
+/// `UID:GID:SIZE`, as the agent passes a task's id range.
+fn parse_idmap(text: &str) -> Option<berth_runtime::userns::IdMap> {
+    let mut parts = text.split(':').map(|p| p.parse::<u32>().ok());
+    let (uid, gid, size) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(berth_runtime::userns::IdMap { uid, gid, size })
 }
 
 pub fn run(args: &[OsString]) -> ExitCode {

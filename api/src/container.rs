@@ -74,6 +74,10 @@ pub struct ContainerView {
     /// `memory-high` or `frozen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reclaim: Option<String>,
+    /// Its user namespace's id mapping (container id 0 = host id `uid`), when it has one
+    /// of its own (`--userns auto`, a pod with `hostUsers: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<crate::userns::IdMap>,
 }
 
 impl ContainerView {

@@ -40,6 +40,8 @@ pub mod pod;
 pub mod stats;
 /// The task spec (Docker's options) with parsers and validation.
 pub mod task;
+/// User namespaces per task: `--userns`/`hostUsers` and the id range a task was given.
+pub mod userns;
 
 pub use container::{ContainerView, ExitView, Status};
 pub use error::{ErrorBody, ErrorCode};

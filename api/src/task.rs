@@ -335,6 +335,13 @@ pub struct TaskSpec {
     /// the promised work needs its resources back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revocable: bool,
+    /// `--userns host|auto`; unset: the agent's default (`--userns-default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<crate::userns::UsernsMode>,
+    /// `--storage-opt size=`: the budget in bytes of its writable layer, logs and (in a pod)
+    /// `emptyDir` volumes (a pod's `ephemeral-storage` limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<i64>,
 }
 
 /// Parses `12`, `12b`, `64k`, `512m`, `2g`, `1t` (binary units, Docker's grammar, any case)

@@ -31,6 +31,8 @@ pub mod rootfs;
 pub mod sample;
 /// A pod's sandbox: network, IPC and UTS namespaces held open by bind mounts, the pod init.
 pub mod sandbox;
+/// A sandbox whose namespaces belong to a user namespace of the task's own.
+pub mod sandbox_userns;
 /// The OCI runtime spec from the image config and the task, on Docker's defaults.
 pub mod spec;
 /// On-disk records of a container (`container.json`, `exit.json`), pid identity.
@@ -40,5 +42,8 @@ pub mod supervisor;
 /// The knobs of a parent cgroup reclaim turns (CPU cap, memory push-back, freeze) and
 /// the CPU set an agent keeps, written by hand on v1 and v2.
 pub mod tier;
+/// User namespaces on the host side: a namespace with a task's id mapping, idmapped bind
+/// mounts of layers, the owner shift of a copied rootfs, the host probe.
+pub mod userns;
 /// The task spec (Docker's options) with parsers and validation (`berth_api::task`).
 pub use berth_api::task;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::userns::IdMap;
+
 /// Mounting or removing a rootfs failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -78,16 +80,28 @@ fn mkdir(path: &Path) -> Result<(), RootfsError> {
 /// back to a copy when the kernel
 /// refuses overlayfs (e.g. the state dir itself is on overlayfs without support for it) or
 /// when `force_copy` is set.
+///
+/// With `idmap` (a task in a user namespace of its own) each layer is first bind-mounted
+/// idmapped (`fs/l/N`, detached again once overlayfs holds its private clones), so the
+/// image's files show with the task's host ids and nothing of the image is copied or
+/// chowned; the upper dir stores what the task writes with its host ids. Where the file
+/// system refuses idmapped mounts the copy's owners are shifted instead (a full walk:
+/// the cost grows with the image, logged with its time).
 pub fn prepare(
     dirs: &RootfsDirs,
     lowers: &[PathBuf],
     force_copy: bool,
+    idmap: Option<&IdMap>,
 ) -> Result<RootfsKind, RootfsError> {
     mkdir(&dirs.rootfs)?;
     if !force_copy {
         mkdir(&dirs.upper)?;
         mkdir(&dirs.work)?;
-        match mount_overlay(dirs, lowers) {
+        let mounted = match idmap {
+            None => mount_overlay(dirs, lowers),
+            Some(map) => mount_idmapped_overlay(dirs, lowers, map),
+        };
+        match mounted {
             Ok(()) => return Ok(RootfsKind::Overlay),
             Err(e) => tracing::warn!(error = %e, "overlayfs refused; copying the layers instead"),
         }
@@ -96,7 +110,65 @@ pub fn prepare(
         path: dirs.rootfs.clone(),
         reason: e.to_string(),
     })?;
+    if let Some(map) = idmap {
+        let began = std::time::Instant::now();
+        crate::userns::shift_owners(&dirs.rootfs, map).map_err(|e| RootfsError::Copy {
+            path: dirs.rootfs.clone(),
+            reason: e.to_string(),
+        })?;
+        tracing::info!(elapsed = ?began.elapsed(), "shifted the copied rootfs into the task's id range");
+    }
     Ok(RootfsKind::Copy)
+}
+
+fn mount_idmapped_overlay(
+    dirs: &RootfsDirs,
+    lowers: &[PathBuf],
+    map: &IdMap,
+) -> Result<(), RootfsError> {
+    let staging = dirs.upper.with_file_name("l");
+    let userns = crate::userns::namespace_fd(map).map_err(|e| RootfsError::Copy {
+        path: staging.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut mapped = Vec::with_capacity(lowers.len());
+    let result = (|| {
+        for (i, lower) in lowers.iter().enumerate() {
+            let target = staging.join(i.to_string());
+            mkdir(&target)?;
+            crate::userns::idmapped_bind(lower, &target, std::os::fd::AsFd::as_fd(&userns))
+                .map_err(|e| RootfsError::Copy {
+                    path: target.clone(),
+                    reason: e.to_string(),
+                })?;
+            mapped.push(target);
+        }
+        // The merged root takes the upper dir's owner: the image root's, shifted.
+        let (uid, gid) = match mapped.first() {
+            Some(bottom) => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(bottom).map_err(|e| RootfsError::Io {
+                    path: bottom.clone(),
+                    source: e,
+                })?;
+                (meta.uid(), meta.gid())
+            }
+            None => (map.uid, map.gid),
+        };
+        std::os::unix::fs::chown(&dirs.upper, Some(uid), Some(gid)).map_err(|e| {
+            RootfsError::Io {
+                path: dirs.upper.clone(),
+                source: e,
+            }
+        })?;
+        mount_overlay(dirs, &mapped)
+    })();
+    // overlayfs keeps private clones of its layers: the staging mounts can go either way.
+    for target in &mapped {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    result
 }
 
 fn mount_overlay(dirs: &RootfsDirs, lowers: &[PathBuf]) -> Result<(), RootfsError> {

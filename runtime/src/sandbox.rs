@@ -40,7 +40,7 @@ pub enum SandboxError {
     },
 }
 
-fn io(what: &'static str, path: &Path, e: impl Into<std::io::Error>) -> SandboxError {
+pub(crate) fn io(what: &'static str, path: &Path, e: impl Into<std::io::Error>) -> SandboxError {
     SandboxError::Io {
         what,
         path: path.to_path_buf(),
@@ -56,8 +56,12 @@ pub fn create(
     hostname: Option<&str>,
     ns: Namespaces,
     monitor: Option<&Path>,
+    idmap: Option<&crate::userns::IdMap>,
 ) -> Result<Option<i32>, SandboxError> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+    if let Some(map) = idmap {
+        return crate::sandbox_userns::create(dir, hostname, ns, monitor, map);
+    }
     let mut flags = CloneFlags::empty();
     if ns.net {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -85,6 +89,17 @@ pub fn create(
         return Ok(None);
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| io("unshare pid", dir, e))?;
+    let child = fork_pod_init(dir, monitor)?;
+    bind_ns(
+        &PathBuf::from(format!("/proc/{child}/ns/pid")),
+        &dir.join("pid"),
+    )?;
+    Ok(Some(child))
+}
+
+/// Forks Berth's pod init into the PID namespace this process unshared; returns its pid
+/// (the namespace's file is bound by the caller).
+pub(crate) fn fork_pod_init(dir: &Path, monitor: Option<&Path>) -> Result<i32, SandboxError> {
     // Prepared before the fork: the child only execs (or, without a monitor binary, runs
     // the same loop in this binary's copy).
     let exe = monitor.and_then(|m| {
@@ -116,17 +131,11 @@ pub fn create(
             }
             berth_monitor::pod_init::run()
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            bind_ns(
-                &PathBuf::from(format!("/proc/{child}/ns/pid")),
-                &dir.join("pid"),
-            )?;
-            Ok(Some(child.as_raw()))
-        }
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
     }
 }
 
-fn bind_ns(source: &Path, target: &Path) -> Result<(), SandboxError> {
+pub(crate) fn bind_ns(source: &Path, target: &Path) -> Result<(), SandboxError> {
     std::fs::File::create(target).map_err(|e| io("creating", target, e))?;
     mount(
         Some(source),
@@ -174,7 +183,7 @@ pub fn release_volumes(dir: &Path) -> Result<(), SandboxError> {
 /// Unmounts the namespace files and removes the dir; missing pieces are fine (a half-made
 /// sandbox, or one already released).
 pub fn release(dir: &Path) -> Result<(), SandboxError> {
-    for ns in SHARED.iter().chain(["pid"].iter()) {
+    for ns in SHARED.iter().chain(["pid", "user"].iter()) {
         let path = dir.join(ns);
         match umount2(&path, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}

@@ -137,6 +137,10 @@ pub struct ContainerRecord {
     /// The CNI attachment of a container on a network of its own (pods keep theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStatus>,
+    /// Its id range when it runs in a user namespace of its own (a pod member's is the
+    /// pod's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<crate::userns::IdMap>,
 }
 
 impl ContainerRecord {

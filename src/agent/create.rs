@@ -80,12 +80,13 @@ struct Draft {
     network: Option<berth_runtime::state::NetworkStatus>,
     netns: Option<PathBuf>,
     dir: ContainerDir,
+    idmap: Option<berth_runtime::userns::IdMap>,
 }
 
 /// The owner's part: validation, the name (unique among containers and creates in flight),
 /// the id, the cgroup and the network.
 fn draft(
-    node: &Node,
+    node: &mut Node,
     task: TaskSpec,
     attached: Option<(String, berth_runtime::state::NetworkStatus)>,
 ) -> Result<Draft, ApiError> {
@@ -133,7 +134,17 @@ fn draft(
     } else {
         (None, None)
     };
+    // Last, so nothing after it can fail: a pod member's range is the pod's; a lone
+    // container on a CNI network was given its range when its namespace was made.
+    let idmap = match &task.pod {
+        Some(member) => member.idmap,
+        None => match task.userns.unwrap_or(settings.userns_default) {
+            berth_runtime::userns::UsernsMode::Host => None,
+            berth_runtime::userns::UsernsMode::Auto => Some(node.idmaps.allocate(&id)?),
+        },
+    };
     Ok(Draft {
+        idmap,
         dir: ContainerDir(node.container_dir(&id)),
         id,
         name,
@@ -161,6 +172,7 @@ async fn make(
         network,
         netns,
         dir,
+        idmap,
     } = draft;
     let store = settings.store.clone();
     let image_name = task.image.clone();
@@ -211,6 +223,7 @@ async fn make(
         stopped_by_operator: false,
         revoked: false,
         network,
+        idmap,
     };
 
     // It reads files of the image, which the image-file helper bounds; the deadline here
@@ -331,6 +344,7 @@ fn finish(
         }
         Ok(record) => record,
         Err(e) => {
+            node.idmaps.release(id);
             for r in removers {
                 r.call(node, Ok(()));
             }
@@ -373,6 +387,10 @@ fn prepare(
         .mode(0o700)
         .create(dir.path())
         .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.path().display())))?;
+    if let Some(map) = &record.idmap {
+        super::idmap::gate(dir.path(), map)
+            .map_err(|e| ApiError::internal(format!("opening {}: {e}", dir.path().display())))?;
+    }
     for sub in [dir.logs(), dir.execs(), dir.etc()] {
         std::fs::create_dir_all(&sub).map_err(ApiError::internal)?;
     }
@@ -388,10 +406,23 @@ fn prepare(
         .put_lease(&lease_name(&record.id), snapshots)
         .map_err(ApiError::internal)?;
     let dirs = RootfsDirs::under(dir.path());
-    record.rootfs = berth_runtime::rootfs::prepare(&dirs, lowers, settings.rootfs_copy)
-        .map_err(ApiError::internal)?;
+    record.rootfs =
+        berth_runtime::rootfs::prepare(&dirs, lowers, settings.rootfs_copy, record.idmap.as_ref())
+            .map_err(ApiError::internal)?;
     let hostname = berth_runtime::spec::hostname(&record.task, &record.id);
     let etc = write_etc(dir, &record.task, &hostname, record.network.as_ref())?;
+    // The user namespace its other namespaces belong to: the pod's, or the one its network
+    // namespace was made in; none made yet: libcontainer makes it.
+    let userns = record.idmap.and_then(|_| match &record.task.pod {
+        Some(member) => Some(member.namespaces.join("user")),
+        None => netns.as_ref().and_then(|n| Some(n.parent()?.join("user"))),
+    });
+    if let Some(map) = &record.idmap {
+        // Files Berth writes for it belong to its root, as Docker's userns-remap does.
+        for file in &etc {
+            berth_runtime::userns::chown_to_root(file, map).map_err(ApiError::internal)?;
+        }
+    }
     let inputs = berth_runtime::spec::SpecInputs {
         id: &record.id,
         image: config,
@@ -399,6 +430,8 @@ fn prepare(
         cgroup_path: record.cgroup_path.clone(),
         etc_files: etc,
         netns,
+        idmap: record.idmap,
+        userns,
     };
     let spec = berth_runtime::spec::build(&record.task, &inputs).map_err(|e| {
         let code = match e {

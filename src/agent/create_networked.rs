@@ -38,6 +38,17 @@ pub fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
             return;
         }
     };
+    // Its namespaces belong to its user namespace, made with them.
+    let idmap = match task.userns.unwrap_or(node.settings.userns_default) {
+        berth_runtime::userns::UsernsMode::Host => None,
+        berth_runtime::userns::UsernsMode::Auto => match node.idmaps.allocate(&id) {
+            Ok(map) => Some(map),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        },
+    };
     node.pending_ports.insert(id.clone(), task.publish.clone());
     let name = task
         .name
@@ -46,7 +57,7 @@ pub fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
     let (settings, tx) = (node.settings.clone(), node.tx.clone());
     tokio::spawn(async move {
         let result = async {
-            let netns = network::make_netns(&settings, &id).await?;
+            let netns = network::make_netns(&settings, &id, idmap.as_ref()).await?;
             let req = AttachRequest {
                 id: id.clone(),
                 name,
@@ -101,6 +112,7 @@ pub fn on_ready(
     let status = match result {
         Ok(status) => status,
         Err(e) => {
+            node.idmaps.release(&id);
             release_then_answer(node, id, reply, Err(e));
             return;
         }

@@ -201,6 +201,7 @@ impl Container {
             }),
             health: self.health.clone(),
             qos: self.qos(),
+            idmap: r.idmap,
             reclaim: (r.task.revocable && status == Status::Running && reclaim != "none").then(
                 || {
                     if reclaim == "freeze" {

@@ -21,6 +21,7 @@ mod evict;
 mod exec;
 mod exit;
 mod health;
+pub mod idmap;
 mod images;
 mod kill;
 mod lifecycle;
@@ -111,6 +112,10 @@ pub struct Settings {
     pub reclaim: berth_runtime::reclaim::ReclaimConfig,
     /// How often usage is sampled (the estimator and reclaim act on each sample).
     pub sample_interval: Duration,
+    /// Host ids handed out to tasks in user namespaces of their own.
+    pub userns_pool: idmap::IdPool,
+    /// `--userns` of a task that does not say (`--userns-default`).
+    pub userns_default: berth_runtime::userns::UsernsMode,
 }
 
 impl Settings {
@@ -243,6 +248,8 @@ pub struct AgentOptions {
 pub async fn run(opts: AgentOptions) -> Result<()> {
     let store = Store::open(&opts.root)
         .with_context(|| format!("opening data root {}", opts.root.display()))?;
+    idmap::open_data_root(&opts.root)
+        .with_context(|| format!("setting the modes of data root {}", opts.root.display()))?;
     let cgroup_root = match opts.cgroup_root {
         Some(p) => p,
         None => berth_runtime::cgroups::default_root().context("finding the cgroup root")?,
@@ -310,6 +317,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         estimator: opts.node.estimator,
         reclaim: opts.node.reclaim,
         sample_interval: opts.node.sample_interval,
+        userns_pool: opts.node.userns_pool,
+        userns_default: opts.node.userns_default,
     });
     // Reserved CPUs are kept out of the whole cgroup root (every tier below inherits it).
     if !settings.reserved_cpus.is_empty() {

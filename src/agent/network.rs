@@ -55,15 +55,22 @@ pub fn netns_dir(settings: &Settings, id: &str) -> PathBuf {
 }
 
 /// Makes the network namespace of a container outside a pod; returns its file.
-pub async fn make_netns(settings: &Settings, id: &str) -> Result<PathBuf, ApiError> {
+pub async fn make_netns(
+    settings: &Settings,
+    id: &str,
+    idmap: Option<&berth_runtime::userns::IdMap>,
+) -> Result<PathBuf, ApiError> {
     let dir = netns_dir(settings, id);
     let mut cmd = tokio::process::Command::new(&settings.exe);
     cmd.arg("shim")
         .arg("sandbox")
         .arg("--dir")
         .arg(&dir)
-        .arg("--net-only")
-        .stdin(Stdio::null())
+        .arg("--net-only");
+    if let Some(map) = idmap {
+        cmd.arg("--userns").arg(userns_arg(map));
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
@@ -74,6 +81,11 @@ pub async fn make_netns(settings: &Settings, id: &str) -> Result<PathBuf, ApiErr
         return Err(ApiError::internal(e));
     }
     Ok(dir.join("net"))
+}
+
+/// `UID:GID:SIZE` for `berth shim sandbox --userns`.
+pub fn userns_arg(map: &berth_runtime::userns::IdMap) -> String {
+    format!("{}:{}:{}", map.uid, map.gid, map.size)
 }
 
 /// What to attach.

@@ -112,6 +112,8 @@ pub struct Node {
     pub writer: super::persist::StateWriter,
     /// Measured usage, the estimator and reclaim.
     pub usage: super::usage::Usage,
+    /// Id ranges held by tasks in user namespaces of their own.
+    pub idmaps: super::idmap::IdRanges,
 }
 
 impl std::fmt::Debug for Node {
@@ -142,6 +144,7 @@ impl Node {
             .collect();
         let mut node = Node {
             usage: super::usage::Usage::new(&settings),
+            idmaps: super::idmap::IdRanges::new(settings.userns_pool),
             settings,
             containers: HashMap::new(),
             pods: HashMap::new(),
@@ -212,6 +215,7 @@ impl Node {
             node.watch_health(&id);
         }
         let (abandoned, running) = super::pod::recover(&mut node);
+        node.hold_recorded_ranges();
         let orphans = super::network::orphans(&node);
         let settings = node.settings.clone();
         tokio::task::spawn_blocking(move || super::network::sweep(&settings, orphans));
@@ -236,6 +240,20 @@ impl Node {
             "state recovered"
         );
         (node, queued)
+    }
+
+    /// Recovery: every range a container or pod record carries is held again.
+    fn hold_recorded_ranges(&mut self) {
+        for (id, c) in &self.containers {
+            if let (Some(map), None) = (&c.record().idmap, &c.record().task.pod) {
+                self.idmaps.hold(id, map);
+            }
+        }
+        for (id, p) in &self.pods {
+            if let Some(map) = &p.record().idmap {
+                self.idmaps.hold(id, map);
+            }
+        }
     }
 
     /// Applies what recovery left, says the agent is ready, then applies actions until

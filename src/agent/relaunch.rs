@@ -136,7 +136,8 @@ fn remount(
             .iter()
             .map(|d| store.snapshot_path(d))
             .collect();
-        berth_runtime::rootfs::prepare(&dirs, &lowers, false).map_err(ApiError::internal)?;
+        berth_runtime::rootfs::prepare(&dirs, &lowers, false, record.idmap.as_ref())
+            .map_err(ApiError::internal)?;
     }
     let _ = std::fs::remove_file(dir.exit());
     let _ = std::fs::remove_dir_all(dir.libcontainer().join(&record.id));

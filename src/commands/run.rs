@@ -117,6 +117,12 @@ pub fn task_spec(args: &RunArgs) -> Result<TaskSpec> {
         restart: task::RestartPolicy::from_str(&args.restart)?,
         pod: None,
         revocable: args.revocable,
+        userns: args
+            .userns
+            .as_deref()
+            .map(berth_api::userns::UsernsMode::parse)
+            .transpose()?,
+        storage_size: storage_size(&args.storage_opt)?,
     };
     spec.validate()?;
     Ok(spec)
@@ -261,4 +267,16 @@ fn health_check(args: &RunArgs) -> Result<Option<berth_api::health::HealthCheck>
         retries: args.health_retries.max(1),
         start_period_ms: ms("--health-start-period", &args.health_start_period)?,
     }))
+}
+
+/// `--storage-opt size=1G` (Docker's syntax; `size` is the one option).
+fn storage_size(opts: &[String]) -> Result<Option<i64>> {
+    let mut size = None;
+    for opt in opts {
+        match opt.split_once('=') {
+            Some(("size", v)) => size = Some(task::parse_bytes("--storage-opt size", v)?),
+            _ => bail!("invalid --storage-opt {opt:?}: expected size=SIZE (e.g. size=1G)"),
+        }
+    }
+    Ok(size)
 }

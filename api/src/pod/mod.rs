@@ -110,6 +110,10 @@ pub struct PodSpec {
     /// Berth: CPUs every container of the pod may run on (`0-2,4`), as `--cpuset-cpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset_cpus: Option<String>,
+    /// `false`: the pod gets a user namespace of its own on a range of host ids that its
+    /// containers share (KEP-127); unset: the agent's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_users: Option<bool>,
     /// Pod volumes.
     #[serde(default)]
     pub volumes: Vec<PodVolume>,
@@ -263,6 +267,10 @@ pub struct ResourceList {
     /// Bytes (`64Mi`, `1G`).
     #[serde(default)]
     pub memory: Option<Quantity>,
+    /// Bytes of disk: the container's writable layer and logs (and, summed over the pod's
+    /// containers, its `emptyDir` volumes).
+    #[serde(default, rename = "ephemeral-storage")]
+    pub ephemeral_storage: Option<Quantity>,
 }
 
 /// `volumeMounts[]`.
@@ -351,6 +359,9 @@ pub struct PodMember {
     pub init: bool,
     /// Restarts before this instance.
     pub restart_count: u32,
+    /// The pod's id range: the container joins the pod's user namespace (`<namespaces>/user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<crate::userns::IdMap>,
 }
 
 /// Quality of service, fixed at admission as the kubelet does.
@@ -464,6 +475,9 @@ pub struct PodView {
     /// Its CNI attachment (IPs, published ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::AttachmentView>,
+    /// The id mapping its containers share, when it has a user namespace of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<crate::userns::IdMap>,
     /// As submitted.
     pub spec: PodSpec,
     /// Its container slots by name.

@@ -83,6 +83,11 @@ pub struct SpecInputs<'a> {
     pub etc_files: [PathBuf; 3],
     /// The network namespace file made for a container on a CNI network (outside a pod).
     pub netns: Option<PathBuf>,
+    /// The task's id range when it runs in a user namespace of its own.
+    pub idmap: Option<crate::userns::IdMap>,
+    /// The user namespace to join (a pod's, or the one a CNI network namespace was made
+    /// in); `idmap` without it: a new one with that mapping.
+    pub userns: Option<PathBuf>,
 }
 
 /// The process arguments Docker would run: entrypoint + cmd, with `--entrypoint` dropping the
@@ -319,6 +324,22 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
     process.set_no_new_privileges(task.no_new_privileges.then_some(true));
 
     let mut mounts = defaults::standard_mounts();
+    if inputs.idmap.is_some() && task.network == NetworkMode::Host {
+        // sysfs may be mounted only by the owner of the network namespace, the host's user
+        // namespace here: the host's /sys is bound read-only instead (runc and podman do
+        // the same).
+        for m in mounts.iter_mut() {
+            if m.destination() == Path::new("/sys") {
+                let mut bound = defaults::bind("/sys".into(), "/sys".into(), true);
+                bound.set_options(Some(
+                    ["rbind", "rprivate", "ro", "nosuid", "noexec", "nodev"]
+                        .map(String::from)
+                        .to_vec(),
+                ));
+                *m = bound;
+            }
+        }
+    }
     let [hosts, hostname_file, resolv] = inputs.etc_files.clone();
     mounts.push(defaults::bind(hosts, "/etc/hosts".into(), false));
     mounts.push(defaults::bind(hostname_file, "/etc/hostname".into(), false));
@@ -334,9 +355,29 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
         mounts.push(defaults::tmpfs(t.target.clone(), &t.options));
     }
 
-    let namespaces = namespaces(task, inputs.netns.as_deref())?;
+    let mut namespaces = namespaces(task, inputs.netns.as_deref())?;
+    let mut linux = LinuxBuilder::default();
+    if let Some(map) = &inputs.idmap {
+        // First: the other namespaces are made (or joined) as its members.
+        let mut b = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User);
+        if let Some(path) = &inputs.userns {
+            b = b.path(path.clone());
+        }
+        namespaces.insert(0, b.build().map_err(SpecError::build)?);
+        let line = |host: u32| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(host)
+                .size(map.size)
+                .build()
+                .map_err(SpecError::build)
+        };
+        linux = linux
+            .uid_mappings(vec![line(map.uid)?])
+            .gid_mappings(vec![line(map.gid)?]);
+    }
 
-    let mut linux = LinuxBuilder::default()
+    let mut linux = linux
         .namespaces(namespaces)
         .cgroups_path(inputs.cgroup_path.clone())
         .resources(resources(task)?)

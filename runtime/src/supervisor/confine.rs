@@ -26,7 +26,9 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{
     Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
 };
-use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxNamespaceType, LinuxSeccomp, Process, Spec,
+};
 
 use super::SupervisorError;
 
@@ -85,6 +87,10 @@ pub struct EnterExecutor {
     seccomp: Option<LinuxSeccomp>,
     exact_caps: Option<LinuxCapabilities>,
     report: Option<RawFd>,
+    /// The container's user namespace (open in the supervisor): libcontainer 0.7's tenant
+    /// path joins every namespace of the init but this one, so the executor joins it
+    /// itself, first thing, then takes the process's ids in it.
+    userns: Option<RawFd>,
 }
 
 impl EnterExecutor {
@@ -94,12 +100,44 @@ impl EnterExecutor {
             seccomp: None,
             exact_caps: None,
             report: Some(report.write_fd()),
+            userns: None,
         }
     }
 }
 
+/// Joins the user namespace `fd` and becomes the process's user in it (its ids were set
+/// as host ids by libcontainer; the same numbers are meant inside).
+fn enter_userns(fd: RawFd, spec: &Spec) -> Result<(), ExecutorError> {
+    let fail = |what: &str, e: nix::Error| ExecutorError::Other(format!("{what}: {e}"));
+    // SAFETY: `fd` is the supervisor's open user namespace file, inherited and open until
+    // execve.
+    let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| fail("joining the container's user namespace", e))?;
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user().clone())
+        .unwrap_or_default();
+    let groups: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(nix::unistd::Gid::from_raw)
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(|e| fail("setgroups", e))?;
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))
+}
+
 impl Executor for EnterExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(fd) = self.userns {
+            enter_userns(fd, spec)?;
+        }
         if let Some(seccomp) = &self.seccomp {
             let notify = libcontainer::seccomp::initialize_seccomp(seccomp)
                 .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
@@ -245,6 +283,8 @@ pub struct Entry {
     pub temporary: bool,
     /// The executor.
     pub executor: EnterExecutor,
+    /// The container's user namespace, kept open until the launch is done.
+    pub userns: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for EnterExecutor {
@@ -265,6 +305,7 @@ pub fn prepare(
     bundle: &Path,
     process_file: &Path,
     report: &ExecFailure,
+    init_pid: Option<i32>,
 ) -> Result<Entry, SupervisorError> {
     let read = |p: &Path| -> Result<Vec<u8>, SupervisorError> {
         std::fs::read(p).map_err(|e| SupervisorError::Io {
@@ -281,7 +322,27 @@ pub fn prepare(
     let mut process: Process =
         serde_json::from_slice(&read(process_file)?).map_err(|e| bad(process_file, e))?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let needs_privilege = seccomp.is_some() && process.no_new_privileges() != Some(true);
+    let in_userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| n.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    let userns = match (in_userns, init_pid) {
+        (true, Some(pid)) => {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/user"));
+            Some(OwnedFd::from(std::fs::File::open(&path).map_err(|e| {
+                SupervisorError::Io {
+                    what: format!("opening {}", path.display()),
+                    source: e,
+                }
+            })?))
+        }
+        _ => None,
+    };
+    // Joining the user namespace needs CAP_SYS_ADMIN at the executor, as loading the
+    // filter does without no-new-privileges.
+    let needs_privilege =
+        (seccomp.is_some() && process.no_new_privileges() != Some(true)) || userns.is_some();
     let exact = process.capabilities().clone();
     let Some(exact) = exact.filter(|_| needs_privilege) else {
         return Ok(Entry {
@@ -291,7 +352,9 @@ pub fn prepare(
                 seccomp,
                 exact_caps: None,
                 report: Some(report.write_fd()),
+                userns: userns.as_ref().map(|f| f.as_raw_fd()),
             },
+            userns,
         });
     };
     let mut widened = exact.clone();
@@ -319,6 +382,8 @@ pub fn prepare(
             seccomp,
             exact_caps: Some(exact),
             report: Some(report.write_fd()),
+            userns: userns.as_ref().map(|f| f.as_raw_fd()),
         },
+        userns,
     })
 }

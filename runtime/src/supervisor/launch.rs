@@ -109,7 +109,12 @@ pub fn exec(
     stdio: &mut Stdio,
     report: &super::confine::ExecFailure,
 ) -> Result<i32, SupervisorError> {
-    let entry = super::confine::prepare(bundle, process, report)?;
+    // The init's pid, for its user namespace (libcontainer's state names it).
+    let init_pid = libcontainer::container::Container::load(lc_root.join(id))
+        .ok()
+        .and_then(|c| c.pid())
+        .map(|p| p.as_raw());
+    let entry = super::confine::prepare(bundle, process, report, init_pid)?;
     let built = builder(id, lc_root, stdio)?
         .with_executor(entry.executor)
         .as_tenant()
@@ -119,6 +124,7 @@ pub fn exec(
     if entry.temporary {
         let _ = std::fs::remove_file(&entry.process);
     }
+    drop(entry.userns);
     let pid = built.map_err(|e| match report.take() {
         Some((code, message)) => SupervisorError::ExecFailed { code, message },
         None => lc_err("running the exec process")(e),

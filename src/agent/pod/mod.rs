@@ -113,6 +113,9 @@ pub struct PodRecord {
     /// Its CNI attachment (IPs, published ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<berth_runtime::state::NetworkStatus>,
+    /// The id range its containers share when it has a user namespace of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<berth_runtime::userns::IdMap>,
     /// Slots by container name.
     pub containers: BTreeMap<String, MemberState>,
 }
@@ -164,6 +167,7 @@ pub fn info(node: &Node, pod: &Pod) -> PodView {
         cgroup_path: r.cgroup_path.display().to_string(),
         pod_init_pid: r.pod_init.map(|p| p.pid),
         network: r.network.as_ref().map(|n| n.view()),
+        idmap: r.idmap,
         spec: r.spec.clone(),
         members: r
             .containers

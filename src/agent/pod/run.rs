@@ -76,6 +76,16 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     for (name, _) in &plan.containers {
         containers.insert(name.clone(), MemberState::default());
     }
+    // `hostUsers: false` (or the agent's default): one range for all its containers.
+    let userns = match spec.host_users {
+        Some(true) => berth_runtime::userns::UsernsMode::Host,
+        Some(false) => berth_runtime::userns::UsernsMode::Auto,
+        None => node.settings.userns_default,
+    };
+    let idmap = match userns {
+        berth_runtime::userns::UsernsMode::Host => None,
+        berth_runtime::userns::UsernsMode::Auto => Some(node.idmaps.allocate(&id)?),
+    };
     let record = PodRecord {
         version: STATE_VERSION,
         id: id.clone(),
@@ -89,11 +99,21 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         message: None,
         pod_init: None,
         network: None,
+        idmap,
         containers,
         spec,
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+    let made = std::fs::create_dir_all(&dir).and_then(|()| match &idmap {
+        Some(map) => crate::agent::idmap::gate(&dir, map),
+        None => Ok(()),
+    });
+    if let Err(e) = made {
+        node.idmaps.release(&id);
+        return Err(ApiError::internal(format!(
+            "creating {}: {e}",
+            dir.display()
+        )));
+    }
     let pod = Pod {
         record,
         dir: dir.clone(),
@@ -189,6 +209,7 @@ pub fn member_task(pod: &Pod, name: &str) -> Result<TaskSpec, ApiError> {
         cgroup_parent: pod.record.cgroup_path.clone(),
         init,
         restart_count: slot.restart_count,
+        idmap: pod.record.idmap,
     });
     Ok(task)
 }

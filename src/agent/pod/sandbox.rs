@@ -41,6 +41,7 @@ struct Inputs {
     share_pid: bool,
     host_network: bool,
     attach: Option<AttachRequest>,
+    idmap: Option<berth_runtime::userns::IdMap>,
 }
 
 /// Starts making the sandbox of pod `id`.
@@ -84,6 +85,7 @@ pub fn start(node: &mut Node, id: &str, plan: &PodPlan, recorded: Written) {
             .unwrap_or_else(|| pod.record.name.clone()),
         share_pid: pod.record.spec.share_process_namespace,
         host_network: network == NetworkMode::Host,
+        idmap: pod.record.idmap,
         attach: network.cni().map(|name| AttachRequest {
             id: id.to_string(),
             name: pod.record.name.clone(),
@@ -115,11 +117,12 @@ async fn make(
     inputs: Inputs,
     made: &mut SandboxMade,
 ) -> Result<(), ApiError> {
-    let (cgroup, limits, dir, volumes) = (
+    let (cgroup, limits, dir, volumes, idmap) = (
         inputs.cgroup,
         inputs.limits,
         inputs.dir.clone(),
         inputs.volumes,
+        inputs.idmap,
     );
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         berth_runtime::cgroups::ensure_parent(&cgroup, &limits).map_err(ApiError::internal)?;
@@ -134,6 +137,10 @@ async fn make(
                         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
                     })
                     .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?,
+            }
+            if let Some(map) = &idmap {
+                // The pod's root owns its volumes, as Kubernetes gives them to its fsGroup.
+                berth_runtime::userns::chown_to_root(&path, map).map_err(ApiError::internal)?;
             }
         }
         Ok(())
@@ -155,6 +162,10 @@ async fn make(
     }
     if inputs.host_network {
         cmd.arg("--host-network");
+    }
+    if let Some(map) = &inputs.idmap {
+        cmd.arg("--userns")
+            .arg(crate::agent::network::userns_arg(map));
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

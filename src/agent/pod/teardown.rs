@@ -164,6 +164,7 @@ pub fn on_released(node: &mut Node, id: &str, released: bool, clean: bool, after
     finish(node, id, clean, after);
     if released {
         node.pods.remove(id);
+        node.idmaps.release(id);
     }
 }
 
