@@ -78,6 +78,9 @@ pub struct ContainerView {
     /// of its own (`--userns auto`, a pod with `hostUsers: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<crate::userns::IdMap>,
+    /// Its disk use and budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::stats::DiskUse>,
 }
 
 impl ContainerView {

@@ -124,6 +124,55 @@ pub struct NodeView {
     /// The cluster this node is a member of (`--master`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<MemberView>,
+    /// Disk use per task and how budgets hold.
+    #[serde(default)]
+    pub disk: NodeDiskView,
+    /// User namespace ranges: held and in the pool.
+    #[serde(default)]
+    pub userns: UsernsView,
+}
+
+/// Disk use per task (`berth node`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeDiskView {
+    /// `project-quota` or `measured` (see [`crate::stats::DiskUse::enforcement`]).
+    pub enforcement: String,
+    /// Why project quotas are not used, when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_unavailable: Option<String>,
+    /// Seconds between measurements.
+    pub interval_secs: f64,
+    /// Per task (containers outside pods, and pods), largest first.
+    pub tasks: Vec<TaskDiskView>,
+}
+
+/// One task's disk use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskDiskView {
+    /// `container` or `pod`.
+    pub kind: String,
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Bytes in use.
+    pub used: u64,
+    /// Budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// The user namespace pool (`berth node`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsernsView {
+    /// Ranges held by tasks.
+    pub held: usize,
+    /// Ranges in the pool.
+    pub ranges: u32,
+    /// First host uid of the pool.
+    pub first_uid: u32,
+    /// `--userns` of tasks that do not say.
+    pub default: String,
 }
 
 /// The agent as a cluster member.

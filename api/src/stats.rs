@@ -31,4 +31,21 @@ pub struct Usage {
     pub pids_limit: u64,
     /// OOM kills inside the cgroup.
     pub oom_kills: u64,
+    /// Disk its writable layer and logs take (and its budget), as last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUse>,
+}
+
+/// A task's disk use: its writable layer and logs (a pod: its `emptyDir` volumes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUse {
+    /// Bytes in use, as last measured (0 before the first measurement).
+    pub used: u64,
+    /// Its budget (`--storage-opt size`, `ephemeral-storage`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// How the budget holds: `project-quota` (the kernel refuses writes past it) or
+    /// `measured` (the agent walks its dirs every `disk_check_interval` and evicts it with
+    /// the reason `disk-limit`).
+    pub enforcement: String,
 }

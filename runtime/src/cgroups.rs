@@ -214,6 +214,7 @@ pub fn usage(manager: &AnyCgroupManager, path: &Path) -> Result<Usage, CgroupErr
         pids_current: s.pids.current,
         pids_limit: s.pids.limit,
         oom_kills: oom_kills(path),
+        disk: None,
     })
 }
 

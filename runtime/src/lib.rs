@@ -21,6 +21,9 @@ pub mod logs;
 pub use berth_api::network;
 /// Pod specs (`berth_api::pod`) and the plan a spec turns into.
 pub mod pod;
+/// Disk budgets per task: project quotas where the file system keeps them, else measured
+/// use (`du`-like walks).
+pub mod quota;
 /// Graded reclaim of the revocable tier: throttle, memory-high, freeze, revoke — a pure
 /// state machine fed the same samples as the estimator, undone with hysteresis.
 pub mod reclaim;

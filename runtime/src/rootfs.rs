@@ -184,13 +184,17 @@ fn mount_overlay(dirs: &RootfsDirs, lowers: &[PathBuf]) -> Result<(), RootfsErro
         dirs.upper.display(),
         dirs.work.display()
     );
-    mount(
-        Some("overlay"),
-        &dirs.rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
+    // overlayfs writes to the upper dir with its mounter's credentials: without
+    // CAP_SYS_RESOURCE, so a task's project quota holds for what it writes.
+    crate::quota::without_resource_override(|| {
+        mount(
+            Some("overlay"),
+            &dirs.rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+    })
     .map_err(|e| RootfsError::Mount {
         target: dirs.rootfs.clone(),
         source: e,

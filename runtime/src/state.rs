@@ -141,6 +141,13 @@ pub struct ContainerRecord {
     /// pod's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<crate::userns::IdMap>,
+    /// Its dir's project id where the data root keeps project quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_project: Option<u32>,
+    /// Why the agent took it back (`disk-limit`): its exit reads that, and its restart
+    /// policy does not bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<String>,
 }
 
 impl ContainerRecord {

@@ -81,6 +81,7 @@ struct Draft {
     netns: Option<PathBuf>,
     dir: ContainerDir,
     idmap: Option<berth_runtime::userns::IdMap>,
+    disk_project: Option<u32>,
 }
 
 /// The owner's part: validation, the name (unique among containers and creates in flight),
@@ -143,8 +144,10 @@ fn draft(
             berth_runtime::userns::UsernsMode::Auto => Some(node.idmaps.allocate(&id)?),
         },
     };
+    let disk_project = settings.quotas.is_some().then(|| node.disk.allocate(&id));
     Ok(Draft {
         idmap,
+        disk_project,
         dir: ContainerDir(node.container_dir(&id)),
         id,
         name,
@@ -173,6 +176,7 @@ async fn make(
         netns,
         dir,
         idmap,
+        disk_project,
     } = draft;
     let store = settings.store.clone();
     let image_name = task.image.clone();
@@ -224,6 +228,8 @@ async fn make(
         revoked: false,
         network,
         idmap,
+        disk_project,
+        evicted: None,
     };
 
     // It reads files of the image, which the image-file helper bounds; the deadline here
@@ -345,6 +351,7 @@ fn finish(
         Ok(record) => record,
         Err(e) => {
             node.idmaps.release(id);
+            node.disk.release(id);
             for r in removers {
                 r.call(node, Ok(()));
             }
@@ -390,6 +397,16 @@ fn prepare(
     if let Some(map) = &record.idmap {
         super::idmap::gate(dir.path(), map)
             .map_err(|e| ApiError::internal(format!("opening {}: {e}", dir.path().display())))?;
+    }
+    // Before anything is made in it: everything below inherits the project.
+    if let (Some(quotas), Some(project)) = (&settings.quotas, record.disk_project) {
+        quotas
+            .assign(dir.path(), project)
+            .and_then(|()| {
+                let limit = record.task.storage_size.unwrap_or(0).max(0) as u64;
+                quotas.set_limit(project, limit)
+            })
+            .map_err(ApiError::internal)?;
     }
     for sub in [dir.logs(), dir.execs(), dir.etc()] {
         std::fs::create_dir_all(&sub).map_err(ApiError::internal)?;

@@ -74,10 +74,18 @@ impl Container {
         qos_of(&self.record)
     }
 
-    /// The reason its exit reads: `revoked` when reclaim killed it, else the monitor's.
-    pub fn exit_reason<'a>(&self, exit: &'a ExitRecord) -> &'a str {
+    /// The reason its exit reads: `revoked` when reclaim killed it, the eviction's
+    /// (`disk-limit`) when the agent evicted it, else the monitor's.
+    pub fn exit_reason<'a>(&'a self, exit: &'a ExitRecord) -> &'a str {
         if self.record.revoked && exit.signal.is_some() {
             "revoked"
+        } else if let Some(reason) = self
+            .record
+            .evicted
+            .as_deref()
+            .filter(|_| exit.signal.is_some())
+        {
+            reason
         } else {
             exit.reason.as_str()
         }
@@ -202,6 +210,7 @@ impl Container {
             health: self.health.clone(),
             qos: self.qos(),
             idmap: r.idmap,
+            disk: None,
             reclaim: (r.task.revocable && status == Status::Running && reclaim != "none").then(
                 || {
                     if reclaim == "freeze" {
@@ -304,6 +313,22 @@ pub fn stopped_by_operator(node: &mut Node, id: &str) -> Result<Written, ApiErro
         return Ok(Written::nothing(subject(node, id, WHAT)?));
     }
     c.record.stopped_by_operator = true;
+    persist(node, id, WHAT)
+}
+
+/// The agent evicts container `id` (`reason`: `disk-limit`): its exit reads the reason and
+/// its restart policy holds off.
+pub fn evicted(node: &mut Node, id: &str, reason: &str) -> Result<Written, ApiError> {
+    const WHAT: &str = "recording an eviction";
+    let Some(c) = node.containers.get_mut(id) else {
+        return Err(ApiError::no_such_container(id));
+    };
+    if c.record.evicted.is_some() {
+        return Ok(Written::nothing(subject(node, id, WHAT)?));
+    }
+    c.record.evicted = Some(reason.to_string());
+    c.record.stopped_by_operator = true;
+    c.restart_pending = false;
     persist(node, id, WHAT)
 }
 

@@ -15,6 +15,7 @@ pub mod check;
 mod create;
 mod create_networked;
 mod disk;
+mod disk_budget;
 pub mod error;
 pub mod events;
 mod evict;
@@ -116,6 +117,12 @@ pub struct Settings {
     pub userns_pool: idmap::IdPool,
     /// `--userns` of a task that does not say (`--userns-default`).
     pub userns_default: berth_runtime::userns::UsernsMode,
+    /// The data root's project quotas, where its file system keeps them.
+    pub quotas: Option<Arc<berth_runtime::quota::ProjectQuotas>>,
+    /// Why there are none.
+    pub quota_unavailable: Option<String>,
+    /// How often disk use per task is measured.
+    pub disk_check_interval: Duration,
 }
 
 impl Settings {
@@ -280,6 +287,16 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .copied()
         .collect();
     let machine = machine_capacity(cpuset.len());
+    let (quotas, quota_unavailable) = match berth_runtime::quota::ProjectQuotas::open(&opts.root) {
+        Ok(q) => {
+            tracing::info!(root = %opts.root.display(), "disk budgets: project quotas");
+            (Some(Arc::new(q)), None)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "disk budgets: measured (no project quotas)");
+            (None, Some(e.to_string()))
+        }
+    };
     let settings = Arc::new(Settings {
         root: opts.root.clone(),
         store,
@@ -319,6 +336,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         sample_interval: opts.node.sample_interval,
         userns_pool: opts.node.userns_pool,
         userns_default: opts.node.userns_default,
+        quotas,
+        quota_unavailable,
+        disk_check_interval: opts.node.disk_check_interval,
     });
     // Reserved CPUs are kept out of the whole cgroup root (every tier below inherits it).
     if !settings.reserved_cpus.is_empty() {

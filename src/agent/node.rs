@@ -114,6 +114,8 @@ pub struct Node {
     pub usage: super::usage::Usage,
     /// Id ranges held by tasks in user namespaces of their own.
     pub idmaps: super::idmap::IdRanges,
+    /// Disk projects and measured use per task.
+    pub disk: super::disk_budget::DiskBudgets,
 }
 
 impl std::fmt::Debug for Node {
@@ -145,6 +147,7 @@ impl Node {
         let mut node = Node {
             usage: super::usage::Usage::new(&settings),
             idmaps: super::idmap::IdRanges::new(settings.userns_pool),
+            disk: super::disk_budget::DiskBudgets::default(),
             settings,
             containers: HashMap::new(),
             pods: HashMap::new(),
@@ -216,6 +219,7 @@ impl Node {
         }
         let (abandoned, running) = super::pod::recover(&mut node);
         node.hold_recorded_ranges();
+        super::disk_budget::hold_recorded(&mut node);
         let orphans = super::network::orphans(&node);
         let settings = node.settings.clone();
         tokio::task::spawn_blocking(move || super::network::sweep(&settings, orphans));
@@ -337,14 +341,13 @@ impl Node {
                 let _ = r.send(self.resolve(&id).map(|c| Handle {
                     id: c.record().id.clone(),
                     dir: c.dir.clone(),
-                    info: c.info(self.usage.reclaim_state()),
+                    info: self.view(c),
                     exit: c.exit.subscribe(),
                 }));
             }
             Action::List(r) => {
-                let reclaim = self.usage.reclaim_state();
                 let mut all: Vec<ContainerView> =
-                    self.containers.values().map(|c| c.info(reclaim)).collect();
+                    self.containers.values().map(|c| self.view(c)).collect();
                 all.sort_by(|a, b| a.created.cmp(&b.created));
                 let _ = r.send(Ok(all));
             }
@@ -435,6 +438,7 @@ impl Node {
                 // Reaps streams that ended.
                 while self.streams.try_join_next().is_some() {}
                 super::evict::check(self);
+                super::disk_budget::check(self);
                 if self.ticks % 10 == 1 {
                     super::disk::check(self);
                     // Freed memory (a burst of creations, a scrape) goes back to the kernel.
@@ -454,6 +458,17 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// A container's API view, with its disk use.
+    pub fn view(&self, c: &Container) -> ContainerView {
+        let mut view = c.info(self.usage.reclaim_state());
+        view.disk = Some(super::disk_budget::container_use(
+            self,
+            &c.record().id,
+            c.record().task.storage_size,
+        ));
+        view
     }
 
     /// Finds a container by full id, name, or unique id prefix.

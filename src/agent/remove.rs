@@ -229,6 +229,7 @@ fn finish(node: &mut Node, id: &str, result: Result<(), ApiError>) {
     if result.is_ok() {
         if let Some(c) = node.containers.remove(id) {
             node.idmaps.release(id);
+            node.disk.release(id);
             // Wake waiters of a container removed while running.
             if c.exit.borrow().is_none() {
                 c.exit.send_replace(Some(ExitRecord::failed(

@@ -337,12 +337,13 @@ async fn stats(
         )));
     }
     let path = std::path::PathBuf::from(&h.info.cgroup_path);
-    let usage = tokio::task::spawn_blocking(move || {
+    let mut usage = tokio::task::spawn_blocking(move || {
         let m = berth_runtime::cgroups::manager(&path).map_err(ApiError::internal)?;
         berth_runtime::cgroups::usage(&m, &path).map_err(ApiError::internal)
     })
     .await
     .map_err(ApiError::internal)??;
+    usage.disk = h.info.disk.clone();
     Ok(Json(usage))
 }
 

@@ -537,5 +537,19 @@ pub fn view(node: &Node) -> NodeView {
         },
         tasks,
         cluster: node.member.clone(),
+        disk: super::disk_budget::node_view(node),
+        userns: {
+            let (held, ranges) = node.idmaps.usage();
+            crate::api::node::UsernsView {
+                held,
+                ranges,
+                first_uid: settings.userns_pool.uid,
+                default: match settings.userns_default {
+                    berth_runtime::userns::UsernsMode::Host => "host",
+                    berth_runtime::userns::UsernsMode::Auto => "auto",
+                }
+                .into(),
+            }
+        },
     }
 }

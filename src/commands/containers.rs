@@ -279,6 +279,13 @@ fn print_usage(u: &Usage, json: bool) -> Result<()> {
         ],
     ];
     print!("{}", format::table(&rows));
+    if let Some(d) = &u.disk {
+        let limit = d
+            .limit
+            .map(|l| format!(" / {}", format::size(l)))
+            .unwrap_or_default();
+        println!("DISK {}{limit} ({})", format::size(d.used), d.enforcement);
+    }
     Ok(())
 }
 

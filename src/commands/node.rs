@@ -99,6 +99,33 @@ pub fn render(n: &NodeView) -> String {
             c.masters.join(",")
         ));
     }
+    out.push_str(&format!(
+        "User namespaces: {} of {} ranges held (pool from uid {}; default --userns {})\n",
+        n.userns.held, n.userns.ranges, n.userns.first_uid, n.userns.default
+    ));
+    let d = &n.disk;
+    out.push_str(&format!(
+        "Disk per task: {} every {}s{}\n",
+        d.enforcement,
+        d.interval_secs,
+        d.quota_unavailable
+            .as_ref()
+            .map(|why| format!(" (no project quotas: {why})"))
+            .unwrap_or_default()
+    ));
+    for t in &d.tasks {
+        let limit = t
+            .limit
+            .map(|l| format!(" / {}", crate::format::size(l)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {} {} {}: {}{limit}\n",
+            t.kind,
+            t.name,
+            &t.id[..12.min(t.id.len())],
+            crate::format::size(t.used)
+        ));
+    }
     let r = &n.reclaim;
     let mut knobs = Vec::new();
     if let Some(c) = r.cpu_cap {

@@ -478,6 +478,9 @@ pub struct PodView {
     /// The id mapping its containers share, when it has a user namespace of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<crate::userns::IdMap>,
+    /// Disk use and budget of its `emptyDir` volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::stats::DiskUse>,
     /// As submitted.
     pub spec: PodSpec,
     /// Its container slots by name.

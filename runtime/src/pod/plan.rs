@@ -28,6 +28,9 @@ pub struct PodPlan {
     pub network: NetworkMode,
     /// Host ports to publish (from the containers' `hostPort`s).
     pub ports: Vec<PublishedPort>,
+    /// The budget of its `emptyDir` volumes when every app container has an
+    /// `ephemeral-storage` limit: their sum (the kubelet's pod-level limit).
+    pub disk_limit: Option<i64>,
 }
 
 fn check_dns_name(field: &str, name: &str) -> Result<(), PodSpecError> {
@@ -55,6 +58,7 @@ struct Sized {
     cpu_limit: Option<u64>,
     mem_request: Option<i64>,
     mem_limit: Option<i64>,
+    disk_limit: Option<i64>,
 }
 
 fn sizes(field: &str, r: &ResourceRequirements) -> Result<Sized, PodSpecError> {
@@ -88,11 +92,24 @@ fn sizes(field: &str, r: &ResourceRequirements) -> Result<Sized, PodSpecError> {
             ));
         }
     }
+    let disk_limit = r
+        .limits
+        .ephemeral_storage
+        .as_ref()
+        .map(|q| parse_memory(&format!("{field}.limits.ephemeral-storage"), q))
+        .transpose()?;
+    if disk_limit.is_some_and(|b| b <= 0) {
+        return Err(bad(
+            format!("{field}.limits.ephemeral-storage"),
+            "must be above 0",
+        ));
+    }
     Ok(Sized {
         cpu_request,
         cpu_limit,
         mem_request,
         mem_limit,
+        disk_limit,
     })
 }
 
@@ -290,6 +307,7 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
                     ..Resources::default()
                 };
                 task.revocable = spec.revocable;
+                task.storage_size = s.disk_limit;
                 for (j, m) in c.volume_mounts.iter().enumerate() {
                     let mfield = format!("{field}.volumeMounts[{j}]");
                     let Some(v) = spec.volumes.iter().find(|v| v.name == m.name) else {
@@ -383,7 +401,9 @@ pub fn plan(spec: &PodSpec, volume_dir: &dyn Fn(&str) -> PathBuf) -> Result<PodP
             .sum::<Option<i64>>()
             .map(|b| b.max(total(&|s| s.mem_limit.unwrap_or(0) as u64) as i64)),
     );
+    let disk_limit = apps.iter().map(|s| s.disk_limit).sum::<Option<i64>>();
     Ok(PodPlan {
+        disk_limit,
         network,
         ports,
         qos,

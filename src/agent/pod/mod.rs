@@ -116,6 +116,12 @@ pub struct PodRecord {
     /// The id range its containers share when it has a user namespace of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<berth_runtime::userns::IdMap>,
+    /// Its volumes dir's project id where the data root keeps project quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_project: Option<u32>,
+    /// The budget of its `emptyDir` volumes (the sum of its containers' limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_limit: Option<u64>,
     /// Slots by container name.
     pub containers: BTreeMap<String, MemberState>,
 }
@@ -151,7 +157,7 @@ pub fn info(node: &Node, pod: &Pod) -> PodView {
     let mut containers: Vec<ContainerView> = members(node, &pod.record.id)
         .iter()
         .filter_map(|id| node.containers.get(id))
-        .map(|c| c.info(node.usage.reclaim_state()))
+        .map(|c| node.view(c))
         .collect();
     containers.sort_by(|a, b| a.created.cmp(&b.created));
     let r = &pod.record;
@@ -168,6 +174,11 @@ pub fn info(node: &Node, pod: &Pod) -> PodView {
         pod_init_pid: r.pod_init.map(|p| p.pid),
         network: r.network.as_ref().map(|n| n.view()),
         idmap: r.idmap,
+        disk: Some(berth_api::stats::DiskUse {
+            used: node.disk.used(&r.id),
+            limit: r.disk_limit,
+            enforcement: crate::agent::disk_budget::enforcement(node).into(),
+        }),
         spec: r.spec.clone(),
         members: r
             .containers

@@ -86,8 +86,15 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
         berth_runtime::userns::UsernsMode::Host => None,
         berth_runtime::userns::UsernsMode::Auto => Some(node.idmaps.allocate(&id)?),
     };
+    let disk_project = node
+        .settings
+        .quotas
+        .is_some()
+        .then(|| node.disk.allocate(&id));
     let record = PodRecord {
         version: STATE_VERSION,
+        disk_project,
+        disk_limit: plan.disk_limit.and_then(|b| u64::try_from(b).ok()),
         id: id.clone(),
         name: spec.name.clone(),
         qos: plan.qos,
@@ -109,6 +116,7 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     });
     if let Err(e) = made {
         node.idmaps.release(&id);
+        node.disk.release(&id);
         return Err(ApiError::internal(format!(
             "creating {}: {e}",
             dir.display()

@@ -42,6 +42,8 @@ struct Inputs {
     host_network: bool,
     attach: Option<AttachRequest>,
     idmap: Option<berth_runtime::userns::IdMap>,
+    /// The volumes dir's project and its budget.
+    disk: Option<(u32, u64)>,
 }
 
 /// Starts making the sandbox of pod `id`.
@@ -86,6 +88,10 @@ pub fn start(node: &mut Node, id: &str, plan: &PodPlan, recorded: Written) {
         share_pid: pod.record.spec.share_process_namespace,
         host_network: network == NetworkMode::Host,
         idmap: pod.record.idmap,
+        disk: pod
+            .record
+            .disk_project
+            .map(|p| (p, pod.record.disk_limit.unwrap_or(0))),
         attach: network.cni().map(|name| AttachRequest {
             id: id.to_string(),
             name: pod.record.name.clone(),
@@ -117,15 +123,26 @@ async fn make(
     inputs: Inputs,
     made: &mut SandboxMade,
 ) -> Result<(), ApiError> {
-    let (cgroup, limits, dir, volumes, idmap) = (
+    let (cgroup, limits, dir, volumes, idmap, disk) = (
         inputs.cgroup,
         inputs.limits,
         inputs.dir.clone(),
         inputs.volumes,
         inputs.idmap,
+        inputs.disk,
     );
+    let quotas = settings.quotas.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         berth_runtime::cgroups::ensure_parent(&cgroup, &limits).map_err(ApiError::internal)?;
+        if let (Some(q), Some((project, limit))) = (&quotas, disk) {
+            // The volumes dir is the pod's project: its emptyDirs inherit it.
+            let volumes = dir.join("volumes");
+            std::fs::create_dir_all(&volumes)
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", volumes.display())))?;
+            q.assign(&volumes, project)
+                .and_then(|()| q.set_limit(project, limit))
+                .map_err(ApiError::internal)?;
+        }
         for (name, memory) in volumes {
             use std::os::unix::fs::PermissionsExt;
             let path = dir.join("volumes").join(name);

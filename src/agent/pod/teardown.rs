@@ -165,6 +165,7 @@ pub fn on_released(node: &mut Node, id: &str, released: bool, clean: bool, after
     if released {
         node.pods.remove(id);
         node.idmaps.release(id);
+        node.disk.release(id);
     }
 }
 
