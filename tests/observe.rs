@@ -402,6 +402,9 @@ fn the_agent_reads_its_toml_config_and_checks_the_host() {
         "namespace",
         "CNI plugin",
         "own cgroup",
+        "user namespaces",
+        "idmapped layers",
+        "disk budgets",
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }

@@ -200,7 +200,8 @@ pub fn probe(dir: &Path) -> Result<(), UsernsError> {
         size: RANGE_SIZE,
     };
     let ns = namespace_fd(&map)?;
-    let target = dir.join(format!(".idmap-probe-{}", std::process::id()));
+    // The mount point lives in the temp dir: nothing is written where `dir` is.
+    let target = std::env::temp_dir().join(format!(".berth-idmap-probe-{}", std::process::id()));
     std::fs::create_dir_all(&target).map_err(|e| io("creating", &target, e))?;
     let result = idmapped_bind(dir, &target, std::os::fd::AsFd::as_fd(&ns));
     if result.is_ok() {

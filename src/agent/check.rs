@@ -146,6 +146,55 @@ fn items(root: &Path) -> Vec<Item> {
         }
         Err(e) => out.push(item("data root space", false, false, e.to_string())),
     }
+    // Where the image store is (or will be): the nearest existing dir.
+    let store = std::iter::once(root.join("snapshots"))
+        .chain(root.ancestors().map(Path::to_path_buf))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| std::path::PathBuf::from("/"));
+    let userns = Path::new("/proc/self/ns/user").exists();
+    out.push(item(
+        "user namespaces",
+        userns,
+        false,
+        if userns {
+            "--userns auto, hostUsers: false".to_string()
+        } else {
+            "missing (CONFIG_USER_NS): --userns auto is refused".to_string()
+        },
+    ));
+    match berth_runtime::userns::probe(&store) {
+        Ok(()) => out.push(item(
+            "idmapped layers",
+            true,
+            false,
+            format!(
+                "{}: --userns auto mounts layers idmapped (no copy)",
+                store.display()
+            ),
+        )),
+        Err(e) => out.push(item(
+            "idmapped layers",
+            false,
+            false,
+            format!("{e}: --userns auto copies and chowns each rootfs instead (slow)"),
+        )),
+    }
+    match berth_runtime::quota::ProjectQuotas::open(&store) {
+        Ok(_) => out.push(item(
+            "disk budgets",
+            true,
+            false,
+            format!("project quotas on {}: the kernel enforces --storage-opt size", store.display()),
+        )),
+        Err(e) => out.push(item(
+            "disk budgets",
+            false,
+            false,
+            format!(
+                "{e}: no project quotas (ext4 -O project,quota mounted prjquota, or XFS pquota); --storage-opt size is measured and over-budget tasks evicted"
+            ),
+        )),
+    }
     out
 }
 
