@@ -10,7 +10,10 @@
 # ~6 s); BERTH_VM_ACCEL=kvm where KVM works. The kernel package is fetched once with apt
 # into BERTH_VM_KERNEL_DIR (default /var/cache/berth-vm-kernel) and reused.
 # Inside: / is a tmpfs (switch_root out of the initramfs), cgroup2 at /sys/fs/cgroup with
-# cpu, memory, pids, io and cpuset handed to children, overlay.ko loaded, lo up.
+# cpu, memory, pids, io and cpuset handed to children, overlay.ko loaded, lo up; loop, ext4
+# and the quota modules loaded, and with BERTH_VM_EXT4_MB=N an ext4 image of N MB made
+# here with project quotas (`mkfs.ext4 -O quota,project`, which this host's kernel cannot
+# mount) at /disk.img, for the checks to mount with `-o loop,prjquota`.
 set -euo pipefail
 BIN_DIR=$1; LAYOUT=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -44,12 +47,21 @@ for b in "$BIN_DIR/berth" "$BIN_DIR/berth-monitor"; do
   done
 done
 cp "$OVL" "$R/${OVL##*/}"
+mkdir -p "$R/mods"
+for m in crc32c_generic crc16 mbcache jbd2 ext4 quota_tree quota_v2 loop; do
+  f=$(find "$KDIR/k/lib/modules" -name "$m.ko*" | head -1)
+  [ -n "$f" ] && cp "$f" "$R/mods/"
+done
+if [ -n "${BERTH_VM_EXT4_MB:-}" ]; then
+  truncate -s "${BERTH_VM_EXT4_MB}M" "$R/disk.img"
+  mkfs.ext4 -q -F -O quota,project,^metadata_csum -E quotatype=prjquota "$R/disk.img"
+fi
 cp -a "$LAYOUT"/. "$R/img/"
 cp "$CHECKS" "$R/checks"
 cat > "$R/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mkdir -p /newroot; /bin/busybox mount -t tmpfs -o size=80% root /newroot
-for d in bin lib lib64 usr img checks init2 overlay.ko overlay.ko.xz overlay.ko.zst; do [ -e /$d ] && /bin/busybox cp -a /$d /newroot/; done
+for d in bin lib lib64 usr img checks init2 mods disk.img overlay.ko overlay.ko.xz overlay.ko.zst; do [ -e /$d ] && /bin/busybox cp -a /$d /newroot/; done
 /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/tmp
 exec /bin/busybox switch_root /newroot /init2
 INIT
@@ -61,6 +73,10 @@ mkdir -p /sys/fs/cgroup /run /var/lib /etc; mount -t cgroup2 none /sys/fs/cgroup
 echo "+cpu +memory +pids +io +cpuset" > /sys/fs/cgroup/cgroup.subtree_control
 for m in /overlay.ko*; do
   case $m in *.xz) xz -d "$m"; insmod /overlay.ko ;; *.zst) echo "zstd module: unsupported" ;; *) insmod "$m" ;; esac
+done
+for m in crc32c_generic crc16 mbcache jbd2 ext4 quota_tree quota_v2 loop; do
+  case $(ls /mods/$m.ko* 2>/dev/null) in *.xz) xz -d /mods/$m.ko.xz ;; esac
+  [ -e /mods/$m.ko ] && insmod /mods/$m.ko 2>/dev/null
 done
 ip link set lo up
 echo "=== checks begin"; sh /checks; echo "=== checks ended rc=$?"
