@@ -16,10 +16,10 @@ set -euo pipefail
 # util-linux: nsenter in the network tests; qemu-system-x86: the cgroup v2 VM lane (Debian's
 # kernel under qemu, integration/vm/); protobuf-compiler: etcd-client's gRPC code at build
 # time; etcd-server + etcd-client: the HA masters' store in tests (etcd 3.4); chromium: the
-# dashboard's headless browser test.
-PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux qemu-system-x86 protobuf-compiler etcd-server etcd-client chromium)
+# dashboard's headless browser test; e2fsprogs: the VM lane's ext4 with project quotas.
+PACKAGES=(busybox-static docker-registry skopeo umoci apache2-utils cmake gcc g++ make pkg-config libseccomp-dev curl time ca-certificates python3 mount containernetworking-plugins iptables iproute2 util-linux qemu-system-x86 protobuf-compiler etcd-server etcd-client chromium e2fsprogs)
 if [ "${1:-}" = "--bench" ]; then
-  PACKAGES+=(podman runc crun hyperfine e2fsprogs nginx-light stress-ng)
+  PACKAGES+=(podman runc crun hyperfine nginx-light stress-ng)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Host ids for tasks in user namespaces of their own: Berth's pool (`--userns auto`; the
+# agent's built-in default is the same range) and podman's (`--userns=auto`, the benchmark's
+# anchor), apart from each other and from login users' ranges (useradd hands out 100000 up).
+for entry in berth:1073741824:67108864 containers:2147483647:2147483648; do
+  for f in /etc/subuid /etc/subgid; do
+    grep -q "^${entry%%:*}:" "$f" 2>/dev/null || echo "$entry" >> "$f"
+  done
+done
 
 if ! command -v cargo >/dev/null; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then

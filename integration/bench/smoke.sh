@@ -4,7 +4,7 @@
 #   sudo integration/bench/smoke.sh
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-for script in pull.sh exec.sh run.sh net.sh core.sh oversub.sh cluster.sh replicas.sh; do
+for script in pull.sh exec.sh run.sh net.sh core.sh oversub.sh cluster.sh replicas.sh isolation.sh; do
   echo "== bench smoke: $script 1"
   "$HERE/$script" 1 >/dev/null
 done
