@@ -77,7 +77,7 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/busybox-oci:late
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/fixtures/multilayer-oci:latest" "docker://$REG/demo/multilayer:1.0"
 
 echo "== starting a private agent (socket $BERTH_SOCKET, cgroup root $CG_ROOT)"
-"$BIN/berth" agent --cgroup-root "$CG_ROOT" --cni-conf-dir "$WORK/net.d" --bridge-name "$BRIDGE" --revocable-warmup 0 2>"$WORK/agent.log" &
+"$BIN/berth" agent --cgroup-root "$CG_ROOT" --cni-conf-dir "$WORK/net.d" --bridge-name "$BRIDGE" --revocable-warmup 0 --disk-check-interval 2s 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do [ -S "$BERTH_SOCKET" ] && break; sleep 0.05; done
 
@@ -170,6 +170,21 @@ step "$BIN/berth" pod rm -f peer
 step "$BIN/berth" events --since 1m --until 0s --filter pod=web
 step "$BIN/berth" pod stop -t 1 web
 step "$BIN/berth" pod rm web
+
+echo
+echo "== isolation: a user namespace and a disk budget per task"
+step "$BIN/berth" run -d --name tenant --userns auto "$REG/library/busybox" sleep 1000
+step "$BIN/berth" exec tenant sh -c 'echo "inside: uid $(id -u), /proc/self/uid_map: $(cat /proc/self/uid_map)"'
+TPID=$("$BIN/berth" inspect tenant | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["pid"], d["idmap"])')
+echo "outside: pid ${TPID%% *} runs as $(grep Uid: /proc/${TPID%% *}/status); idmap ${TPID#* }"
+step "$BIN/berth" rm -f tenant
+set +e
+step "$BIN/berth" run --name filler --storage-opt size=8m "$REG/library/busybox" sh -c 'dd if=/dev/zero of=/fill bs=1M count=64 || exit 1; sleep 60'
+echo "(exit code $?: EDQUOT where the data root has project quotas, else evicted for disk-limit)"
+set -e
+"$BIN/berth" state filler | grep -E '"(exitCode|reason)"'
+"$BIN/berth" node | grep -A3 "Disk per task"
+step "$BIN/berth" rm filler
 
 echo
 echo "== a cluster on this machine: berth master and two agents that join it"

@@ -374,3 +374,33 @@ fn a_task_on_a_network_of_its_own_owns_its_network_namespace() {
     root.ok(&["pod", "rm", "-f", "hosty"]);
     root.ok(&["rm", "-f", &id]);
 }
+
+#[test]
+fn where_layers_cannot_be_idmapped_the_copied_rootfs_is_shifted() {
+    // `--rootfs-copy` takes the path a file system without idmapped mounts takes: the
+    // flattened copy with its owners shifted into the task's range.
+    let root = Root::with_agent_args(&["--userns-pool", &pool(1_900_000_000), "--rootfs-copy"]);
+    import(&root);
+    let id = run_detached(&root, &["--userns", "auto", "busybox", "sleep", "1000"]);
+    let base = base_uid(&root, &id) as u32;
+    assert_eq!(
+        root.ok(&[
+            "exec",
+            &id,
+            "stat",
+            "-c",
+            "%u:%g",
+            "/bin/busybox",
+            "/home/berth"
+        ])
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        vec!["0:0", "1000:1000"]
+    );
+    let copy = root.path().join("containers").join(&id).join("rootfs");
+    assert_eq!(owner(&copy.join("home/berth")), (base + 1000, base + 1000));
+    assert_eq!(owner(&copy.join("bin/busybox")), (base, base));
+    root.ok(&["exec", &id, "touch", "/written"]);
+    assert_eq!(owner(&copy.join("written")), (base, base));
+    root.ok(&["rm", "-f", &id]);
+}

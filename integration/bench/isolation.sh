@@ -28,6 +28,8 @@ if [ "$RUNS" = 1 ]; then TASKS=10; WINDOW=3; fi
 
 . "$HERE/common.sh"
 bench_init isolation
+# A task's root (an unprivileged host id) must pass through the dirs above the data root.
+chmod 0711 "$WORK"
 PODRUN=(--rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
         --cgroups=no-conmon --cgroup-parent="$CG/podman" --runtime runc)
 trap bench_cleanup EXIT
@@ -42,7 +44,7 @@ hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/userns.json" \
   -n "berth run --rm" "$BERTH run --rm busybox true" \
   -n "podman run --rm --userns=auto (runc)" "${P[*]} run ${PODRUN[*]} --userns=auto $IMG true" \
   -n "podman run --rm (runc)" "${P[*]} run ${PODRUN[*]} $IMG true" \
-  >/dev/null
+  >"$WORK/hyperfine.log" 2>&1 || { cat "$WORK/hyperfine.log" >&2; tail -5 "$WORK/agent.log" >&2; exit 1; }
 
 # The agent's CPU time (utime + stime, clock ticks) over WINDOW seconds, as percent of a CPU.
 cpu_percent() {

@@ -162,6 +162,17 @@ fn items(root: &Path) -> Vec<Item> {
             "missing (CONFIG_USER_NS): --userns auto is refused".to_string()
         },
     ));
+    if let Some(dir) = crate::agent::idmap::blocked_ancestor(root) {
+        out.push(item(
+            "data root reachable",
+            false,
+            false,
+            format!(
+                "{} is not searchable by others: --userns auto is refused (chmod o+x it)",
+                dir.display()
+            ),
+        ));
+    }
     match berth_runtime::userns::probe(&store) {
         Ok(()) => out.push(item(
             "idmapped layers",

@@ -93,7 +93,7 @@ fn draft(
 ) -> Result<Draft, ApiError> {
     task.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()).with_exit_code(125))?;
-    let settings = &node.settings;
+    let settings = node.settings.clone();
     let (id, attached) = match attached {
         Some((id, status)) => (id, Some(status)),
         None => (new_id()?, None),
@@ -126,7 +126,7 @@ fn draft(
     } else if let Some(status) = attached {
         (
             Some(status),
-            Some(super::network::netns_dir(settings, &id).join("net")),
+            Some(super::network::netns_dir(&settings, &id).join("net")),
         )
     } else if task.network.cni().is_some() {
         return Err(ApiError::internal(
@@ -141,7 +141,7 @@ fn draft(
         Some(member) => member.idmap,
         None => match task.userns.unwrap_or(settings.userns_default) {
             berth_runtime::userns::UsernsMode::Host => None,
-            berth_runtime::userns::UsernsMode::Auto => Some(node.idmaps.allocate(&id)?),
+            berth_runtime::userns::UsernsMode::Auto => Some(super::idmap::allocate(node, &id)?),
         },
     };
     let disk_project = settings.quotas.is_some().then(|| node.disk.allocate(&id));

@@ -41,7 +41,7 @@ pub fn request(node: &mut Node, mut task: TaskSpec, reply: Reply<Created>) {
     // Its namespaces belong to its user namespace, made with them.
     let idmap = match task.userns.unwrap_or(node.settings.userns_default) {
         berth_runtime::userns::UsernsMode::Host => None,
-        berth_runtime::userns::UsernsMode::Auto => match node.idmaps.allocate(&id) {
+        berth_runtime::userns::UsernsMode::Auto => match super::idmap::allocate(node, &id) {
             Ok(map) => Some(map),
             Err(e) => {
                 let _ = reply.send(Err(e));

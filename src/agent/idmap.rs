@@ -137,6 +137,31 @@ pub fn open_data_root(root: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The first dir above the data root that others may not search: a task's root (an
+/// unprivileged host id) could not reach its rootfs through it.
+pub fn blocked_ancestor(root: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    root.ancestors()
+        .skip(1)
+        .find(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(std::path::Path::to_path_buf)
+}
+
+/// A range for `owner`, or why there is none (the pool is spent; the data root cannot be
+/// reached by an unprivileged id).
+pub fn allocate(node: &mut super::node::Node, owner: &str) -> Result<IdMap, ApiError> {
+    if let Some(dir) = blocked_ancestor(&node.settings.root) {
+        return Err(ApiError::conflict(format!(
+            "a user namespace's root cannot reach the data root {}: {} is not searchable by others (chmod o+x {} or move the data root)",
+            node.settings.root.display(),
+            dir.display(),
+            dir.display()
+        ))
+        .with_exit_code(125));
+    }
+    node.idmaps.allocate(owner)
+}
+
 /// Opens a task's dir to its root only: `root:<map.gid>` 0710.
 pub fn gate(dir: &std::path::Path, map: &IdMap) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -84,7 +84,7 @@ fn admit(node: &mut Node, spec: PodSpec) -> Result<String, ApiError> {
     };
     let idmap = match userns {
         berth_runtime::userns::UsernsMode::Host => None,
-        berth_runtime::userns::UsernsMode::Auto => Some(node.idmaps.allocate(&id)?),
+        berth_runtime::userns::UsernsMode::Auto => Some(crate::agent::idmap::allocate(node, &id)?),
     };
     let disk_project = node
         .settings
