@@ -353,6 +353,24 @@ fn a_task_on_a_network_of_its_own_owns_its_network_namespace() {
         lines.next().unwrap_or_default().split_whitespace().nth(1) != Some("0"),
         "{out}"
     );
+    // On the host's network the task cannot mount sysfs (it does not own that namespace):
+    // the host's /sys is bound read-only.
+    let (code, out, err) = run(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--userns",
+            "auto",
+            "--network",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /sys/class/net | grep -c '^lo$'; touch /sys/x 2>/dev/null && echo writable; exit 0",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
     // The agent's default for tasks that do not say, and a pod's hostUsers: true overriding it.
     let mut root = root;
     root.stop_agent(libc::SIGTERM);

@@ -389,28 +389,7 @@ fn prepare(
     snapshots: &[berth_images::digest::Digest],
     netns: Option<PathBuf>,
 ) -> Result<ContainerRecord, ApiError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir.path())
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.path().display())))?;
-    if let Some(map) = &record.idmap {
-        super::idmap::gate(dir.path(), map)
-            .map_err(|e| ApiError::internal(format!("opening {}: {e}", dir.path().display())))?;
-    }
-    // Before anything is made in it: everything below inherits the project.
-    if let (Some(quotas), Some(project)) = (&settings.quotas, record.disk_project) {
-        quotas
-            .assign(dir.path(), project)
-            .and_then(|()| {
-                let limit = record.task.storage_size.unwrap_or(0).max(0) as u64;
-                quotas.set_limit(project, limit)
-            })
-            .map_err(ApiError::internal)?;
-    }
-    for sub in [dir.logs(), dir.execs(), dir.etc()] {
-        std::fs::create_dir_all(&sub).map_err(ApiError::internal)?;
-    }
+    super::task_dir::make(settings, dir, &record)?;
     // A client's create (not a pod's member) is pending until answered; see
     // `ContainerDir::create_pending`. Made durable with the first record's directory sync.
     if record.task.pod.is_none() {
@@ -426,20 +405,8 @@ fn prepare(
     record.rootfs =
         berth_runtime::rootfs::prepare(&dirs, lowers, settings.rootfs_copy, record.idmap.as_ref())
             .map_err(ApiError::internal)?;
-    let hostname = berth_runtime::spec::hostname(&record.task, &record.id);
-    let etc = write_etc(dir, &record.task, &hostname, record.network.as_ref())?;
-    // The user namespace its other namespaces belong to: the pod's, or the one its network
-    // namespace was made in; none made yet: libcontainer makes it.
-    let userns = record.idmap.and_then(|_| match &record.task.pod {
-        Some(member) => Some(member.namespaces.join("user")),
-        None => netns.as_ref().and_then(|n| Some(n.parent()?.join("user"))),
-    });
-    if let Some(map) = &record.idmap {
-        // Files Berth writes for it belong to its root, as Docker's userns-remap does.
-        for file in &etc {
-            berth_runtime::userns::chown_to_root(file, map).map_err(ApiError::internal)?;
-        }
-    }
+    let etc = super::task_dir::write_etc(dir, &record)?;
+    let userns = super::task_dir::userns_to_join(&record, netns.as_deref());
     let inputs = berth_runtime::spec::SpecInputs {
         id: &record.id,
         image: config,
@@ -499,38 +466,6 @@ fn id_of(dir: &ContainerDir) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the container, as Docker writes them.
-fn write_etc(
-    dir: &ContainerDir,
-    task: &TaskSpec,
-    hostname: &str,
-    network: Option<&berth_runtime::state::NetworkStatus>,
-) -> Result<[PathBuf; 3], ApiError> {
-    let etc = dir.etc();
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let (hosts, resolv) = match task.network {
-        NetworkMode::Host => (
-            std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-            host_resolv,
-        ),
-        _ => (
-            super::network::etc_hosts(hostname, network),
-            super::network::resolv_conf(network, &host_resolv),
-        ),
-    };
-    let files = [
-        (etc.join("hosts"), hosts),
-        (etc.join("hostname"), format!("{hostname}\n")),
-        (etc.join("resolv.conf"), resolv),
-    ];
-    for (path, text) in &files {
-        std::fs::write(path, text)
-            .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
-    }
-    let [(a, _), (b, _), (c, _)] = files;
-    Ok([a, b, c])
 }
 
 /// Starts `berth-monitor init` and waits for its start-up line; a task then waits for the

@@ -45,6 +45,7 @@ mod routes;
 mod routes_pods;
 pub mod server;
 mod start;
+mod task_dir;
 pub(crate) mod usage;
 
 use std::os::unix::fs::PermissionsExt;

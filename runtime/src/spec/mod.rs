@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod seccomp;
 pub mod user;
+mod userns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -325,20 +326,7 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
 
     let mut mounts = defaults::standard_mounts();
     if inputs.idmap.is_some() && task.network == NetworkMode::Host {
-        // sysfs may be mounted only by the owner of the network namespace, the host's user
-        // namespace here: the host's /sys is bound read-only instead (runc and podman do
-        // the same).
-        for m in mounts.iter_mut() {
-            if m.destination() == Path::new("/sys") {
-                let mut bound = defaults::bind("/sys".into(), "/sys".into(), true);
-                bound.set_options(Some(
-                    ["rbind", "rprivate", "ro", "nosuid", "noexec", "nodev"]
-                        .map(String::from)
-                        .to_vec(),
-                ));
-                *m = bound;
-            }
-        }
+        userns::bind_host_sys(&mut mounts);
     }
     let [hosts, hostname_file, resolv] = inputs.etc_files.clone();
     mounts.push(defaults::bind(hosts, "/etc/hosts".into(), false));
@@ -358,23 +346,7 @@ pub fn build(task: &TaskSpec, inputs: &SpecInputs<'_>) -> Result<Spec, SpecError
     let mut namespaces = namespaces(task, inputs.netns.as_deref())?;
     let mut linux = LinuxBuilder::default();
     if let Some(map) = &inputs.idmap {
-        // First: the other namespaces are made (or joined) as its members.
-        let mut b = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User);
-        if let Some(path) = &inputs.userns {
-            b = b.path(path.clone());
-        }
-        namespaces.insert(0, b.build().map_err(SpecError::build)?);
-        let line = |host: u32| {
-            oci_spec::runtime::LinuxIdMappingBuilder::default()
-                .container_id(0u32)
-                .host_id(host)
-                .size(map.size)
-                .build()
-                .map_err(SpecError::build)
-        };
-        linux = linux
-            .uid_mappings(vec![line(map.uid)?])
-            .gid_mappings(vec![line(map.gid)?]);
+        linux = userns::join_or_make(linux, &mut namespaces, map, inputs.userns.as_deref())?;
     }
 
     let mut linux = linux
