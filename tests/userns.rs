@@ -48,6 +48,23 @@ fn host_uids(pid: i64) -> Vec<u64> {
         .collect()
 }
 
+/// Inside the container the image's owners are as built: root's busybox, berth's home (1000).
+fn assert_image_owners_inside(root: &Root, id: &str) {
+    let owners = root.ok(&[
+        "exec",
+        id,
+        "stat",
+        "-c",
+        "%u:%g",
+        "/bin/busybox",
+        "/home/berth",
+    ]);
+    assert_eq!(
+        owners.split_whitespace().collect::<Vec<_>>(),
+        vec!["0:0", "1000:1000"]
+    );
+}
+
 fn owner(path: &std::path::Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -82,20 +99,7 @@ fn root_inside_is_an_unprivileged_id_outside_and_the_image_keeps_its_owners() {
     assert_eq!(host_uids(p), vec![base; 4], "uid 0 inside, host view");
     // Inside: root, and the image's owners as built (root's files, berth's home at 1000).
     assert_eq!(root.ok(&["exec", &id, "id", "-u"]).trim(), "0");
-    assert_eq!(
-        root.ok(&[
-            "exec",
-            &id,
-            "stat",
-            "-c",
-            "%u:%g",
-            "/bin/busybox",
-            "/home/berth"
-        ])
-        .split_whitespace()
-        .collect::<Vec<_>>(),
-        vec!["0:0", "1000:1000"]
-    );
+    assert_image_owners_inside(&root, &id);
     // Outside, through the task's root: the same files with their host ids.
     let rootfs = std::path::PathBuf::from(format!("/proc/{p}/root"));
     let base32 = base as u32;
@@ -401,20 +405,7 @@ fn where_layers_cannot_be_idmapped_the_copied_rootfs_is_shifted() {
     import(&root);
     let id = run_detached(&root, &["--userns", "auto", "busybox", "sleep", "1000"]);
     let base = base_uid(&root, &id) as u32;
-    assert_eq!(
-        root.ok(&[
-            "exec",
-            &id,
-            "stat",
-            "-c",
-            "%u:%g",
-            "/bin/busybox",
-            "/home/berth"
-        ])
-        .split_whitespace()
-        .collect::<Vec<_>>(),
-        vec!["0:0", "1000:1000"]
-    );
+    assert_image_owners_inside(&root, &id);
     let copy = root.path().join("containers").join(&id).join("rootfs");
     assert_eq!(owner(&copy.join("home/berth")), (base + 1000, base + 1000));
     assert_eq!(owner(&copy.join("bin/busybox")), (base, base));

@@ -62,19 +62,8 @@ pub fn create(
     if let Some(map) = idmap {
         return crate::sandbox_userns::create(dir, hostname, ns, monitor, map);
     }
-    let mut flags = CloneFlags::empty();
+    unshare_shared(dir, hostname, ns)?;
     if ns.net {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    if ns.ipc_uts {
-        flags |= CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-    }
-    unshare(flags).map_err(|e| io("unshare", dir, e))?;
-    if let Some(name) = hostname.filter(|_| ns.ipc_uts) {
-        nix::unistd::sethostname(name).map_err(|e| io("sethostname", dir, e))?;
-    }
-    if ns.net {
-        crate::supervisor::launch::set_lo_up().map_err(|e| io("bringing up lo", dir, e))?;
         bind_ns(Path::new("/proc/self/ns/net"), &dir.join("net"))?;
     }
     if ns.ipc_uts {
@@ -95,6 +84,30 @@ pub fn create(
         &dir.join("pid"),
     )?;
     Ok(Some(child))
+}
+
+/// Unshares the network (with `lo` up), IPC and UTS (with the host name) namespaces `ns`
+/// asks for, in this process.
+pub(crate) fn unshare_shared(
+    dir: &Path,
+    hostname: Option<&str>,
+    ns: Namespaces,
+) -> Result<(), SandboxError> {
+    let mut flags = CloneFlags::empty();
+    if ns.net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if ns.ipc_uts {
+        flags |= CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    }
+    unshare(flags).map_err(|e| io("unshare", dir, e))?;
+    if let Some(name) = hostname.filter(|_| ns.ipc_uts) {
+        nix::unistd::sethostname(name).map_err(|e| io("sethostname", dir, e))?;
+    }
+    if ns.net {
+        crate::supervisor::launch::set_lo_up().map_err(|e| io("bringing up lo", dir, e))?;
+    }
+    Ok(())
 }
 
 /// Forks Berth's pod init into the PID namespace this process unshared; returns its pid

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{unshare, CloneFlags};
 
-use crate::sandbox::{bind_ns, fork_pod_init, io, Namespaces, SandboxError};
+use crate::sandbox::{bind_ns, fork_pod_init, io, unshare_shared, Namespaces, SandboxError};
 use crate::userns::IdMap;
 
 /// Makes the sandbox (`dir/user` beside the others); returns the pod init's pid.
@@ -139,20 +139,7 @@ fn worker(
             .map_err(|e| io("setresgid", dir, e))?;
         nix::unistd::setresuid(0.into(), 0.into(), 0.into())
             .map_err(|e| io("setresuid", dir, e))?;
-        let mut flags = CloneFlags::empty();
-        if ns.net {
-            flags |= CloneFlags::CLONE_NEWNET;
-        }
-        if ns.ipc_uts {
-            flags |= CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-        }
-        unshare(flags).map_err(|e| io("unshare", dir, e))?;
-        if let Some(name) = hostname.filter(|_| ns.ipc_uts) {
-            nix::unistd::sethostname(name).map_err(|e| io("sethostname", dir, e))?;
-        }
-        if ns.net {
-            crate::supervisor::launch::set_lo_up().map_err(|e| io("bringing up lo", dir, e))?;
-        }
+        unshare_shared(dir, hostname, ns)?;
         if !ns.pid {
             return Ok(0);
         }
