@@ -347,7 +347,8 @@ fn a_task_on_a_network_of_its_own_owns_its_network_namespace() {
             "busybox",
             "sh",
             "-c",
-            "nc -l -p 80 & sleep 0.3; netstat -ltn | grep -c ':80 '; cat /proc/self/uid_map",
+            "nc -l -p 80 & for i in $(seq 100); do netstat -ltn | grep -q ':80 ' && break; sleep 0.1; done; \
+             netstat -ltn | grep -c ':80 '; cat /proc/self/uid_map",
         ],
     );
     assert_eq!(code, 0, "{err}");
