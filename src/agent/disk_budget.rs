@@ -13,7 +13,7 @@
 //! task over its budget is evicted with the reason `disk-limit` (a pod member takes its
 //! pod with it, as the kubelet evicts pods).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use berth_api::node::{NodeDiskView, TaskDiskView};
@@ -28,35 +28,30 @@ const FIRST_PROJECT: u32 = 1_000_000;
 /// Projects held and the last measurements.
 #[derive(Debug, Default)]
 pub struct DiskBudgets {
-    projects: BTreeMap<u32, String>,
+    projects: super::slots::Slots,
     used: HashMap<String, u64>,
     measuring: bool,
-    /// Walks (or quota reads) done.
-    pub measurements: u64,
 }
 
 impl DiskBudgets {
-    /// A project for `owner` (a container or pod id): the one it holds, else a free one.
+    /// A project for `owner` (a container or pod id): the one it holds, else a free one
+    /// (four billion of them: never all held).
     pub fn allocate(&mut self, owner: &str) -> u32 {
-        if let Some((p, _)) = self.projects.iter().find(|(_, o)| o.as_str() == owner) {
-            return *p;
-        }
-        let mut p = FIRST_PROJECT;
-        while self.projects.contains_key(&p) {
-            p += 1;
-        }
-        self.projects.insert(p, owner.to_string());
-        p
+        self.projects
+            .take(owner, FIRST_PROJECT..u32::MAX)
+            .unwrap_or(u32::MAX)
     }
 
     /// Recovery: `owner` holds `project`.
     pub fn hold(&mut self, owner: &str, project: u32) {
-        self.projects.insert(project, owner.to_string());
+        if let Some(other) = self.projects.hold(project, owner) {
+            tracing::error!(project, owner, other, "two tasks recorded the same project");
+        }
     }
 
     /// `owner` is gone.
     pub fn release(&mut self, owner: &str) {
-        self.projects.retain(|_, o| o != owner);
+        self.projects.release(owner);
         self.used.remove(owner);
     }
 
@@ -120,7 +115,6 @@ pub fn check(node: &mut Node) {
         },
         |node, measured: Result<Vec<(String, u64)>, super::error::ApiError>| {
             node.disk.measuring = false;
-            node.disk.measurements += 1;
             if let Ok(list) = measured {
                 node.disk.used = list.into_iter().collect();
                 enforce(node);
@@ -167,6 +161,8 @@ fn enforce(node: &mut Node) {
             None => evict_container(node, &id, message),
         }
     }
+    // One take-back per pod, however many of its parts are over (dedup needs them adjacent).
+    pods_over.sort_by(|a, b| a.0.cmp(&b.0));
     pods_over.dedup_by(|a, b| a.0 == b.0);
     for (pod_id, used, limit) in pods_over {
         for cid in super::pod::members(node, &pod_id) {

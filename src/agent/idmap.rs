@@ -8,8 +8,6 @@
 //! `/etc/subuid` and `/etc/subgid` (as podman and the kubelet take theirs), else the
 //! built-in default below.
 
-use std::collections::BTreeMap;
-
 use berth_runtime::userns::{IdMap, RANGE_SIZE};
 
 use super::error::ApiError;
@@ -173,7 +171,7 @@ pub fn gate(dir: &std::path::Path, map: &IdMap) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct IdRanges {
     pool: IdPool,
-    held: BTreeMap<u32, String>,
+    held: super::slots::Slots,
 }
 
 impl IdRanges {
@@ -181,26 +179,23 @@ impl IdRanges {
     pub fn new(pool: IdPool) -> Self {
         IdRanges {
             pool,
-            held: BTreeMap::new(),
+            held: super::slots::Slots::default(),
         }
     }
 
     /// The range of `owner` (a container or pod id): the one it holds, else the lowest
     /// free one.
     pub fn allocate(&mut self, owner: &str) -> Result<IdMap, ApiError> {
-        if let Some((slot, _)) = self.held.iter().find(|(_, o)| o.as_str() == owner) {
-            return Ok(self.pool.range(*slot));
-        }
-        let slot = (0..self.pool.ranges())
-            .find(|s| !self.held.contains_key(s))
+        let slot = self
+            .held
+            .take(owner, 0..self.pool.ranges())
             .ok_or_else(|| {
                 ApiError::conflict(format!(
-                    "no free user namespace range: all {} ranges of the pool are held (--userns-pool)",
-                    self.pool.ranges()
-                ))
+                "no free user namespace range: all {} ranges of the pool are held (--userns-pool)",
+                self.pool.ranges()
+            ))
                 .with_exit_code(125)
             })?;
-        self.held.insert(slot, owner.to_string());
         Ok(self.pool.range(slot))
     }
 
@@ -208,17 +203,15 @@ impl IdRanges {
     /// kept by nobody here and never handed out again while it is outside).
     pub fn hold(&mut self, owner: &str, map: &IdMap) {
         if let Some(slot) = self.pool.slot_of(map) {
-            if let Some(other) = self.held.insert(slot, owner.to_string()) {
-                if other != owner {
-                    tracing::error!(slot, owner, other, "two tasks recorded the same id range");
-                }
+            if let Some(other) = self.held.hold(slot, owner) {
+                tracing::error!(slot, owner, other, "two tasks recorded the same id range");
             }
         }
     }
 
     /// `owner` is gone: its range is free.
     pub fn release(&mut self, owner: &str) {
-        self.held.retain(|_, o| o != owner);
+        self.held.release(owner);
     }
 
     /// Ranges held and in the pool.

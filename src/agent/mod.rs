@@ -44,6 +44,7 @@ mod request;
 mod routes;
 mod routes_pods;
 pub mod server;
+mod slots;
 mod start;
 mod task_dir;
 pub(crate) mod usage;

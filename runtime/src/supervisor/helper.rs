@@ -218,11 +218,34 @@ pub fn run_exec_create(opts: ExecCreateOptions) -> i32 {
 /// An exec that raced the container's end can have recreated the container's cgroup (the
 /// tenant joins it with `mkdir -p` semantics) after its removal; an empty one is removed
 /// again. A cgroup still in use (a live container) refuses `rmdir`, so this never harms one.
+///
+/// libcontainer returns the error without reaping its intermediate process, which may still
+/// be on its way out of (or, late, into) the recreated cgroup: it is waited for first, else
+/// the `rmdir` loses the race and the cgroup stays behind once the helper is gone.
 fn forget_cgroup_of_dead_container(bundle: &std::path::Path) {
+    reap_children(std::time::Duration::from_secs(5));
     let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
         return;
     };
     if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
         crate::cgroups::remove_empty_up_to(&path, &path);
+    }
+}
+
+/// Waits (at most `patience`) until every child of this helper has exited and is reaped; a
+/// zombie holds no cgroup, so after this nothing of ours is left in the container's.
+fn reap_children(patience: std::time::Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(_) => {}
+            // ECHILD: no child is left.
+            Err(_) => return,
+        }
     }
 }
