@@ -22,6 +22,19 @@ pub fn exec(node: &mut Node, key: &str, req: ExecRequest, reply: Reply<String>) 
                 ApiError::conflict(format!("container {key} is not running")).with_exit_code(126),
             );
         }
+        // Its end is under way: an exec now would only race the removal of its cgroup
+        // (Docker answers the same way).
+        let pod_going = c.record().task.pod.as_ref().is_some_and(|m| {
+            node.pods
+                .get(&m.pod_id)
+                .is_some_and(|p| p.busy == Some(super::pod::teardown::BUSY))
+        });
+        if c.removing.is_some() || pod_going {
+            return Err(ApiError::conflict(format!(
+                "container {key} is marked for removal and cannot be exec'd into"
+            ))
+            .with_exit_code(126));
+        }
         Ok(Target {
             id: c.record().id.clone(),
             dir: c.dir.clone(),

@@ -238,7 +238,8 @@ pub fn record(node: &mut Node, id: &str, ok: bool, output: String) {
     let Some(c) = node.containers.get_mut(id) else {
         return;
     };
-    if c.known_exit().is_some() {
+    // A check that raced the container's end says nothing about its health.
+    if c.known_exit().is_some() || c.removing.is_some() {
         return;
     }
     let Some(check) = c.record().task.health.clone() else {

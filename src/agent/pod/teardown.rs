@@ -34,11 +34,14 @@ pub enum After {
     Abandon,
 }
 
+/// What a pod being torn down is busy with.
+pub const BUSY: &str = "being removed";
+
 /// Starts removing everything of pod `id`: its containers one after the other (each off
 /// the owner), then the rest in [`release`].
 pub fn start(node: &mut Node, id: &str, after: After) {
     if let Some(pod) = node.pods.get_mut(id) {
-        pod.busy = Some("being removed");
+        pod.busy = Some(BUSY);
         // Nothing restarts while it goes (restarts happen only while starting or running).
         if matches!(pod.record.phase, PodPhase::Starting | PodPhase::Running) {
             match super::phase::advance(node, id, PodPhase::Stopped, None) {
