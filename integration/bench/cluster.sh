@@ -51,7 +51,14 @@ stop_etcd() {
   ETCD_PIDS=()
 }
 cleanup() {
+  local rc=$?
   set +e
+  if [ "$rc" != 0 ]; then
+    # What the masters said about their leadership, for a run that failed.
+    for f in "$WORK"/master*.log; do
+      [ -f "$f" ] && { echo "-- $f (warnings)"; grep -v '"level":"INFO"' "$f" | tail -15; } >&2
+    done
+  fi
   [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
   [ -n "$MASTER_PID" ] && kill "$MASTER_PID" 2>/dev/null && wait "$MASTER_PID" 2>/dev/null
   [ -n "$FOLLOWER_PID" ] && kill "$FOLLOWER_PID" 2>/dev/null && wait "$FOLLOWER_PID" 2>/dev/null
