@@ -264,7 +264,15 @@ impl Etcd {
                     c.kv_client().get(key.as_str(), None).await
                 })
                 .map(|r| r.kvs().first().map(|k| k.mod_revision()).unwrap_or(0));
-            if now.map_or(true, |r| r != *revision) {
+            // Unreadable (etcd slow or cut off): unknown, not fenced. The commit changed
+            // nothing either way, every later one still carries the fence, and the election
+            // loop steps down if the key really moved; taking a slow read for a lost
+            // leadership stepped a leader down under load for nothing.
+            let now = match now {
+                Ok(now) => now,
+                Err(e) => return e,
+            };
+            if now != *revision {
                 self.fenced.store(true, Ordering::SeqCst);
                 return Fenced {
                     key: key.clone(),
