@@ -186,16 +186,13 @@ impl IdRanges {
     /// The range of `owner` (a container or pod id): the one it holds, else the lowest
     /// free one.
     pub fn allocate(&mut self, owner: &str) -> Result<IdMap, ApiError> {
-        let slot = self
-            .held
-            .take(owner, 0..self.pool.ranges())
-            .ok_or_else(|| {
-                ApiError::conflict(format!(
-                "no free user namespace range: all {} ranges of the pool are held (--userns-pool)",
-                self.pool.ranges()
+        let ranges = self.pool.ranges();
+        let Some(slot) = self.held.take(owner, 0..ranges) else {
+            return Err(ApiError::conflict(format!(
+                "no free user namespace range: all {ranges} ranges of the pool are held (--userns-pool)"
             ))
-                .with_exit_code(125)
-            })?;
+            .with_exit_code(125));
+        };
         Ok(self.pool.range(slot))
     }
 
